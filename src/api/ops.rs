@@ -1,0 +1,89 @@
+//! Operations: liveness, readiness, Prometheus metrics, the OpenAPI document and the
+//! service catalogue. Health and metrics need no token (they are for the platform, and
+//! the embedded defaults bind loopback only); the catalogue does.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::auth::{Permission, Staff};
+use super::error::{ApiError, ApiResult};
+use crate::store::services::Service;
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// The daemon can serve: its database (and Redis, when configured) answer, and it is
+/// not shutting down.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let unavailable = |why| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health { status: why }),
+        )
+    };
+    if state.shutdown.is_cancelled() {
+        return unavailable("shutting down");
+    }
+    if let Err(e) = state.store.ping().await {
+        tracing::warn!(error = %e, "readiness: database unreachable");
+        return unavailable("database unreachable");
+    }
+    if let Some(redis) = &state.redis
+        && let Err(e) = redis.ping().await
+    {
+        tracing::warn!(error = %e, "readiness: redis unreachable");
+        return unavailable("redis unreachable");
+    }
+    (StatusCode::OK, Json(Health { status: "ok" }))
+}
+
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, content_type = "text/plain", body = String)))]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.metrics.render(),
+    )
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations",
+    responses((status = 200, content_type = "application/json", body = Object)))]
+pub async fn openapi(
+    Extension(doc): Extension<Arc<utoipa::openapi::OpenApi>>,
+) -> impl IntoResponse {
+    Json(doc.as_ref().clone())
+}
+
+/// The service catalogue.
+#[utoipa::path(get, path = "/api/v1/services", tag = "operations",
+    responses((status = 200, body = Vec<Service>)),
+    security(("bearer" = [])))]
+pub async fn services(
+    State(state): State<AppState>,
+    staff: Staff,
+) -> ApiResult<Json<Vec<Service>>> {
+    staff.require(Permission::ReadCatalogue)?;
+    Ok(Json(state.store.services().await.map_err(ApiError::from)?))
+}

@@ -1,0 +1,388 @@
+//! One typed configuration, read from the embedded defaults (`config/contactd.toml`),
+//! then an optional file, then `CONTACTD__SECTION__KEY` environment variables.
+//!
+//! Unknown keys are errors, not warnings: a misspelt key in production must stop the
+//! daemon, naming the key, rather than silently leaving a default in force.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+use url::Url;
+
+use crate::domain::UnknownValue;
+
+/// The embedded defaults, compiled into the binary so `contactd serve` needs no file.
+pub const EMBEDDED_DEFAULTS: &str = include_str!("../config/contactd.toml");
+
+/// The prefix of environment overrides; `__` separates section and key.
+pub const ENV_PREFIX: &str = "CONTACTD__";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    #[serde(default)]
+    pub scheduler: SchedulerSettings,
+    pub intake: IntakeSettings,
+    pub shutdown: ShutdownSettings,
+    pub log: LogSettings,
+    pub services: Vec<ServiceDefinition>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub listen: SocketAddr,
+    pub public_url: Url,
+    pub max_body_bytes: usize,
+    pub request_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: DatabaseUrl,
+    pub max_connections: u32,
+    pub connect_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerSettings {
+    /// Empty: reminders are scheduled on the database (embedded scheduler).
+    #[serde(default)]
+    pub redis_url: RedisUrl,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeSettings {
+    pub default_service: ServiceCode,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownSettings {
+    pub grace_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceDefinition {
+    pub code: ServiceCode,
+    pub name: String,
+    pub retention_years: u32,
+    #[serde(default)]
+    pub special_category: bool,
+}
+
+/// A service catalogue code: lower-case letters, digits and `_`, at most 40 long.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceCode(String);
+
+impl ServiceCode {
+    pub fn parse(s: &str) -> Result<Self, UnknownValue> {
+        let ok = !s.is_empty()
+            && s.len() <= 40
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if ok {
+            Ok(ServiceCode(s.to_string()))
+        } else {
+            Err(UnknownValue(s.to_string()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ServiceCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+crate::domain::string_domain_type!(ServiceCode, "A service catalogue code", "waste");
+
+/// Which database the daemon stores into, chosen by the URL's scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database URL whose scheme names a supported backend.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl {
+    url: String,
+    backend: Backend,
+}
+
+impl DatabaseUrl {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let backend = if s.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(format!(
+                "{:?} is not a database URL: use sqlite://PATH or postgres://USER@HOST/DB",
+                redact(s)
+            ));
+        };
+        Ok(DatabaseUrl {
+            url: s.to_string(),
+            backend,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.url
+    }
+
+    /// For an SQLite URL, the file it names (relative paths are relative to the
+    /// working directory, as sqlx reads them).
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        if self.backend != Backend::Sqlite {
+            return None;
+        }
+        let rest = self
+            .url
+            .trim_start_matches("sqlite:")
+            .trim_start_matches("//");
+        let path = rest.split('?').next().unwrap_or(rest);
+        (!path.is_empty() && path != ":memory:").then(|| Path::new(path))
+    }
+}
+
+/// The URL with any password replaced, safe for logs and error messages.
+pub fn redact(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact(&self.url))
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
+}
+
+impl<'de> Deserialize<'de> for DatabaseUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        DatabaseUrl::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A Redis URL, or empty for "no Redis".
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RedisUrl(Option<Url>);
+
+impl RedisUrl {
+    pub fn get(&self) -> Option<&Url> {
+        self.0.as_ref()
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(u) => write!(f, "RedisUrl({})", redact(u.as_str())),
+            None => f.write_str("RedisUrl(none)"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RedisUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() {
+            return Ok(RedisUrl(None));
+        }
+        let url = Url::parse(&s).map_err(serde::de::Error::custom)?;
+        if !matches!(url.scheme(), "redis" | "rediss") {
+            return Err(serde::de::Error::custom(format!(
+                "{:?} is not a Redis URL: use redis://HOST:PORT/DB",
+                redact(&s)
+            )));
+        }
+        Ok(RedisUrl(Some(url)))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Reads the embedded defaults, then `file` (if given), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut figment = Figment::from(Toml::string(EMBEDDED_DEFAULTS));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let settings: Settings = figment.extract().map_err(|e| {
+            // figment reports one error per problem; the first is the one to fix.
+            let first = e.into_iter().next().map(describe).unwrap_or_default();
+            ConfigError::Invalid(first)
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
+        if self.services.is_empty() {
+            return bad(
+                "services",
+                "the service catalogue needs at least one service",
+            );
+        }
+        let mut codes: Vec<&ServiceCode> = self.services.iter().map(|s| &s.code).collect();
+        codes.sort();
+        if let Some(w) = codes.windows(2).find(|w| w[0] == w[1]) {
+            return bad("services", &format!("service code {} appears twice", w[0]));
+        }
+        if let Some(s) = self.services.iter().find(|s| s.retention_years == 0) {
+            return bad(
+                "services",
+                &format!("{}: retention_years must be at least 1", s.code),
+            );
+        }
+        if !self
+            .services
+            .iter()
+            .any(|s| s.code == self.intake.default_service)
+        {
+            return bad(
+                "intake.default_service",
+                &format!(
+                    "{} is not in the service catalogue",
+                    self.intake.default_service
+                ),
+            );
+        }
+        if self.database.max_connections == 0 {
+            return bad("database.max_connections", "must be at least 1");
+        }
+        if self.http.max_body_bytes < 1024 {
+            return bad("http.max_body_bytes", "must be at least 1024");
+        }
+        if self.http.request_timeout_seconds == 0 {
+            return bad("http.request_timeout_seconds", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    pub fn grace_period(&self) -> Duration {
+        Duration::from_secs(self.shutdown.grace_seconds)
+    }
+}
+
+/// One line naming the key, the problem and where the value came from.
+fn describe(e: figment::Error) -> String {
+    let key = e.path.join(".");
+    let origin = e
+        .metadata
+        .as_ref()
+        .map(|m| match &m.source {
+            Some(figment::Source::File(p)) => format!(" (in {})", p.display()),
+            _ if m.name.contains("environment") => {
+                let profile = e.profile.clone().unwrap_or_default();
+                format!(" (from {})", m.interpolate(&profile, &e.path))
+            }
+            _ => String::new(),
+        })
+        .unwrap_or_default();
+    let kind = e.kind.to_string();
+    if key.is_empty() {
+        format!("{kind}{origin}")
+    } else {
+        format!("{key}: {kind}{origin}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_parse() {
+        let s: Settings = Figment::from(Toml::string(EMBEDDED_DEFAULTS))
+            .extract()
+            .unwrap();
+        s.validate().unwrap();
+        assert_eq!(s.database.url.backend(), Backend::Sqlite);
+        assert_eq!(
+            s.database.url.sqlite_path(),
+            Some(Path::new("data/contactd.db"))
+        );
+        assert_eq!(s.services.len(), 9);
+        assert!(s.scheduler.redis_url.get().is_none());
+    }
+
+    #[test]
+    fn production_example_parses() {
+        let s: Settings = Figment::from(Toml::string(EMBEDDED_DEFAULTS))
+            .merge(Toml::string(include_str!(
+                "../config/production.example.toml"
+            )))
+            .extract()
+            .unwrap();
+        assert_eq!(s.database.url.backend(), Backend::Postgres);
+        assert!(s.scheduler.redis_url.get().is_some());
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        let u = DatabaseUrl::parse("postgres://me:hunter2@db/x").unwrap();
+        assert!(!u.to_string().contains("hunter2"));
+        assert!(!format!("{u:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,29 @@
+//! contactd: a council contact centre daemon.
+//!
+//! Residents ring, email and text the council; every contact enters through
+//! [`intake`], is matched to one central customer record and opens or attaches a
+//! service request. Staff work through the JSON [`api`].
+//!
+//! The map of this crate (the hub; channel crates plug into `intake`):
+//!
+//! - [`configuration`]: the typed settings (embedded defaults, file, environment)
+//! - [`domain`]: parsed values — references, phone numbers, the customer record,
+//!   requests, roles — so the inside never re-validates
+//! - [`store`]: SQL on SQLite or PostgreSQL behind one repository layer
+//! - [`intake`]: the single entry point for every channel's contacts
+//! - [`api`]: the staff API, health, metrics and OpenAPI
+//! - [`scheduler`]: the link to the reminder scheduler's Redis
+//! - [`startup`], [`shutdown`], [`telemetry`]: wiring, graceful stop, logs and metrics
+//! - [`cli`]: the `contactd` command; [`bench`]: throughput measurement
+
+pub mod api;
+pub mod bench;
+pub mod cli;
+pub mod configuration;
+pub mod domain;
+pub mod intake;
+pub mod scheduler;
+pub mod shutdown;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,194 @@
+//! The store: one repository layer over sqlx's `Any` driver, two backends (SQLite, the
+//! embedded default; PostgreSQL, for several daemons sharing one database).
+//!
+//! - [`customers`]: the central record, its children, consents and history
+//! - [`requests`]: service requests, reference numbers and timelines
+//! - [`contacts`]: inbound contacts, idempotent on (channel, external id)
+//! - [`staff`]: staff users and their API tokens
+//! - [`services`]: the service catalogue, seeded from configuration
+//! - [`audit`]: the append-only audit log
+//!
+//! Rules that hold both backends together (see ARCHITECTURE.md): column types BIGINT,
+//! INTEGER, TEXT only; times are epoch milliseconds set here; `$n` placeholders; every
+//! write transaction starts with a write, so SQLite takes its write lock up front
+//! (waiting on busy_timeout) instead of failing to upgrade a read snapshot.
+//!
+//! Functions that must run inside a caller's transaction take `&mut AnyConnection`;
+//! `Store` methods own their transaction.
+
+pub mod audit;
+pub mod contacts;
+pub mod customers;
+pub mod requests;
+pub mod services;
+pub mod staff;
+
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyConnection, AnyPool, Executor, Row};
+
+use crate::configuration::{Backend, DatabaseSettings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    /// The actor may not see this (special category data without the right role).
+    #[error("restricted")]
+    Restricted,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored value is not valid: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects (creating an SQLite file and its directory if needed). An unreachable
+    /// database is an error naming the (redacted) URL.
+    pub async fn connect(settings: &DatabaseSettings) -> StoreResult<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = settings.url.backend();
+        let mut url = settings.url.expose().to_string();
+        if let Some(path) = settings.url.sqlite_path() {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Conflict(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+            if !url.contains("mode=") {
+                url.push_str(if url.contains('?') {
+                    "&mode=rwc"
+                } else {
+                    "?mode=rwc"
+                });
+            }
+        }
+        let options: AnyConnectOptions = url.parse()?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(Duration::from_secs(settings.connect_timeout_seconds))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run beside the one writer; busy_timeout makes
+                        // writers queue rather than fail; SQLite leaves foreign keys off
+                        // unless asked.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(Store { pool, backend })
+    }
+
+    pub async fn migrate(&self) -> StoreResult<()> {
+        match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// For readiness: the database answers a query.
+    pub async fn ping(&self) -> StoreResult<()> {
+        let row = sqlx::query("SELECT 1").fetch_one(&self.pool).await?;
+        let one: i64 = row
+            .try_get(0)
+            .or_else(|_| row.try_get::<i32, _>(0).map(i64::from))?;
+        if one == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt("SELECT 1 did not return 1".into()))
+        }
+    }
+
+    pub async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(self.pool.begin().await?)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// A fresh, time-ordered id: rows sort by creation when ordered by id.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Reads an INTEGER column holding 0/1 as a bool (SQLite hands back integers where
+/// Rust asks for bool, so booleans are stored and read as integers on both backends).
+pub(crate) fn flag(row: &sqlx::any::AnyRow, column: &str) -> StoreResult<bool> {
+    Ok(row.try_get::<i64, _>(column)? != 0)
+}
+
+/// Parses a stored text column into a domain type, reporting a corrupt row rather
+/// than panicking if someone edited the database by hand.
+pub(crate) fn parsed<T, E: std::fmt::Display>(
+    row: &sqlx::any::AnyRow,
+    column: &str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> StoreResult<T> {
+    let s: String = row.try_get(column)?;
+    parse(&s).map_err(|e| StoreError::Corrupt(format!("{column} = {s:?}: {e}")))
+}
+
+pub(crate) fn parsed_opt<T, E: std::fmt::Display>(
+    row: &sqlx::any::AnyRow,
+    column: &str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> StoreResult<Option<T>> {
+    let s: Option<String> = row.try_get(column)?;
+    s.map(|s| parse(&s).map_err(|e| StoreError::Corrupt(format!("{column} = {s:?}: {e}"))))
+        .transpose()
+}
+
+/// Serialises PostgreSQL transactions that would otherwise race to create the same
+/// thing (two first contacts from one new number must not make two records). SQLite
+/// needs nothing: a write transaction there already excludes every other writer.
+pub(crate) async fn lock_key(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    key: &str,
+) -> StoreResult<()> {
+    if backend == Backend::Postgres {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(key.as_bytes());
+        let id = i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
+        sqlx::query("SELECT CAST(1 AS BIGINT) FROM (SELECT pg_advisory_xact_lock($1)) AS l")
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
