@@ -1,0 +1,236 @@
+//! `spawn_app()`: the real daemon on a random port, against a fresh database — a new
+//! SQLite file, or a new PostgreSQL database — with one staff token per role.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use contactd::configuration::{Backend, DatabaseUrl, Settings};
+use contactd::domain::Role;
+use contactd::startup::Application;
+use contactd::store::Store;
+use serde_json::Value;
+use sqlx::Row;
+use tokio_util::sync::CancellationToken;
+
+/// The PostgreSQL server tests create their databases on (trust auth on loopback).
+pub fn postgres_admin_url() -> String {
+    std::env::var("CONTACTD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// A database of its own for one test; dropped (forcibly) when the test ends.
+pub struct TestDatabase {
+    pub url: String,
+    pg_name: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestDatabase {
+    pub async fn new(backend: Backend) -> TestDatabase {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match backend {
+            Backend::Sqlite => TestDatabase {
+                url: format!("sqlite://{}", dir.path().join("contactd.db").display()),
+                pg_name: None,
+                _dir: dir,
+            },
+            Backend::Postgres => {
+                let name = format!("contactd_test_{}", uuid::Uuid::new_v4().simple());
+                let admin = postgres_admin_url();
+                let mut conn = connect_admin(&admin).await;
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                let base = admin.rsplit_once('/').expect("url has a database").0;
+                TestDatabase { url: format!("{base}/{name}"), pg_name: Some(name), _dir: dir }
+            }
+        }
+    }
+}
+
+async fn connect_admin(url: &str) -> sqlx::AnyConnection {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    sqlx::AnyConnection::connect(url).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL is required for these tests and is not reachable at {url}: {e} (scripts/test starts it)")
+    })
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some(name) = self.pg_name.take() {
+            let admin = postgres_admin_url();
+            // Drop runs inside the test's runtime; a thread with its own runtime can block.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async {
+                    let mut conn = connect_admin(&admin).await;
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// Settings for a test: embedded defaults, a random port, the given database.
+pub fn test_settings(db: &TestDatabase) -> Settings {
+    let mut settings = Settings::load(None).expect("embedded defaults load");
+    settings.http.listen = "127.0.0.1:0".parse().unwrap();
+    settings.database.url = DatabaseUrl::parse(&db.url).unwrap();
+    settings.shutdown.grace_seconds = 5;
+    settings
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub store: Store,
+    pub intake: contactd::intake::Intake,
+    pub tokens: HashMap<Role, String>,
+    shutdown: CancellationToken,
+    server: Option<tokio::task::JoinHandle<()>>,
+    pub db: TestDatabase,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    let db = TestDatabase::new(backend).await;
+    let app = Application::build(test_settings(&db)).await.expect("daemon starts");
+    let addr = app.local_addr();
+    let store = app.store().clone();
+    let intake = app.intake().clone();
+    let shutdown = app.shutdown_token();
+    let server = tokio::spawn(async move {
+        app.run_until_stopped().await.expect("daemon runs");
+    });
+    let mut tokens = HashMap::new();
+    for role in Role::ALL {
+        let name = format!("{role}-user");
+        store.add_staff_user(&name, *role).await.unwrap();
+        tokens.insert(*role, store.create_token(&name).await.unwrap());
+    }
+    TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        store,
+        intake,
+        tokens,
+        shutdown,
+        server: Some(server),
+        db,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn token(&self, role: Role) -> &str {
+        &self.tokens[&role]
+    }
+
+    pub async fn get(&self, role: Role, path: &str) -> (u16, Value) {
+        let r = self.client.get(self.url(path)).bearer_auth(self.token(role)).send().await.unwrap();
+        decode(r).await
+    }
+
+    pub async fn post(&self, role: Role, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(self.token(role))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        decode(r).await
+    }
+
+    pub async fn patch(&self, role: Role, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .client
+            .patch(self.url(path))
+            .bearer_auth(self.token(role))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        decode(r).await
+    }
+
+    pub async fn put(&self, role: Role, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .client
+            .put(self.url(path))
+            .bearer_auth(self.token(role))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        decode(r).await
+    }
+
+    /// Rows in a table, straight from the database.
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM {table}")))
+            .fetch_one(self.store.pool())
+            .await
+            .unwrap()
+            .try_get("n")
+            .unwrap()
+    }
+
+    pub async fn create_customer(&self, body: Value) -> Value {
+        let (status, customer) = self.post(Role::Agent, "/api/v1/customers", body).await;
+        assert_eq!(status, 201, "{customer}");
+        customer
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.await.unwrap();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn decode(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, value)
+}
+
+/// Generates `mod NAME { sqlite, postgres }` tests running `NAME(backend)` on both.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(contactd::configuration::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name(contactd::configuration::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
