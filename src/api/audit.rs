@@ -6,7 +6,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::AppState;
-use super::auth::{Permission, Staff};
+use super::auth::{Authorized, can};
 use super::error::{ApiResult, ErrorBody};
 use super::extract::Params;
 use super::pagination::Paging;
@@ -31,10 +31,9 @@ pub struct AuditFilter {
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
-    staff: Staff,
+    _auth: Authorized<can::ReadAudit>,
     Params(f): Params<AuditFilter>,
 ) -> ApiResult<Json<Vec<AuditEntry>>> {
-    staff.require(Permission::ReadAudit)?;
     let paging = Paging::new(f.page, f.per_page)?;
     let q = AuditQuery {
         entity: f.entity,

@@ -1,5 +1,6 @@
 //! Bearer-token authentication and the one table of what each role may do.
 
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
@@ -23,7 +24,8 @@ pub enum Permission {
     ReadAudit,
 }
 
-/// Who may do what. Quality staff review calls, so they read requests but do not
+/// Who may do what. Special category (health) data is further limited to supervisors
+/// and admins (`Authorized::special_category`). Quality staff review calls, so they read requests but do not
 /// edit residents' records; merging records is a supervisor's decision; only admins
 /// read the audit log.
 pub fn allows(role: Role, p: Permission) -> bool {
@@ -39,41 +41,56 @@ pub fn allows(role: Role, p: Permission) -> bool {
     }
 }
 
-/// Special category (health) data: supervisors and admins only.
-pub fn special_category_access(role: Role) -> SpecialCategoryAccess {
-    match role {
-        Role::Admin | Role::Supervisor => SpecialCategoryAccess::Allowed,
-        Role::Agent | Role::Quality => SpecialCategoryAccess::Denied,
+/// A staff member whose token is valid and whose role holds permission `N`. As a
+/// request-parts extractor it runs before any body is read, so an unauthorised caller
+/// learns nothing about what a valid body would be, and no route can forget a check.
+pub struct Authorized<N> {
+    pub actor: Actor,
+    need: PhantomData<N>,
+}
+
+/// A permission named as a type, for [`Authorized`].
+pub trait Needs {
+    const PERMISSION: Permission;
+}
+
+/// The permission markers: `Authorized<can::WriteCustomer>`.
+pub mod can {
+    use super::{Needs, Permission};
+
+    macro_rules! markers {
+        ($($name:ident),+) => {
+            $(
+                pub struct $name;
+                impl Needs for $name {
+                    const PERMISSION: Permission = Permission::$name;
+                }
+            )+
+        };
     }
+    markers!(
+        ReadCustomer,
+        WriteCustomer,
+        MergeCustomers,
+        ReadRequest,
+        WriteRequest,
+        RecordContact,
+        ReadCatalogue,
+        ReadAudit
+    );
 }
 
-/// An authenticated staff member. Handlers turn it into an [`Actor`] by naming the
-/// permission they need, so no route can forget to check one.
-pub struct Staff {
-    identity: StaffIdentity,
-    source: String,
-}
-
-impl Staff {
-    pub fn require(self, p: Permission) -> Result<Actor, ApiError> {
-        if !allows(self.identity.role, p) {
-            return Err(ApiError::forbidden(format!(
-                "the {} role may not do this",
-                self.identity.role
-            )));
+impl<N> Authorized<N> {
+    /// What this actor may see of special category data.
+    pub fn special_category(&self) -> SpecialCategoryAccess {
+        match self.actor.role() {
+            Some(Role::Admin | Role::Supervisor) => SpecialCategoryAccess::Allowed,
+            _ => SpecialCategoryAccess::Denied,
         }
-        Ok(Actor::Staff {
-            staff: self.identity,
-            source: self.source,
-        })
-    }
-
-    pub fn role(&self) -> Role {
-        self.identity.role
     }
 }
 
-impl FromRequestParts<AppState> for Staff {
+impl<N: Needs + Send + Sync> FromRequestParts<AppState> for Authorized<N> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
@@ -87,17 +104,29 @@ impl FromRequestParts<AppState> for Staff {
             })
             .map(str::trim)
             .ok_or_else(ApiError::unauthorized)?;
-        let identity = state
+        let identity: StaffIdentity = state
             .store
             .authenticate(token)
             .await?
             .ok_or_else(ApiError::unauthorized)?;
+        if !allows(identity.role, N::PERMISSION) {
+            return Err(ApiError::forbidden(format!(
+                "the {} role may not do this",
+                identity.role
+            )));
+        }
         let source = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip().to_string())
             .unwrap_or_else(|| "unknown".to_string());
-        Ok(Staff { identity, source })
+        Ok(Authorized {
+            actor: Actor::Staff {
+                staff: identity,
+                source,
+            },
+            need: PhantomData,
+        })
     }
 }
 

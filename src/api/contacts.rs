@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::auth::{Permission, Staff};
+use super::auth::{Authorized, can};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::Body;
 use crate::configuration::ServiceCode;
@@ -91,10 +91,9 @@ fn sender(channel: Channel, from: Option<&str>) -> ApiResult<Sender> {
     security(("bearer" = [])))]
 pub async fn record(
     State(state): State<AppState>,
-    staff: Staff,
+    _auth: Authorized<can::RecordContact>,
     Body(input): Body<ContactInput>,
 ) -> ApiResult<(StatusCode, Json<ContactReceipt>)> {
-    staff.require(Permission::RecordContact)?;
     let contact = InboundContact {
         channel: input.channel,
         from: sender(input.channel, input.from.as_deref())?,

@@ -9,7 +9,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::auth::{Permission, Staff, special_category_access};
+use super::auth::{Authorized, can};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Body, Params, parse_json};
 use super::pagination::Paging;
@@ -31,10 +31,10 @@ fn checked(details: CustomerDetails) -> ApiResult<CustomerDetails> {
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
-    staff: Staff,
+    auth: Authorized<can::WriteCustomer>,
     Body(details): Body<CustomerDetails>,
 ) -> ApiResult<(StatusCode, Json<Customer>)> {
-    let actor = staff.require(Permission::WriteCustomer)?;
+    let actor = auth.actor;
     let details = checked(details)?;
     let customer = state.store.create_customer(&actor, &details).await?;
     Ok((StatusCode::CREATED, Json(customer)))
@@ -67,10 +67,10 @@ pub struct CustomerPage {
     security(("bearer" = [])))]
 pub async fn search(
     State(state): State<AppState>,
-    staff: Staff,
+    auth: Authorized<can::ReadCustomer>,
     Params(q): Params<CustomerSearch>,
 ) -> ApiResult<Json<CustomerPage>> {
-    let actor = staff.require(Permission::ReadCustomer)?;
+    let actor = auth.actor;
     let name = q
         .name
         .map(|n| n.trim().to_string())
@@ -113,10 +113,10 @@ pub async fn search(
     security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
-    staff: Staff,
+    auth: Authorized<can::ReadCustomer>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Customer>> {
-    let actor = staff.require(Permission::ReadCustomer)?;
+    let actor = auth.actor;
     Ok(Json(state.store.get_customer(&actor, &id).await?))
 }
 
@@ -129,11 +129,11 @@ pub async fn get(
     security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
-    staff: Staff,
+    auth: Authorized<can::WriteCustomer>,
     Path(id): Path<String>,
     Body(patch): Body<serde_json::Map<String, Value>>,
 ) -> ApiResult<Json<Customer>> {
-    let actor = staff.require(Permission::WriteCustomer)?;
+    let actor = auth.actor;
     if patch.is_empty() {
         return Err(ApiError::invalid_field(".", "the patch changes nothing"));
     }
@@ -166,11 +166,11 @@ pub async fn update(
     security(("bearer" = [])))]
 pub async fn record_consent(
     State(state): State<AppState>,
-    staff: Staff,
+    auth: Authorized<can::WriteCustomer>,
     Path(id): Path<String>,
     Body(change): Body<ConsentChange>,
 ) -> ApiResult<Json<Customer>> {
-    let actor = staff.require(Permission::WriteCustomer)?;
+    let actor = auth.actor;
     Ok(Json(
         state.store.record_consent(&actor, &id, &change).await?,
     ))
@@ -183,10 +183,10 @@ pub async fn record_consent(
     security(("bearer" = [])))]
 pub async fn history(
     State(state): State<AppState>,
-    staff: Staff,
+    auth: Authorized<can::ReadCustomer>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<HistoryEntry>>> {
-    let actor = staff.require(Permission::ReadCustomer)?;
+    let actor = auth.actor;
     Ok(Json(state.store.customer_history(&actor, &id).await?))
 }
 
@@ -205,12 +205,12 @@ pub struct PageParams {
     security(("bearer" = [])))]
 pub async fn contacts(
     State(state): State<AppState>,
-    staff: Staff,
+    auth: Authorized<can::ReadCustomer>,
     Path(id): Path<String>,
     Params(p): Params<PageParams>,
 ) -> ApiResult<Json<Vec<Contact>>> {
-    let access = special_category_access(staff.role());
-    let actor = staff.require(Permission::ReadCustomer)?;
+    let access = auth.special_category();
+    let actor = auth.actor;
     let paging = Paging::new(p.page, p.per_page)?;
     let contacts = state
         .store
@@ -240,11 +240,11 @@ pub struct MergeInput {
     security(("bearer" = [])))]
 pub async fn merge(
     State(state): State<AppState>,
-    staff: Staff,
+    auth: Authorized<can::MergeCustomers>,
     Path(id): Path<String>,
     Body(input): Body<MergeInput>,
 ) -> ApiResult<Json<Customer>> {
-    let actor = staff.require(Permission::MergeCustomers)?;
+    let actor = auth.actor;
     Ok(Json(
         state
             .store

@@ -12,7 +12,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::auth::{Permission, Staff};
+use super::auth::{Authorized, can};
 use super::error::{ApiError, ApiResult};
 use crate::store::services::Service;
 
@@ -82,8 +82,7 @@ pub async fn openapi(
     security(("bearer" = [])))]
 pub async fn services(
     State(state): State<AppState>,
-    staff: Staff,
+    _auth: Authorized<can::ReadCatalogue>,
 ) -> ApiResult<Json<Vec<Service>>> {
-    staff.require(Permission::ReadCatalogue)?;
     Ok(Json(state.store.services().await.map_err(ApiError::from)?))
 }

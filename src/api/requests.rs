@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::auth::{Permission, Staff, special_category_access};
+use super::auth::{Authorized, can};
 use super::error::{ApiResult, ErrorBody};
 use super::extract::{Body, Params, RefPath};
 use super::pagination::Paging;
@@ -23,10 +23,10 @@ use crate::store::requests::RequestQuery;
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
-    staff: Staff,
+    auth: Authorized<can::WriteRequest>,
     Body(new): Body<NewRequest>,
 ) -> ApiResult<(StatusCode, Json<ServiceRequest>)> {
-    let actor = staff.require(Permission::WriteRequest)?;
+    let actor = auth.actor;
     let request = state.store.create_request(&actor, &new).await?;
     Ok((StatusCode::CREATED, Json(request)))
 }
@@ -60,11 +60,11 @@ pub struct RequestPage {
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
-    staff: Staff,
+    auth: Authorized<can::ReadRequest>,
     Params(f): Params<RequestFilter>,
 ) -> ApiResult<Json<RequestPage>> {
-    let access = special_category_access(staff.role());
-    let actor = staff.require(Permission::ReadRequest)?;
+    let access = auth.special_category();
+    let actor = auth.actor;
     let paging = Paging::new(f.page, f.per_page)?;
     let q = RequestQuery {
         status: f.status,
@@ -91,11 +91,11 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
-    staff: Staff,
+    auth: Authorized<can::ReadRequest>,
     RefPath(reference): RefPath,
 ) -> ApiResult<Json<ServiceRequest>> {
-    let access = special_category_access(staff.role());
-    let actor = staff.require(Permission::ReadRequest)?;
+    let access = auth.special_category();
+    let actor = auth.actor;
     Ok(Json(
         state.store.get_request(&actor, reference, access).await?,
     ))
@@ -109,12 +109,12 @@ pub async fn get(
     security(("bearer" = [])))]
 pub async fn change_status(
     State(state): State<AppState>,
-    staff: Staff,
+    auth: Authorized<can::WriteRequest>,
     RefPath(reference): RefPath,
     Body(change): Body<StatusChange>,
 ) -> ApiResult<Json<ServiceRequest>> {
-    let access = special_category_access(staff.role());
-    let actor = staff.require(Permission::WriteRequest)?;
+    let access = auth.special_category();
+    let actor = auth.actor;
     let note = change.note.as_ref().map(LongText::as_str);
     Ok(Json(
         state
@@ -139,11 +139,11 @@ pub struct ReasonInput {
     security(("bearer" = [])))]
 pub async fn cancel(
     State(state): State<AppState>,
-    staff: Staff,
+    auth: Authorized<can::WriteRequest>,
     RefPath(reference): RefPath,
     Body(input): Body<ReasonInput>,
 ) -> ApiResult<Json<ServiceRequest>> {
-    move_to(state, staff, reference, RequestStatus::Cancelled, input).await
+    move_to(state, auth, reference, RequestStatus::Cancelled, input).await
 }
 
 /// Reopen a resolved or cancelled request.
@@ -154,22 +154,22 @@ pub async fn cancel(
     security(("bearer" = [])))]
 pub async fn reopen(
     State(state): State<AppState>,
-    staff: Staff,
+    auth: Authorized<can::WriteRequest>,
     RefPath(reference): RefPath,
     Body(input): Body<ReasonInput>,
 ) -> ApiResult<Json<ServiceRequest>> {
-    move_to(state, staff, reference, RequestStatus::Open, input).await
+    move_to(state, auth, reference, RequestStatus::Open, input).await
 }
 
 async fn move_to(
     state: AppState,
-    staff: Staff,
+    auth: Authorized<can::WriteRequest>,
     reference: crate::domain::Reference,
     to: RequestStatus,
     input: ReasonInput,
 ) -> ApiResult<Json<ServiceRequest>> {
-    let access = special_category_access(staff.role());
-    let actor = staff.require(Permission::WriteRequest)?;
+    let access = auth.special_category();
+    let actor = auth.actor;
     let note = input.reason.as_ref().map(LongText::as_str);
     Ok(Json(
         state
@@ -187,12 +187,12 @@ async fn move_to(
     security(("bearer" = [])))]
 pub async fn add_note(
     State(state): State<AppState>,
-    staff: Staff,
+    auth: Authorized<can::WriteRequest>,
     RefPath(reference): RefPath,
     Body(note): Body<NoteInput>,
 ) -> ApiResult<(StatusCode, Json<TimelineEvent>)> {
-    let access = special_category_access(staff.role());
-    let actor = staff.require(Permission::WriteRequest)?;
+    let access = auth.special_category();
+    let actor = auth.actor;
     let event = state
         .store
         .add_note(&actor, reference, note.body.as_str(), access)
@@ -207,11 +207,11 @@ pub async fn add_note(
     security(("bearer" = [])))]
 pub async fn timeline(
     State(state): State<AppState>,
-    staff: Staff,
+    auth: Authorized<can::ReadRequest>,
     RefPath(reference): RefPath,
 ) -> ApiResult<Json<Vec<TimelineEvent>>> {
-    let access = special_category_access(staff.role());
-    let actor = staff.require(Permission::ReadRequest)?;
+    let access = auth.special_category();
+    let actor = auth.actor;
     Ok(Json(state.store.timeline(&actor, reference, access).await?))
 }
 
@@ -229,12 +229,12 @@ pub struct AssignCustomer {
     security(("bearer" = [])))]
 pub async fn assign_customer(
     State(state): State<AppState>,
-    staff: Staff,
+    auth: Authorized<can::WriteRequest>,
     RefPath(reference): RefPath,
     Body(input): Body<AssignCustomer>,
 ) -> ApiResult<Json<ServiceRequest>> {
-    let access = special_category_access(staff.role());
-    let actor = staff.require(Permission::WriteRequest)?;
+    let access = auth.special_category();
+    let actor = auth.actor;
     Ok(Json(
         state
             .store

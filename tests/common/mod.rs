@@ -44,7 +44,11 @@ impl TestDatabase {
                     .await
                     .expect("create test database");
                 let base = admin.rsplit_once('/').expect("url has a database").0;
-                TestDatabase { url: format!("{base}/{name}"), pg_name: Some(name), _dir: dir }
+                TestDatabase {
+                    url: format!("{base}/{name}"),
+                    pg_name: Some(name),
+                    _dir: dir,
+                }
             }
         }
     }
@@ -64,7 +68,10 @@ impl Drop for TestDatabase {
             let admin = postgres_admin_url();
             // Drop runs inside the test's runtime; a thread with its own runtime can block.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 rt.block_on(async {
                     let mut conn = connect_admin(&admin).await;
                     let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -102,7 +109,9 @@ pub struct TestApp {
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
     let db = TestDatabase::new(backend).await;
-    let app = Application::build(test_settings(&db)).await.expect("daemon starts");
+    let app = Application::build(test_settings(&db))
+        .await
+        .expect("daemon starts");
     let addr = app.local_addr();
     let store = app.store().clone();
     let intake = app.intake().clone();
@@ -139,7 +148,13 @@ impl TestApp {
     }
 
     pub async fn get(&self, role: Role, path: &str) -> (u16, Value) {
-        let r = self.client.get(self.url(path)).bearer_auth(self.token(role)).send().await.unwrap();
+        let r = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(self.token(role))
+            .send()
+            .await
+            .unwrap();
         decode(r).await
     }
 
@@ -181,12 +196,14 @@ impl TestApp {
 
     /// Rows in a table, straight from the database.
     pub async fn count(&self, table: &str) -> i64 {
-        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM {table}")))
-            .fetch_one(self.store.pool())
-            .await
-            .unwrap()
-            .try_get("n")
-            .unwrap()
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM {table}"
+        )))
+        .fetch_one(self.store.pool())
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap()
     }
 
     pub async fn create_customer(&self, body: Value) -> Value {

@@ -1,0 +1,314 @@
+//! The API as a whole: authentication and roles on every route, the audit log, the
+//! OpenAPI document and the operations endpoints, on SQLite and PostgreSQL.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::spawn_app;
+use contactd::configuration::Backend;
+use contactd::domain::Role;
+use serde_json::{Value, json};
+
+on_both_backends!(
+    every_route_is_documented_and_routed,
+    every_staff_route_needs_a_token,
+    roles_are_enforced,
+    reads_and_writes_are_audited_and_the_log_is_append_only,
+    operations_endpoints,
+);
+
+/// Every operation the API offers. A route added without its OpenAPI entry, or an
+/// entry without its route, fails this test.
+const OPERATIONS: &[(&str, &str)] = &[
+    ("get", "/api/v1/audit"),
+    ("post", "/api/v1/contacts"),
+    ("get", "/api/v1/customers"),
+    ("post", "/api/v1/customers"),
+    ("get", "/api/v1/customers/{id}"),
+    ("patch", "/api/v1/customers/{id}"),
+    ("post", "/api/v1/customers/{id}/consents"),
+    ("get", "/api/v1/customers/{id}/contacts"),
+    ("get", "/api/v1/customers/{id}/history"),
+    ("post", "/api/v1/customers/{id}/merge"),
+    ("get", "/api/v1/openapi.json"),
+    ("get", "/api/v1/requests"),
+    ("post", "/api/v1/requests"),
+    ("get", "/api/v1/requests/{reference}"),
+    ("post", "/api/v1/requests/{reference}/cancel"),
+    ("put", "/api/v1/requests/{reference}/customer"),
+    ("post", "/api/v1/requests/{reference}/notes"),
+    ("post", "/api/v1/requests/{reference}/reopen"),
+    ("post", "/api/v1/requests/{reference}/status"),
+    ("get", "/api/v1/requests/{reference}/timeline"),
+    ("get", "/api/v1/services"),
+    ("get", "/healthz"),
+    ("get", "/metrics"),
+    ("get", "/readyz"),
+];
+
+async fn spec(app: &common::TestApp) -> Value {
+    let r = app
+        .client
+        .get(app.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// (method, path template, needs a token) for every operation in the document.
+fn operations(spec: &Value) -> Vec<(String, String, bool)> {
+    let mut ops = Vec::new();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let secured = op
+                .get("security")
+                .is_some_and(|s| !s.as_array().unwrap().is_empty());
+            ops.push((method.clone(), path.clone(), secured));
+        }
+    }
+    ops
+}
+
+fn concrete(path: &str) -> String {
+    path.replace("{id}", "no-such-customer")
+        .replace("{reference}", "SR-1000002")
+}
+
+async fn call(
+    app: &common::TestApp,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let mut req = app.client.request(
+        method.to_uppercase().parse().unwrap(),
+        app.url(&concrete(path)),
+    );
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if method != "get" {
+        req = req.json(&json!({}));
+    }
+    common::decode(req.send().await.unwrap()).await
+}
+
+async fn every_route_is_documented_and_routed(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let spec = spec(&app).await;
+    let documented: BTreeSet<(String, String)> = operations(&spec)
+        .into_iter()
+        .map(|(m, p, _)| (m, p))
+        .collect();
+    let expected: BTreeSet<(String, String)> = OPERATIONS
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented, expected);
+    for (method, path) in &expected {
+        let (status, body) = call(&app, method, path, Some(app.token(Role::Admin))).await;
+        assert_ne!(status, 405, "{method} {path} is documented but not routed");
+        assert_ne!(
+            body["error"]["message"], "route not found",
+            "{method} {path} is documented but not routed"
+        );
+    }
+    let (status, body) = call(&app, "get", "/api/v1/nowhere", Some(app.token(Role::Admin))).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    app.stop().await;
+}
+
+async fn every_staff_route_needs_a_token(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let spec = spec(&app).await;
+    for (method, path, secured) in operations(&spec) {
+        let (status, body) = call(&app, &method, &path, None).await;
+        if secured {
+            assert_eq!(status, 401, "{method} {path} without a token: {body}");
+            assert_eq!(body["error"]["code"], "unauthorized");
+            let (status, _) = call(&app, &method, &path, Some("cd_0000000000000000")).await;
+            assert_eq!(status, 401, "{method} {path} with a made-up token");
+        } else {
+            assert_eq!(
+                status, 200,
+                "{method} {path} is open for the platform: {body}"
+            );
+        }
+    }
+    // Nothing was written by any refused call.
+    assert_eq!(app.count("customers").await, 0);
+    assert_eq!(app.count("audit_log").await, 0);
+    app.stop().await;
+}
+
+async fn roles_are_enforced(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let c = app.create_customer(json!({"given_name": "Jo"})).await;
+    let id = c["id"].as_str().unwrap();
+    let forbidden: &[(Role, &str, String)] = &[
+        (Role::Quality, "post", "/api/v1/customers".into()),
+        (Role::Quality, "get", format!("/api/v1/customers/{id}")),
+        (Role::Quality, "patch", format!("/api/v1/customers/{id}")),
+        (Role::Quality, "post", "/api/v1/contacts".into()),
+        (Role::Quality, "post", "/api/v1/requests".into()),
+        (Role::Agent, "post", format!("/api/v1/customers/{id}/merge")),
+        (Role::Agent, "get", "/api/v1/audit".into()),
+        (Role::Supervisor, "get", "/api/v1/audit".into()),
+        (Role::Quality, "get", "/api/v1/audit".into()),
+    ];
+    for (role, method, path) in forbidden {
+        let (status, body) = call(&app, method, path, Some(app.token(*role))).await;
+        assert_eq!(status, 403, "{role} {method} {path}: {body}");
+        assert_eq!(body["error"]["code"], "forbidden");
+    }
+    let (status, _) = app.get(Role::Quality, "/api/v1/requests").await;
+    assert_eq!(status, 200, "quality staff read requests");
+    let (status, _) = app.get(Role::Admin, "/api/v1/audit").await;
+    assert_eq!(status, 200);
+    assert_eq!(app.count("customers").await, 1);
+    app.stop().await;
+}
+
+async fn reads_and_writes_are_audited_and_the_log_is_append_only(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let c = app
+        .create_customer(json!({"given_name": "Jo", "phones": ["07700 900123"]}))
+        .await;
+    let id = c["id"].as_str().unwrap();
+    let (s, _) = app
+        .get(Role::Agent, &format!("/api/v1/customers/{id}"))
+        .await;
+    assert_eq!(s, 200);
+    let (_, receipt) = app
+        .post(
+            Role::Agent,
+            "/api/v1/contacts",
+            json!({"channel": "sms", "external_id": "SM1",
+            "from": "07700 900123", "to": "60000", "content": "Hi"}),
+        )
+        .await;
+    let reference = receipt["reference"].as_str().unwrap();
+    let (s, req) = app
+        .get(Role::Quality, &format!("/api/v1/requests/{reference}"))
+        .await;
+    assert_eq!(s, 200);
+
+    let (s, entries) = app
+        .get(
+            Role::Admin,
+            &format!("/api/v1/audit?entity=customer&entity_id={id}"),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let entries = entries.as_array().unwrap();
+    let actions: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["actor"].as_str().unwrap()))
+        .collect();
+    assert!(
+        actions.contains(&("create", "staff:agent-user")),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&("read", "staff:agent-user")),
+        "{actions:?}"
+    );
+    let read = entries.iter().find(|e| e["action"] == "read").unwrap();
+    assert_eq!(read["source"], "127.0.0.1");
+    assert_eq!(read["actor_role"], "agent");
+    assert!(read["at"].is_string());
+
+    let (_, entries) = app
+        .get(
+            Role::Admin,
+            &format!(
+                "/api/v1/audit?entity=request&entity_id={}",
+                req["id"].as_str().unwrap()
+            ),
+        )
+        .await;
+    let actions: BTreeSet<(String, String)> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().into(),
+                e["actor"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("create", "channel:sms"),
+        ("intake", "channel:sms"),
+        ("read", "staff:quality-user"),
+    ] {
+        assert!(
+            actions.contains(&(expected.0.into(), expected.1.into())),
+            "{expected:?} in {actions:?}"
+        );
+    }
+
+    // Not even a direct SQL statement may rewrite or remove the audit log.
+    let n = app.count("audit_log").await;
+    assert!(
+        sqlx::query("UPDATE audit_log SET actor = 'someone else'")
+            .execute(app.store.pool())
+            .await
+            .is_err()
+    );
+    assert!(
+        sqlx::query("DELETE FROM audit_log")
+            .execute(app.store.pool())
+            .await
+            .is_err()
+    );
+    assert_eq!(app.count("audit_log").await, n);
+    app.stop().await;
+}
+
+async fn operations_endpoints(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, services) = app.get(Role::Agent, "/api/v1/services").await;
+    let codes: Vec<&str> = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes.len(), 9, "{codes:?}");
+    for code in [
+        "waste",
+        "highways",
+        "blue_badges",
+        "foi_sar",
+        "customer_services",
+    ] {
+        assert!(codes.contains(&code), "{code}");
+    }
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("contactd_http_requests_total"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("route=\"/api/v1/services\""), "{metrics}");
+    app.stop().await;
+}
