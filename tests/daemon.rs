@@ -1,0 +1,207 @@
+//! The `contactd` binary as an operator runs it: configuration errors, staff and
+//! token commands, `serve` with systemd notifications and a graceful SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::TestDatabase;
+use contactd::configuration::Backend;
+
+const BIN: &str = env!("CARGO_BIN_EXE_contactd");
+
+/// A `contactd` command with a clean environment of overrides and its own database.
+fn contactd(db: &TestDatabase, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CONTACTD__") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.args(args)
+        .env("CONTACTD__DATABASE__URL", &db.url)
+        .env("CONTACTD__HTTP__LISTEN", "127.0.0.1:0")
+        .env("CONTACTD__SHUTDOWN__GRACE_SECONDS", "10")
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+fn output(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("contactd runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn configuration_errors_stop_start_up_naming_the_key() {
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let cases: &[(&str, &str, &str)] = &[
+        ("CONTACTD__HTTP__LISTEN", "not-an-address", "http.listen"),
+        ("CONTACTD__HTTP__LISTN", "127.0.0.1:1", "listn"),
+        ("CONTACTD__DATABASE__URL", "mysql://localhost/x", "database.url"),
+        ("CONTACTD__SHUTDOWN__GRACE_SECONDS", "soon", "shutdown.grace_seconds"),
+        ("CONTACTD__INTAKE__DEFAULT_SERVICE", "parking", "intake.default_service"),
+        ("CONTACTD__SCHEDULER__REDIS_URL", "http://localhost", "scheduler.redis_url"),
+    ];
+    for (key, value, named) in cases {
+        for command in ["check-config", "serve"] {
+            let (code, _, stderr) = output(contactd(&db, &[command]).env(key, value));
+            assert_eq!(code, 1, "{command} with {key}={value}: {stderr}");
+            let line = stderr.lines().last().unwrap_or_default();
+            assert!(line.contains(named), "{command} with {key}={value}: {line:?} should name {named}");
+            assert!(line.starts_with("contactd: "), "one clear line: {stderr}");
+        }
+    }
+    let (code, _, stderr) = output(&mut contactd(&db, &["check-config", "--config", "/nonexistent/contactd.toml"]));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("/nonexistent/contactd.toml"), "{stderr}");
+}
+
+#[tokio::test]
+async fn unreachable_database_and_redis_are_named() {
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    // Port 1 on loopback: nothing listens there, so the connection is refused at once.
+    let url = "postgres://contactd:secret@127.0.0.1:1/contactd";
+    for command in ["check-config", "serve"] {
+        let (code, _, stderr) = output(
+            contactd(&db, &[command])
+                .env("CONTACTD__DATABASE__URL", url)
+                .env("CONTACTD__DATABASE__CONNECT_TIMEOUT_SECONDS", "2"),
+        );
+        assert_eq!(code, 1, "{stderr}");
+        assert!(stderr.contains("database.url") && stderr.contains("127.0.0.1:1"), "{stderr}");
+        assert!(!stderr.contains("secret"), "the password is never printed: {stderr}");
+    }
+    let (code, _, stderr) = output(contactd(&db, &["check-config"]).env("CONTACTD__SCHEDULER__REDIS_URL", "redis://127.0.0.1:1/0"));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("scheduler.redis_url"), "{stderr}");
+}
+
+#[tokio::test]
+async fn check_config_accepts_postgres_and_redis() {
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let redis = std::env::var("CONTACTD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+    let (code, stdout, stderr) = output(contactd(&db, &["check-config"]).env("CONTACTD__SCHEDULER__REDIS_URL", &redis));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("configuration OK"), "{stdout}");
+}
+
+/// A running `contactd serve`, its address read from its log.
+struct Daemon {
+    child: Child,
+    addr: String,
+    log: std::sync::mpsc::Receiver<String>,
+}
+
+fn start(db: &TestDatabase, notify_socket: &std::path::Path) -> Daemon {
+    let mut child = contactd(db, &["serve"])
+        .env("NOTIFY_SOCKET", notify_socket)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let addr = loop {
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("the daemon logs its address");
+        if let Some(rest) = line.split("http listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    Daemon { child, addr, log: rx }
+}
+
+fn wait_for_log(d: &Daemon, needle: &str) {
+    loop {
+        let line = d.log.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("log never said {needle:?}"));
+        if line.contains(needle) {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish_then_exits_zero() {
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let (code, _, stderr) = output(&mut contactd(&db, &["user", "add", "alice", "--role", "agent"]));
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = output(&mut contactd(&db, &["user", "add", "alice", "--role", "agent"]));
+    assert_eq!(code, 1, "a second alice is refused: {stderr}");
+    let (code, _, stderr) = output(&mut contactd(&db, &["user", "add", "bob", "--role", "janitor"]));
+    assert_ne!(code, 0, "unknown roles are refused: {stderr}");
+    let (code, stdout, stderr) = output(&mut contactd(&db, &["token", "create", "--user", "alice"]));
+    assert_eq!(code, 0, "{stderr}");
+    let token = stdout.lines().last().unwrap().to_string();
+    assert!(token.starts_with("cd_") && !token.contains(' '), "the token alone on the last line: {stdout:?}");
+    let (code, _, _) = output(&mut contactd(&db, &["token", "create", "--user", "nobody"]));
+    assert_eq!(code, 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&socket_path).unwrap();
+    notify.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut daemon = start(&db, &socket_path);
+    let mut buf = [0u8; 512];
+    let n = notify.recv(&mut buf).expect("READY=1 arrives");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+
+    // An in-flight request: its handler is reading the body when the signal arrives.
+    // `Expect: 100-continue` makes the server say so: it answers 100 when the handler
+    // first asks for the body.
+    let body = br#"{"given_name": "Jo", "phones": ["07700 900123"]}"#;
+    let mut stream = TcpStream::connect(&daemon.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        stream,
+        "POST /api/v1/customers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
+    wait_for_log(&daemon, "shutting down");
+    let n = notify.recv(&mut buf).expect("STOPPING=1 arrives");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+    // No new connections are served once shutdown has begun (the accept loop sees the
+    // signal at its next turn, so allow it a bounded number of turns).
+    let client = reqwest::Client::new();
+    let mut refused = false;
+    for _ in 0..100 {
+        let attempt = client
+            .get(format!("http://{}/healthz", daemon.addr))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        if attempt.is_err() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "new connections are refused while draining");
+
+    stream.write_all(body).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 201"), "the in-flight request completes: {response}");
+
+    let status = daemon.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    wait_for_log(&daemon, "shutdown complete");
+}
