@@ -45,21 +45,43 @@ async fn configuration_errors_stop_start_up_naming_the_key() {
     let cases: &[(&str, &str, &str)] = &[
         ("CONTACTD__HTTP__LISTEN", "not-an-address", "http.listen"),
         ("CONTACTD__HTTP__LISTN", "127.0.0.1:1", "listn"),
-        ("CONTACTD__DATABASE__URL", "mysql://localhost/x", "database.url"),
-        ("CONTACTD__SHUTDOWN__GRACE_SECONDS", "soon", "shutdown.grace_seconds"),
-        ("CONTACTD__INTAKE__DEFAULT_SERVICE", "parking", "intake.default_service"),
-        ("CONTACTD__SCHEDULER__REDIS_URL", "http://localhost", "scheduler.redis_url"),
+        (
+            "CONTACTD__DATABASE__URL",
+            "mysql://localhost/x",
+            "database.url",
+        ),
+        (
+            "CONTACTD__SHUTDOWN__GRACE_SECONDS",
+            "soon",
+            "shutdown.grace_seconds",
+        ),
+        (
+            "CONTACTD__INTAKE__DEFAULT_SERVICE",
+            "parking",
+            "intake.default_service",
+        ),
+        (
+            "CONTACTD__SCHEDULER__REDIS_URL",
+            "http://localhost",
+            "scheduler.redis_url",
+        ),
     ];
     for (key, value, named) in cases {
         for command in ["check-config", "serve"] {
             let (code, _, stderr) = output(contactd(&db, &[command]).env(key, value));
             assert_eq!(code, 1, "{command} with {key}={value}: {stderr}");
             let line = stderr.lines().last().unwrap_or_default();
-            assert!(line.contains(named), "{command} with {key}={value}: {line:?} should name {named}");
+            assert!(
+                line.contains(named),
+                "{command} with {key}={value}: {line:?} should name {named}"
+            );
             assert!(line.starts_with("contactd: "), "one clear line: {stderr}");
         }
     }
-    let (code, _, stderr) = output(&mut contactd(&db, &["check-config", "--config", "/nonexistent/contactd.toml"]));
+    let (code, _, stderr) = output(&mut contactd(
+        &db,
+        &["check-config", "--config", "/nonexistent/contactd.toml"],
+    ));
     assert_eq!(code, 1);
     assert!(stderr.contains("/nonexistent/contactd.toml"), "{stderr}");
 }
@@ -76,10 +98,19 @@ async fn unreachable_database_and_redis_are_named() {
                 .env("CONTACTD__DATABASE__CONNECT_TIMEOUT_SECONDS", "2"),
         );
         assert_eq!(code, 1, "{stderr}");
-        assert!(stderr.contains("database.url") && stderr.contains("127.0.0.1:1"), "{stderr}");
-        assert!(!stderr.contains("secret"), "the password is never printed: {stderr}");
+        assert!(
+            stderr.contains("database.url") && stderr.contains("127.0.0.1:1"),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("secret"),
+            "the password is never printed: {stderr}"
+        );
     }
-    let (code, _, stderr) = output(contactd(&db, &["check-config"]).env("CONTACTD__SCHEDULER__REDIS_URL", "redis://127.0.0.1:1/0"));
+    let (code, _, stderr) = output(
+        contactd(&db, &["check-config"])
+            .env("CONTACTD__SCHEDULER__REDIS_URL", "redis://127.0.0.1:1/0"),
+    );
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("scheduler.redis_url"), "{stderr}");
 }
@@ -87,8 +118,10 @@ async fn unreachable_database_and_redis_are_named() {
 #[tokio::test]
 async fn check_config_accepts_postgres_and_redis() {
     let db = TestDatabase::new(Backend::Postgres).await;
-    let redis = std::env::var("CONTACTD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
-    let (code, stdout, stderr) = output(contactd(&db, &["check-config"]).env("CONTACTD__SCHEDULER__REDIS_URL", &redis));
+    let redis = std::env::var("CONTACTD_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+    let (code, stdout, stderr) =
+        output(contactd(&db, &["check-config"]).env("CONTACTD__SCHEDULER__REDIS_URL", &redis));
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("configuration OK"), "{stdout}");
 }
@@ -115,17 +148,26 @@ fn start(db: &TestDatabase, notify_socket: &std::path::Path) -> Daemon {
         }
     });
     let addr = loop {
-        let line = rx.recv_timeout(Duration::from_secs(60)).expect("the daemon logs its address");
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the daemon logs its address");
         if let Some(rest) = line.split("http listening on ").nth(1) {
             break rest.split_whitespace().next().unwrap().to_string();
         }
     };
-    Daemon { child, addr, log: rx }
+    Daemon {
+        child,
+        addr,
+        log: rx,
+    }
 }
 
 fn wait_for_log(d: &Daemon, needle: &str) {
     loop {
-        let line = d.log.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("log never said {needle:?}"));
+        let line = d
+            .log
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("log never said {needle:?}"));
         if line.contains(needle) {
             return;
         }
@@ -135,23 +177,38 @@ fn wait_for_log(d: &Daemon, needle: &str) {
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish_then_exits_zero() {
     let db = TestDatabase::new(Backend::Sqlite).await;
-    let (code, _, stderr) = output(&mut contactd(&db, &["user", "add", "alice", "--role", "agent"]));
+    let (code, _, stderr) = output(&mut contactd(
+        &db,
+        &["user", "add", "alice", "--role", "agent"],
+    ));
     assert_eq!(code, 0, "{stderr}");
-    let (code, _, stderr) = output(&mut contactd(&db, &["user", "add", "alice", "--role", "agent"]));
+    let (code, _, stderr) = output(&mut contactd(
+        &db,
+        &["user", "add", "alice", "--role", "agent"],
+    ));
     assert_eq!(code, 1, "a second alice is refused: {stderr}");
-    let (code, _, stderr) = output(&mut contactd(&db, &["user", "add", "bob", "--role", "janitor"]));
+    let (code, _, stderr) = output(&mut contactd(
+        &db,
+        &["user", "add", "bob", "--role", "janitor"],
+    ));
     assert_ne!(code, 0, "unknown roles are refused: {stderr}");
-    let (code, stdout, stderr) = output(&mut contactd(&db, &["token", "create", "--user", "alice"]));
+    let (code, stdout, stderr) =
+        output(&mut contactd(&db, &["token", "create", "--user", "alice"]));
     assert_eq!(code, 0, "{stderr}");
     let token = stdout.lines().last().unwrap().to_string();
-    assert!(token.starts_with("cd_") && !token.contains(' '), "the token alone on the last line: {stdout:?}");
+    assert!(
+        token.starts_with("cd_") && !token.contains(' '),
+        "the token alone on the last line: {stdout:?}"
+    );
     let (code, _, _) = output(&mut contactd(&db, &["token", "create", "--user", "nobody"]));
     assert_eq!(code, 1);
 
     let dir = tempfile::tempdir().unwrap();
     let socket_path = dir.path().join("notify.sock");
     let notify = UnixDatagram::bind(&socket_path).unwrap();
-    notify.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     let mut daemon = start(&db, &socket_path);
     let mut buf = [0u8; 512];
     let n = notify.recv(&mut buf).expect("READY=1 arrives");
@@ -162,7 +219,9 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_zero() {
     // first asks for the body.
     let body = br#"{"given_name": "Jo", "phones": ["07700 900123"]}"#;
     let mut stream = TcpStream::connect(&daemon.addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     write!(
         stream,
         "POST /api/v1/customers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
@@ -174,8 +233,11 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_zero() {
     stream.read_exact(&mut interim).unwrap();
     assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
 
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.child.id() as i32), nix::sys::signal::Signal::SIGTERM)
-        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     wait_for_log(&daemon, "shutting down");
     let n = notify.recv(&mut buf).expect("STOPPING=1 arrives");
     assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
@@ -199,9 +261,50 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_zero() {
     stream.write_all(body).unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 201"), "the in-flight request completes: {response}");
+    assert!(
+        response.starts_with("HTTP/1.1 201"),
+        "the in-flight request completes: {response}"
+    );
 
     let status = daemon.child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     wait_for_log(&daemon, "shutdown complete");
+}
+
+#[test]
+fn systemd_unit_notifies_and_is_hardened() {
+    let unit = include_str!("../systemd/contactd.service");
+    for directive in [
+        "Type=notify",
+        "WatchdogSec=",
+        "User=contactd",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ReadWritePaths=/var/lib/contactd /var/lib/contactd/recordings",
+        "PrivateTmp=yes",
+        "ExecStart=/usr/local/bin/contactd serve",
+    ] {
+        assert!(
+            unit.lines().any(|l| l.starts_with(directive)),
+            "{directive} missing"
+        );
+    }
+    // systemd's own checker, where this machine has it, with the binary just built.
+    if let Ok(out) = Command::new("systemd-analyze").arg("--version").output()
+        && out.status.success()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("contactd.service");
+        std::fs::write(&path, unit.replace("/usr/local/bin/contactd", BIN)).unwrap();
+        let verify = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let complaints = String::from_utf8_lossy(&verify.stderr);
+        assert!(
+            verify.status.success() && complaints.trim().is_empty(),
+            "{complaints}"
+        );
+    }
 }

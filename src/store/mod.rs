@@ -86,11 +86,12 @@ impl Store {
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        // WAL lets readers run beside the one writer; busy_timeout makes
-                        // writers queue rather than fail; SQLite leaves foreign keys off
-                        // unless asked.
+                        // WAL lets readers run beside the one writer; synchronous=FULL
+                        // makes a commit survive power loss, since a contact is
+                        // acknowledged to its sender once committed; busy_timeout makes
+                        // writers queue rather than fail; foreign keys are off unless asked.
                         conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                              PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
                         )
                         .await?;
