@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use serde::Deserialize;
 use url::Url;
 
@@ -20,6 +20,30 @@ pub const EMBEDDED_DEFAULTS: &str = include_str!("../config/contactd.toml");
 
 /// The prefix of environment overrides; `__` separates section and key.
 pub const ENV_PREFIX: &str = "CONTACTD__";
+
+/// `CONTACTD__DATABASE__URL_FILE=/run/credentials/contactd.service/database_url` sets
+/// `database.url` from that file's contents, so secrets need not sit in the
+/// environment or the configuration file (systemd credentials, mounted secrets).
+const FILE_SUFFIX: &str = "_file";
+
+fn secrets_from_files() -> Result<Vec<(String, String)>, ConfigError> {
+    let mut found = Vec::new();
+    for (var, path) in std::env::vars() {
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let lower = rest.to_ascii_lowercase();
+        let Some(key) = lower.strip_suffix(FILE_SUFFIX) else {
+            continue;
+        };
+        let key = key.replace("__", ".");
+        let value = std::fs::read_to_string(&path).map_err(|e| {
+            ConfigError::Invalid(format!("{key}: cannot read {path} (from {var}): {e}"))
+        })?;
+        found.push((key, value.trim_end_matches(['\n', '\r']).to_string()));
+    }
+    Ok(found)
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -266,7 +290,14 @@ impl Settings {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        figment = figment.merge(
+            Env::prefixed(ENV_PREFIX)
+                .filter(|key| !key.as_str().to_ascii_lowercase().ends_with(FILE_SUFFIX))
+                .split("__"),
+        );
+        for (key, value) in secrets_from_files()? {
+            figment = figment.merge(Serialized::default(&key, value));
+        }
         let settings: Settings = figment.extract().map_err(|e| {
             // figment reports one error per problem; the first is the one to fix.
             let first = e.into_iter().next().map(describe).unwrap_or_default();

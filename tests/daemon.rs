@@ -308,3 +308,27 @@ fn systemd_unit_notifies_and_is_hardened() {
         );
     }
 }
+
+#[tokio::test]
+async fn secrets_can_come_from_files() {
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("database_url");
+    std::fs::write(&secret, format!("{}\n", db.url)).unwrap();
+    let (code, stdout, stderr) = output(
+        contactd(&db, &["check-config"])
+            .env_remove("CONTACTD__DATABASE__URL")
+            .env("CONTACTD__DATABASE__URL_FILE", &secret),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(&db.url), "{stdout}");
+    let (code, _, stderr) = output(
+        contactd(&db, &["check-config"])
+            .env("CONTACTD__DATABASE__URL_FILE", dir.path().join("missing")),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("database.url") && stderr.contains("missing"),
+        "{stderr}"
+    );
+}
