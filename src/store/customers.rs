@@ -538,26 +538,20 @@ async fn write_details(conn: &mut AnyConnection, id: &str, d: &CustomerDetails) 
         .execute(&mut *conn)
         .await?;
     }
-    for (i, p) in d.phones.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO customer_phones (customer_id, position, e164) VALUES ($1, $2, $3)",
-        )
-        .bind(id)
-        .bind(i as i64)
-        .bind(p.as_str())
-        .execute(&mut *conn)
-        .await?;
-    }
-    for (i, e) in d.emails.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO customer_emails (customer_id, position, address) VALUES ($1, $2, $3)",
-        )
-        .bind(id)
-        .bind(i as i64)
-        .bind(e.as_str())
-        .execute(&mut *conn)
-        .await?;
-    }
+    insert_strings(
+        conn,
+        "INSERT INTO customer_phones (customer_id, position, e164) VALUES ($1, $2, $3)",
+        id,
+        d.phones.iter().map(PhoneNumber::as_str),
+    )
+    .await?;
+    insert_strings(
+        conn,
+        "INSERT INTO customer_emails (customer_id, position, address) VALUES ($1, $2, $3)",
+        id,
+        d.emails.iter().map(EmailAddress::as_str),
+    )
+    .await?;
     for (i, a) in d.addresses.iter().enumerate() {
         sqlx::query(
             "INSERT INTO customer_addresses (customer_id, position, line1, line2, town, postcode, uprn) \
@@ -594,6 +588,34 @@ async fn write_details(conn: &mut AnyConnection, id: &str, d: &CustomerDetails) 
     Ok(())
 }
 
+/// Writes one row per value of a single-column list, numbered by position.
+async fn insert_strings(
+    conn: &mut AnyConnection,
+    sql: &'static str,
+    id: &str,
+    values: impl Iterator<Item = &str>,
+) -> StoreResult<()> {
+    for (position, value) in values.enumerate() {
+        sqlx::query(sql)
+            .bind(id)
+            .bind(position as i64)
+            .bind(value)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Reads a single-column list (selected `AS v`).
+async fn read_strings(
+    conn: &mut AnyConnection,
+    sql: &'static str,
+    id: &str,
+) -> StoreResult<Vec<String>> {
+    let rows = sqlx::query(sql).bind(id).fetch_all(&mut *conn).await?;
+    rows.iter().map(|r| Ok(r.try_get("v")?)).collect()
+}
+
 fn short(s: &str) -> Result<ShortText, String> {
     Ok(ShortText::from_stored(s.to_string()))
 }
@@ -608,22 +630,24 @@ pub(crate) async fn read(conn: &mut AnyConnection, id: &str) -> StoreResult<Cust
     .await?
     .ok_or(StoreError::NotFound)?;
 
-    let phones =
-        sqlx::query("SELECT e164 FROM customer_phones WHERE customer_id = $1 ORDER BY position")
-            .bind(id)
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|r| Ok(PhoneNumber::from_stored(r.try_get("e164")?)))
-            .collect::<StoreResult<Vec<_>>>()?;
-    let emails =
-        sqlx::query("SELECT address FROM customer_emails WHERE customer_id = $1 ORDER BY position")
-            .bind(id)
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|r| Ok(EmailAddress::from_stored(r.try_get("address")?)))
-            .collect::<StoreResult<Vec<_>>>()?;
+    let phones = read_strings(
+        conn,
+        "SELECT e164 AS v FROM customer_phones WHERE customer_id = $1 ORDER BY position",
+        id,
+    )
+    .await?
+    .into_iter()
+    .map(PhoneNumber::from_stored)
+    .collect();
+    let emails = read_strings(
+        conn,
+        "SELECT address AS v FROM customer_emails WHERE customer_id = $1 ORDER BY position",
+        id,
+    )
+    .await?
+    .into_iter()
+    .map(EmailAddress::from_stored)
+    .collect();
     let addresses = sqlx::query(
         "SELECT line1, line2, town, postcode, uprn FROM customer_addresses \
          WHERE customer_id = $1 ORDER BY position",

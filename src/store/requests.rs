@@ -166,9 +166,8 @@ impl Store {
         access: SpecialCategoryAccess,
     ) -> StoreResult<ServiceRequest> {
         let mut tx = self.begin().await?;
-        let id = lock(&mut tx, reference).await?;
-        let request = read(&mut tx, &id).await?;
-        guard(&mut tx, actor, &request, access).await?;
+        let request = lock_for_change(&mut tx, actor, reference, access).await?;
+        let id = request.id.clone();
         if !request.status.may_become(to) {
             return Err(StoreError::Conflict(format!(
                 "a {} request cannot become {}",
@@ -231,9 +230,8 @@ impl Store {
         access: SpecialCategoryAccess,
     ) -> StoreResult<TimelineEvent> {
         let mut tx = self.begin().await?;
-        let id = lock(&mut tx, reference).await?;
-        let request = read(&mut tx, &id).await?;
-        guard(&mut tx, actor, &request, access).await?;
+        let request = lock_for_change(&mut tx, actor, reference, access).await?;
+        let id = request.id.clone();
         let event_id = append(
             &mut tx,
             &id,
@@ -266,9 +264,8 @@ impl Store {
         access: SpecialCategoryAccess,
     ) -> StoreResult<ServiceRequest> {
         let mut tx = self.begin().await?;
-        let id = lock(&mut tx, reference).await?;
-        let request = read(&mut tx, &id).await?;
-        guard(&mut tx, actor, &request, access).await?;
+        let request = lock_for_change(&mut tx, actor, reference, access).await?;
+        let id = request.id.clone();
         let customer = customers::read(&mut tx, customer_id).await?;
         if let Some(to) = customer.merged_into {
             return Err(StoreError::Conflict(format!(
@@ -332,6 +329,20 @@ impl Store {
         .await?;
         Ok(events)
     }
+}
+
+/// Locks a request that `actor` is about to change, refusing special category data
+/// to those without access.
+async fn lock_for_change(
+    conn: &mut AnyConnection,
+    actor: &Actor,
+    reference: Reference,
+    access: SpecialCategoryAccess,
+) -> StoreResult<ServiceRequest> {
+    let id = lock(conn, reference).await?;
+    let request = read(conn, &id).await?;
+    guard(conn, actor, &request, access).await?;
+    Ok(request)
 }
 
 /// Refuses (and audits the refusal of) special category data to those without access.

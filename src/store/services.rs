@@ -54,17 +54,7 @@ impl Store {
         )
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Service {
-                    code: parsed(r, "code", ServiceCode::parse)?,
-                    name: r.try_get("name")?,
-                    retention_days: r.try_get("retention_days")?,
-                    special_category: flag(r, "special_category")?,
-                    active: flag(r, "active")?,
-                })
-            })
-            .collect()
+        rows.iter().map(from_row).collect()
     }
 }
 
@@ -79,14 +69,15 @@ pub(crate) async fn active_service(
     .bind(code.as_str())
     .fetch_optional(&mut *conn)
     .await?;
-    row.map(|r| {
-        Ok(Service {
-            code: parsed(&r, "code", ServiceCode::parse)?,
-            name: r.try_get("name")?,
-            retention_days: r.try_get("retention_days")?,
-            special_category: flag(&r, "special_category")?,
-            active: true,
-        })
+    row.as_ref().map(from_row).transpose()
+}
+
+fn from_row(r: &sqlx::any::AnyRow) -> StoreResult<Service> {
+    Ok(Service {
+        code: parsed(r, "code", ServiceCode::parse)?,
+        name: r.try_get("name")?,
+        retention_days: r.try_get("retention_days")?,
+        special_category: flag(r, "special_category")?,
+        active: flag(r, "active")?,
     })
-    .transpose()
 }

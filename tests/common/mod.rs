@@ -159,33 +159,27 @@ impl TestApp {
     }
 
     pub async fn post(&self, role: Role, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .client
-            .post(self.url(path))
-            .bearer_auth(self.token(role))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        decode(r).await
+        self.send(reqwest::Method::POST, role, path, body).await
     }
 
     pub async fn patch(&self, role: Role, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .client
-            .patch(self.url(path))
-            .bearer_auth(self.token(role))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        decode(r).await
+        self.send(reqwest::Method::PATCH, role, path, body).await
     }
 
     pub async fn put(&self, role: Role, path: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::PUT, role, path, body).await
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        role: Role,
+        path: &str,
+        body: Value,
+    ) -> (u16, Value) {
         let r = self
             .client
-            .put(self.url(path))
+            .request(method, self.url(path))
             .bearer_auth(self.token(role))
             .json(&body)
             .send()
