@@ -185,7 +185,7 @@ impl Intake {
             Some(&detail),
         )
         .await?;
-        tx.commit().await.map_err(StoreError::from)?;
+        tx.commit().await?;
         metrics::counter!("contactd_intake_contacts_total", "channel" => contact.channel.as_str(),
             "outcome" => if opened { "opened" } else { "attached" })
         .increment(1);

@@ -4,7 +4,7 @@
 
 use sqlx::{AnyConnection, Row};
 
-use super::audit::{self, Action, Entity};
+use super::audit::{Action, Entity};
 use super::{Store, StoreError, StoreResult, customers, new_id, parsed};
 use crate::domain::request::Contact;
 use crate::domain::{Actor, Channel, IdentityMatch, Timestamp};
@@ -135,8 +135,7 @@ impl Store {
         .bind(offset)
         .fetch_all(&mut *conn)
         .await?;
-        audit::record(
-            &mut conn,
+        self.audit(
             actor,
             Action::Read,
             Entity::Customer,

@@ -55,9 +55,9 @@ impl Store {
 
     /// Reads a record (merged ones too: they say where they went) and audits the read.
     pub async fn get_customer(&self, actor: &Actor, id: &str) -> StoreResult<Customer> {
-        let mut conn = self.pool().acquire().await?;
-        let customer = read(&mut conn, id).await?;
-        audit::record(&mut conn, actor, Action::Read, Entity::Customer, id, None).await?;
+        let customer = read(&mut *self.pool().acquire().await?, id).await?;
+        self.audit(actor, Action::Read, Entity::Customer, id, None)
+            .await?;
         Ok(customer)
     }
 
@@ -91,7 +91,7 @@ impl Store {
             .await?;
         }
         let customer = read(&mut tx, id).await?;
-        tx.commit().await.map_err(StoreError::from)?;
+        tx.commit().await?;
         Ok(customer)
     }
 
@@ -137,15 +137,8 @@ impl Store {
         .bind(id)
         .fetch_all(&mut *conn)
         .await?;
-        audit::record(
-            &mut conn,
-            actor,
-            Action::Read,
-            Entity::Customer,
-            id,
-            Some("history"),
-        )
-        .await?;
+        self.audit(actor, Action::Read, Entity::Customer, id, Some("history"))
+            .await?;
         let json = |s: Option<String>| {
             s.map(|s| serde_json::from_str(&s).unwrap_or(Value::String(s)))
                 .unwrap_or(Value::Null)

@@ -23,12 +23,14 @@ pub mod requests;
 pub mod services;
 pub mod staff;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Executor, Row};
 
 use crate::configuration::{Backend, DatabaseSettings};
+use crate::domain::Actor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -56,6 +58,37 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite admits one writer at a time and makes the others wait in its busy
+    /// handler, which sleeps in growing steps: under load a writer could wait seconds.
+    /// Taking turns here first makes writers queue in order, without sleeping.
+    write_turn: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// A write transaction (holding this process's SQLite write turn, where there is one).
+/// Dereferences to the connection, so store functions take it as `&mut AnyConnection`.
+pub struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    pub async fn commit(self) -> StoreResult<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
 }
 
 impl Store {
@@ -101,7 +134,13 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        Ok(Store { pool, backend })
+        let write_turn =
+            (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
+        Ok(Store {
+            pool,
+            backend,
+            write_turn,
+        })
     }
 
     pub async fn migrate(&self) -> StoreResult<()> {
@@ -133,8 +172,30 @@ impl Store {
         }
     }
 
-    pub async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
-        Ok(self.pool.begin().await?)
+    /// Begins a write transaction. Never call this while holding another.
+    pub async fn begin(&self) -> StoreResult<WriteTx> {
+        let turn = match &self.write_turn {
+            Some(turn) => Some(turn.clone().lock_owned().await),
+            None => None,
+        };
+        Ok(WriteTx {
+            tx: self.pool.begin().await?,
+            _turn: turn,
+        })
+    }
+
+    /// Appends one audit entry in a transaction of its own (for reads).
+    pub async fn audit(
+        &self,
+        actor: &Actor,
+        action: audit::Action,
+        entity: audit::Entity,
+        entity_id: &str,
+        detail: Option<&str>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        audit::record(&mut tx, actor, action, entity, entity_id, detail).await?;
+        tx.commit().await
     }
 
     pub async fn close(&self) {

@@ -45,6 +45,35 @@ const REQUEST_COLUMNS: &str = "id, number, customer_id, service_code, status, su
      identity_review, opened_via, retention_days, retain_until, closed_at, created_at, updated_at";
 
 impl Store {
+    /// Refuses special category data to those without access, recording the refusal
+    /// (in its own transaction, so the refusal stays on record).
+    async fn check_access(
+        &self,
+        actor: &Actor,
+        request: &ServiceRequest,
+        access: SpecialCategoryAccess,
+    ) -> StoreResult<()> {
+        if request.special_category && access == SpecialCategoryAccess::Denied {
+            let why = Some("refused: special category");
+            self.audit(actor, Action::Read, Entity::Request, &request.id, why)
+                .await?;
+            return Err(StoreError::Restricted);
+        }
+        Ok(())
+    }
+
+    /// Before a change: the request exists and the actor may see it. Checked before
+    /// the write transaction, since a request's category never changes after opening.
+    async fn authorise_change(
+        &self,
+        actor: &Actor,
+        reference: Reference,
+        access: SpecialCategoryAccess,
+    ) -> StoreResult<()> {
+        let request = read_by_reference(&mut *self.pool().acquire().await?, reference).await?;
+        self.check_access(actor, &request, access).await
+    }
+
     pub async fn create_request(
         &self,
         actor: &Actor,
@@ -97,16 +126,9 @@ impl Store {
     ) -> StoreResult<ServiceRequest> {
         let mut conn = self.pool().acquire().await?;
         let request = read_by_reference(&mut conn, reference).await?;
-        guard(&mut conn, actor, &request, access).await?;
-        audit::record(
-            &mut conn,
-            actor,
-            Action::Read,
-            Entity::Request,
-            &request.id,
-            None,
-        )
-        .await?;
+        self.check_access(actor, &request, access).await?;
+        self.audit(actor, Action::Read, Entity::Request, &request.id, None)
+            .await?;
         Ok(request)
     }
 
@@ -165,9 +187,10 @@ impl Store {
         note: Option<&str>,
         access: SpecialCategoryAccess,
     ) -> StoreResult<ServiceRequest> {
+        self.authorise_change(actor, reference, access).await?;
         let mut tx = self.begin().await?;
-        let request = lock_for_change(&mut tx, actor, reference, access).await?;
-        let id = request.id.clone();
+        let id = lock(&mut tx, reference).await?;
+        let request = read(&mut tx, &id).await?;
         if !request.status.may_become(to) {
             return Err(StoreError::Conflict(format!(
                 "a {} request cannot become {}",
@@ -229,9 +252,9 @@ impl Store {
         body: &str,
         access: SpecialCategoryAccess,
     ) -> StoreResult<TimelineEvent> {
+        self.authorise_change(actor, reference, access).await?;
         let mut tx = self.begin().await?;
-        let request = lock_for_change(&mut tx, actor, reference, access).await?;
-        let id = request.id.clone();
+        let id = lock(&mut tx, reference).await?;
         let event_id = append(
             &mut tx,
             &id,
@@ -263,9 +286,9 @@ impl Store {
         customer_id: &str,
         access: SpecialCategoryAccess,
     ) -> StoreResult<ServiceRequest> {
+        self.authorise_change(actor, reference, access).await?;
         let mut tx = self.begin().await?;
-        let request = lock_for_change(&mut tx, actor, reference, access).await?;
-        let id = request.id.clone();
+        let id = lock(&mut tx, reference).await?;
         let customer = customers::read(&mut tx, customer_id).await?;
         if let Some(to) = customer.merged_into {
             return Err(StoreError::Conflict(format!(
@@ -316,10 +339,9 @@ impl Store {
     ) -> StoreResult<Vec<TimelineEvent>> {
         let mut conn = self.pool().acquire().await?;
         let request = read_by_reference(&mut conn, reference).await?;
-        guard(&mut conn, actor, &request, access).await?;
+        self.check_access(actor, &request, access).await?;
         let events = timeline_of(&mut conn, &request.id).await?;
-        audit::record(
-            &mut conn,
+        self.audit(
             actor,
             Action::Read,
             Entity::Request,
@@ -329,42 +351,6 @@ impl Store {
         .await?;
         Ok(events)
     }
-}
-
-/// Locks a request that `actor` is about to change, refusing special category data
-/// to those without access.
-async fn lock_for_change(
-    conn: &mut AnyConnection,
-    actor: &Actor,
-    reference: Reference,
-    access: SpecialCategoryAccess,
-) -> StoreResult<ServiceRequest> {
-    let id = lock(conn, reference).await?;
-    let request = read(conn, &id).await?;
-    guard(conn, actor, &request, access).await?;
-    Ok(request)
-}
-
-/// Refuses (and audits the refusal of) special category data to those without access.
-async fn guard(
-    conn: &mut AnyConnection,
-    actor: &Actor,
-    request: &ServiceRequest,
-    access: SpecialCategoryAccess,
-) -> StoreResult<()> {
-    if request.special_category && access == SpecialCategoryAccess::Denied {
-        audit::record(
-            conn,
-            actor,
-            Action::Read,
-            Entity::Request,
-            &request.id,
-            Some("refused: special category"),
-        )
-        .await?;
-        return Err(StoreError::Restricted);
-    }
-    Ok(())
 }
 
 /// Opens a request on the caller's transaction: takes the next number, writes the row
