@@ -19,6 +19,8 @@ use crate::telemetry;
 pub enum StartupError {
     #[error("database.url: cannot use {url}: {source}")]
     Database { url: String, source: StoreError },
+    #[error("data_dir: cannot create {dir}: {source}")]
+    DataDir { dir: String, source: std::io::Error },
     #[error(transparent)]
     Scheduler(#[from] SchedulerError),
     #[error("http.listen: cannot listen on {addr}: {source}")]
@@ -53,6 +55,10 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        std::fs::create_dir_all(&settings.data_dir).map_err(|source| StartupError::DataDir {
+            dir: settings.data_dir.display().to_string(),
+            source,
+        })?;
         let store = open_store(&settings).await?;
         let redis = match settings.scheduler.redis_url.get() {
             Some(url) => {

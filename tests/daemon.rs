@@ -25,6 +25,7 @@ fn contactd(db: &TestDatabase, args: &[&str]) -> Command {
     cmd.args(args)
         .env("CONTACTD__DATABASE__URL", &db.url)
         .env("CONTACTD__HTTP__LISTEN", "127.0.0.1:0")
+        .env("CONTACTD__DATA_DIR", db.dir().join("data"))
         .env("CONTACTD__SHUTDOWN__GRACE_SECONDS", "10")
         .env("NO_COLOR", "1");
     cmd

@@ -103,7 +103,29 @@ impl Store {
     ) -> StoreResult<Customer> {
         let mut tx = self.begin().await?;
         lock(&mut tx, id).await?;
+        let before = current_consents(&mut tx, id).await?;
         insert_consent(&mut tx, actor, id, change).await?;
+        let after = current_consents(&mut tx, id).await?;
+        // The consents table is itself the full record of when and how; the history
+        // row puts the change beside every other change to the record.
+        let of = |list: &[Consent]| {
+            list.iter()
+                .find(|c| c.purpose == change.purpose)
+                .map(|c| serde_json::to_value(c).expect("consent serialises"))
+        };
+        let field = format!("consents.{}", change.purpose);
+        let now = Timestamp::now().millis();
+        let label = actor.label();
+        insert_history(
+            &mut tx,
+            id,
+            &field,
+            of(&before).as_ref(),
+            of(&after).as_ref(),
+            &label,
+            now,
+        )
+        .await?;
         let detail = format!(
             "consent {} {}",
             change.purpose,

@@ -62,6 +62,13 @@ async fn connect_admin(url: &str) -> sqlx::AnyConnection {
     })
 }
 
+impl TestDatabase {
+    /// A scratch directory that lives as long as the database.
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Some(name) = self.pg_name.take() {
@@ -91,6 +98,7 @@ pub fn test_settings(db: &TestDatabase) -> Settings {
     let mut settings = Settings::load(None).expect("embedded defaults load");
     settings.http.listen = "127.0.0.1:0".parse().unwrap();
     settings.database.url = DatabaseUrl::parse(&db.url).unwrap();
+    settings.data_dir = db.dir().join("data");
     settings.shutdown.grace_seconds = 5;
     settings
 }
