@@ -1,0 +1,132 @@
+//! A call as the daemon sees it: who is calling, their keypad, a way to speak to them,
+//! and the end of the call.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::Frame;
+use crate::g711::Codec;
+use crate::media::MediaCommand;
+
+/// The caller's identity as signalled (P-Asserted-Identity, else From).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallerId {
+    /// The user part as signalled, e.g. `+447700900123` or `07700900123`.
+    Number(String),
+    /// Anonymous, or Privacy: id.
+    Withheld,
+}
+
+#[derive(Debug, Clone)]
+pub struct CallInfo {
+    /// The SIP Call-ID: unique per call, the contact's idempotence key.
+    pub call_id: String,
+    pub caller: CallerId,
+    /// The number or user the caller dialled.
+    pub called: String,
+    pub codec: Codec,
+    pub answered_at: SystemTime,
+}
+
+/// Why a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallEnded {
+    CallerHungUp,
+    WeHungUp,
+    MaxDuration,
+    Shutdown,
+}
+
+/// Receives both directions of a call's audio, one 20 ms frame at a time, in real
+/// time: the caller's (left) and what the daemon sent (right).
+pub trait FrameSink: Send + 'static {
+    fn frame(&mut self, caller: &Frame, sent: &Frame);
+}
+
+/// The daemon's part of a call.
+pub trait CallHandler: Send + Sync + 'static {
+    /// Where to record this call; asked before its audio starts.
+    fn recorder(&self, info: &CallInfo) -> Option<Box<dyn FrameSink>>;
+    /// Runs the call (greeting, menus, routing). Called once the call is answered.
+    fn handle(&self, call: Call) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+pub struct Call {
+    pub info: CallInfo,
+    pub(crate) digits: mpsc::UnboundedReceiver<char>,
+    pub(crate) media: mpsc::UnboundedSender<MediaCommand>,
+    pub(crate) hangup: CancellationToken,
+    pub(crate) ended: CancellationToken,
+    pub(crate) reason: Arc<Mutex<Option<CallEnded>>>,
+}
+
+impl Call {
+    fn end_reason(&self) -> CallEnded {
+        self.reason
+            .lock()
+            .expect("not poisoned")
+            .unwrap_or(CallEnded::CallerHungUp)
+    }
+
+    /// Plays `audio` (8 kHz linear) to the caller; returns when it has been sent.
+    pub async fn play(&self, audio: Arc<[i16]>) -> Result<(), CallEnded> {
+        let (done, finished) = oneshot::channel();
+        if self.media.send(MediaCommand::Play(audio, done)).is_err() {
+            return Err(self.end_reason());
+        }
+        tokio::select! {
+            r = finished => r.map_err(|_| self.end_reason()),
+            _ = self.ended.cancelled() => Err(self.end_reason()),
+        }
+    }
+
+    /// Plays `audio` unless the caller presses a key first; returns that key.
+    pub async fn play_interruptible(
+        &mut self,
+        audio: Arc<[i16]>,
+    ) -> Result<Option<char>, CallEnded> {
+        let (done, finished) = oneshot::channel();
+        if self.media.send(MediaCommand::Play(audio, done)).is_err() {
+            return Err(self.end_reason());
+        }
+        tokio::select! {
+            r = finished => r.map(|_| None).map_err(|_| self.end_reason()),
+            d = self.digits.recv() => {
+                let _ = self.media.send(MediaCommand::StopPlaying);
+                d.map(Some).ok_or_else(|| self.end_reason())
+            }
+            _ = self.ended.cancelled() => Err(self.end_reason()),
+        }
+    }
+
+    /// The next key pressed, or `None` after `timeout`.
+    pub async fn next_digit(&mut self, timeout: Duration) -> Result<Option<char>, CallEnded> {
+        tokio::select! {
+            d = self.digits.recv() => d.map(Some).ok_or_else(|| self.end_reason()),
+            _ = tokio::time::sleep(timeout) => Ok(None),
+            _ = self.ended.cancelled() => Err(self.end_reason()),
+        }
+    }
+
+    /// Throws away keys pressed so far (before asking a new question).
+    pub fn forget_digits(&mut self) {
+        while self.digits.try_recv().is_ok() {}
+    }
+
+    /// Ends the call with a BYE and waits until it has ended.
+    pub async fn hang_up(&self) -> CallEnded {
+        self.hangup.cancel();
+        self.ended().await
+    }
+
+    /// Waits for the end of the call: after this, no more audio reaches the recorder.
+    pub async fn ended(&self) -> CallEnded {
+        self.ended.cancelled().await;
+        self.end_reason()
+    }
+}

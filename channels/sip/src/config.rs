@@ -1,0 +1,127 @@
+//! What the daemon tells the voice channel: where to listen, whom to trust, limits.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SipTransport {
+    Udp,
+    Tcp,
+}
+
+/// A listener, written `udp:127.0.0.1:5060` or `tcp:0.0.0.0:5060`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SipListen {
+    pub transport: SipTransport,
+    pub addr: SocketAddr,
+}
+
+impl SipListen {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (t, addr) = s
+            .split_once(':')
+            .ok_or_else(|| format!("{s:?}: write udp:HOST:PORT or tcp:HOST:PORT"))?;
+        let transport = match t.to_ascii_lowercase().as_str() {
+            "udp" => SipTransport::Udp,
+            "tcp" => SipTransport::Tcp,
+            _ => return Err(format!("{s:?}: the transport is udp or tcp")),
+        };
+        let addr = addr
+            .parse()
+            .map_err(|_| format!("{s:?}: {addr:?} is not an address:port"))?;
+        Ok(SipListen { transport, addr })
+    }
+}
+
+/// A network calls are accepted from, written `192.0.2.0/24` or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrunkNetwork {
+    base: IpAddr,
+    prefix: u8,
+}
+
+impl TrunkNetwork {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (ip, prefix) = match s.split_once('/') {
+            Some((ip, p)) => (ip, Some(p)),
+            None => (s, None),
+        };
+        let base: IpAddr = ip
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an address or network"))?;
+        let max = if base.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .trim()
+                .parse()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?}: bad prefix length"))?,
+            None => max,
+        };
+        Ok(TrunkNetwork { base, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.base, ip) {
+            (IpAddr::V4(b), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(b) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(b), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(b) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SipConfig {
+    pub listen: Vec<SipListen>,
+    pub trunks: Vec<TrunkNetwork>,
+    /// RTP uses even ports in this range, RTCP the odd port above each.
+    pub rtp_ports: (u16, u16),
+    /// The address RTP sockets bind to and the SDP advertises.
+    pub media_ip: IpAddr,
+    pub max_calls: usize,
+    pub max_call_duration: Duration,
+    /// How long a call rings before it is answered (a CANCEL in this time ends it).
+    pub ring: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_and_networks() {
+        let l = SipListen::parse("tcp:127.0.0.1:5060").unwrap();
+        assert_eq!((l.transport, l.addr.port()), (SipTransport::Tcp, 5060));
+        assert!(SipListen::parse("sctp:127.0.0.1:5060").is_err());
+        let n = TrunkNetwork::parse("192.0.2.0/24").unwrap();
+        assert!(n.contains("192.0.2.77".parse().unwrap()));
+        assert!(!n.contains("192.0.3.1".parse().unwrap()));
+        assert!(
+            TrunkNetwork::parse("127.0.0.1")
+                .unwrap()
+                .contains("::ffff:127.0.0.1".parse().unwrap())
+        );
+        assert!(
+            TrunkNetwork::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(TrunkNetwork::parse("10.0.0.0/33").is_err());
+    }
+}

@@ -1,0 +1,35 @@
+//! contactd-sip: the voice channel. It answers calls from the council's SIP trunk and
+//! hands each one to the daemon as a [`Call`]: who is calling, keypad digits, a way to
+//! play audio to the caller, and every 20 ms of audio in both directions for the
+//! recording. It knows nothing of customers or requests.
+//!
+//! - [`config`]: listeners, trusted trunk networks, the RTP port range, limits
+//! - [`server`]: SIP signalling (rsipstack): INVITE/ACK/BYE/CANCEL/OPTIONS, re-INVITE,
+//!   INFO, trunk checks, call limits, shutdown
+//! - [`sdp`]: the offer we accept and the answer we give (PCMU/PCMA, telephone-event)
+//! - [`rtp`]: RTP packets; [`g711`]: µ-law and A-law; [`dtmf`]: RFC 4733 events
+//! - [`jitter`]: puts the caller's packets back in order on the call's clock, silence
+//!   for what never came, so a recording keeps real time
+//! - [`media`]: one call's RTP sockets and its 20 ms clock
+//! - [`call`]: what the daemon gets: [`Call`], its events, and the [`FrameSink`] for
+//!   recording
+
+pub mod call;
+pub mod config;
+pub mod dtmf;
+pub mod g711;
+pub mod jitter;
+pub mod media;
+pub mod rtp;
+pub mod sdp;
+pub mod server;
+
+pub use call::{Call, CallEnded, CallHandler, CallerId, FrameSink};
+pub use config::{SipConfig, SipListen, TrunkNetwork};
+pub use server::{SipError, SipServer};
+
+/// Samples in one 20 ms frame at 8 kHz.
+pub const FRAME_SAMPLES: usize = 160;
+
+/// One 20 ms frame of 16-bit linear audio.
+pub type Frame = [i16; FRAME_SAMPLES];

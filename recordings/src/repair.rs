@@ -1,0 +1,85 @@
+//! Crash repair. A recording interrupted by a crash is a `.part` file whose header
+//! still says "no audio". Everything after the header that forms whole stereo frames
+//! is real audio written before the crash: keep it, make the header say so, finish it.
+
+use std::fs::OpenOptions;
+use std::io::Read;
+use std::path::Path;
+
+use crate::layout::PART_SUFFIX;
+use crate::wav::{FinishedRecording, HEADER_LEN, finish_file};
+use crate::{RecordingError, io_error};
+
+/// Repairs `part` (a `.wav.part` file) into its final `.wav` name.
+pub fn repair(part: &Path) -> Result<FinishedRecording, RecordingError> {
+    let not_ours = |why| RecordingError::NotOurs {
+        path: part.display().to_string(),
+        why,
+    };
+    let name = part
+        .to_str()
+        .ok_or_else(|| not_ours("its name is not UTF-8"))?;
+    let final_name = name
+        .strip_suffix(PART_SUFFIX)
+        .ok_or_else(|| not_ours("it is not a .part file"))?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(part)
+        .map_err(io_error(part))?;
+    let mut head = [0u8; 12];
+    file.read_exact(&mut head)
+        .map_err(|_| not_ours("it is shorter than a WAV header"))?;
+    if &head[0..4] != b"RIFF" || &head[8..12] != b"WAVE" {
+        return Err(not_ours("it has no RIFF/WAVE header"));
+    }
+    let len = file.metadata().map_err(io_error(part))?.len();
+    let data = len.saturating_sub(HEADER_LEN) / 4 * 4;
+    finish_file(&mut file, part, Path::new(final_name), data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RecordingWriter;
+    use crate::layout::RecordingsDir;
+
+    #[test]
+    fn an_abandoned_recording_is_repaired_to_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("call.wav");
+        let mut w = RecordingWriter::create(&path).unwrap();
+        for _ in 0..100 {
+            w.write(&[1000; 160], &[-1000; 160]).unwrap();
+        }
+        // A crash: the writer's buffer reaches the file, nothing else happens.
+        drop(w);
+        let part = RecordingsDir::part_path(&path);
+        // A torn last frame, as a kill mid-write leaves.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&part)
+            .unwrap();
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&part)
+            .unwrap()
+            .write_all(&[1, 2])
+            .unwrap();
+
+        let fixed = repair(&part).unwrap();
+        assert_eq!(fixed.duration_ms, 2000);
+        assert!(!part.exists());
+        let reader = hound::WavReader::open(&path).unwrap();
+        assert_eq!(reader.duration(), 16000);
+    }
+
+    #[test]
+    fn refuses_files_that_are_not_recordings() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("x.wav.part");
+        std::fs::write(&part, b"hello, not a wav file at all").unwrap();
+        assert!(matches!(repair(&part), Err(RecordingError::NotOurs { .. })));
+    }
+}

@@ -1,0 +1,186 @@
+//! A stereo 16-bit PCM WAV written frame by frame. The header is written first with
+//! sizes of zero and corrected when the call ends (or by [`crate::repair`] after a
+//! crash), so the audio is on disk as the call goes, never held in memory.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::layout::RecordingsDir;
+use crate::{RecordingError, SAMPLE_RATE, io_error};
+
+pub(crate) const HEADER_LEN: u64 = 44;
+const CHANNELS: u16 = 2;
+const BYTES_PER_FRAME: u64 = 4;
+
+/// About half a second of audio: what a crash can lose at most.
+const BUFFER_BYTES: usize = 16 * 1024;
+
+/// A recording in progress.
+pub struct RecordingWriter {
+    file: BufWriter<File>,
+    part: PathBuf,
+    final_path: PathBuf,
+    frames: u64,
+}
+
+/// A finished recording file and what the store keeps about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedRecording {
+    pub path: PathBuf,
+    pub size_bytes: u64,
+    pub duration_ms: u64,
+    pub sha256: String,
+}
+
+pub(crate) fn header(data_bytes: u32) -> [u8; HEADER_LEN as usize] {
+    let mut h = [0u8; HEADER_LEN as usize];
+    let byte_rate = SAMPLE_RATE * u32::from(CHANNELS) * 2;
+    h[0..4].copy_from_slice(b"RIFF");
+    h[4..8].copy_from_slice(&(36u32.saturating_add(data_bytes)).to_le_bytes());
+    h[8..12].copy_from_slice(b"WAVE");
+    h[12..16].copy_from_slice(b"fmt ");
+    h[16..20].copy_from_slice(&16u32.to_le_bytes());
+    h[20..22].copy_from_slice(&1u16.to_le_bytes()); // PCM
+    h[22..24].copy_from_slice(&CHANNELS.to_le_bytes());
+    h[24..28].copy_from_slice(&SAMPLE_RATE.to_le_bytes());
+    h[28..32].copy_from_slice(&byte_rate.to_le_bytes());
+    h[32..34].copy_from_slice(&(CHANNELS * 2).to_le_bytes());
+    h[34..36].copy_from_slice(&16u16.to_le_bytes());
+    h[36..40].copy_from_slice(b"data");
+    h[40..44].copy_from_slice(&data_bytes.to_le_bytes());
+    h
+}
+
+impl RecordingWriter {
+    /// Starts `final_path` (absolute) as `<final_path>.part`, creating its directory.
+    pub fn create(final_path: &Path) -> Result<Self, RecordingError> {
+        let part = RecordingsDir::part_path(final_path);
+        if let Some(dir) = final_path.parent() {
+            std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&part)
+            .map_err(io_error(&part))?;
+        let mut file = BufWriter::with_capacity(BUFFER_BYTES, file);
+        file.write_all(&header(0)).map_err(io_error(&part))?;
+        Ok(RecordingWriter {
+            file,
+            part,
+            final_path: final_path.to_path_buf(),
+            frames: 0,
+        })
+    }
+
+    /// Appends equal-length left (caller) and right (sent) samples.
+    pub fn write(&mut self, left: &[i16], right: &[i16]) -> Result<(), RecordingError> {
+        debug_assert_eq!(left.len(), right.len());
+        let mut buf = [0u8; 4];
+        for (l, r) in left.iter().zip(right) {
+            buf[..2].copy_from_slice(&l.to_le_bytes());
+            buf[2..].copy_from_slice(&r.to_le_bytes());
+            self.file.write_all(&buf).map_err(io_error(&self.part))?;
+        }
+        self.frames += left.len() as u64;
+        Ok(())
+    }
+
+    pub fn duration_ms(&self) -> u64 {
+        self.frames * 1000 / u64::from(SAMPLE_RATE)
+    }
+
+    /// Corrects the header, syncs, renames to the final name and hashes the file.
+    pub fn finish(self) -> Result<FinishedRecording, RecordingError> {
+        let RecordingWriter {
+            file,
+            part,
+            final_path,
+            frames,
+        } = self;
+        let mut file = file
+            .into_inner()
+            .map_err(|e| io_error(&part)(e.into_error()))?;
+        finish_file(&mut file, &part, &final_path, frames * BYTES_PER_FRAME)
+    }
+}
+
+/// Writes the real sizes into the header, syncs, renames and hashes.
+pub(crate) fn finish_file(
+    file: &mut File,
+    part: &Path,
+    final_path: &Path,
+    data_bytes: u64,
+) -> Result<FinishedRecording, RecordingError> {
+    let data_bytes32 = u32::try_from(data_bytes).map_err(|_| RecordingError::NotOurs {
+        path: part.display().to_string(),
+        why: "longer than a WAV file can describe",
+    })?;
+    file.set_len(HEADER_LEN + data_bytes)
+        .map_err(io_error(part))?;
+    file.seek(SeekFrom::Start(0)).map_err(io_error(part))?;
+    file.write_all(&header(data_bytes32))
+        .map_err(io_error(part))?;
+    file.sync_all().map_err(io_error(part))?;
+    std::fs::rename(part, final_path).map_err(io_error(part))?;
+    if let Some(dir) = final_path.parent()
+        && let Ok(d) = File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    let sha256 = hash_file(final_path)?;
+    Ok(FinishedRecording {
+        path: final_path.to_path_buf(),
+        size_bytes: HEADER_LEN + data_bytes,
+        duration_ms: data_bytes / BYTES_PER_FRAME * 1000 / u64::from(SAMPLE_RATE),
+        sha256,
+    })
+}
+
+pub fn hash_file(path: &Path) -> Result<String, RecordingError> {
+    let mut f = File::open(path).map_err(io_error(path))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf).map_err(io_error(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_a_playable_stereo_wav() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("2026/11/23/call.wav");
+        let mut w = RecordingWriter::create(&path).unwrap();
+        let left: Vec<i16> = (0..8000).map(|i| (i % 100) as i16).collect();
+        let right = vec![-7i16; 8000];
+        for (l, r) in left.chunks(160).zip(right.chunks(160)) {
+            w.write(l, r).unwrap();
+        }
+        let done = w.finish().unwrap();
+        assert_eq!(done.duration_ms, 1000);
+        assert_eq!(done.size_bytes, 44 + 8000 * 4);
+        assert!(!RecordingsDir::part_path(&path).exists());
+        let mut reader = hound::WavReader::open(&path).unwrap();
+        let spec = reader.spec();
+        assert_eq!(
+            (spec.channels, spec.sample_rate, spec.bits_per_sample),
+            (2, 8000, 16)
+        );
+        let samples: Vec<i16> = reader.samples::<i16>().map(Result::unwrap).collect();
+        assert_eq!(samples.len(), 16000);
+        assert_eq!(&samples[..4], &[0, -7, 1, -7]);
+        assert_eq!(done.sha256, hash_file(&path).unwrap());
+    }
+}
