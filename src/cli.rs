@@ -1,5 +1,5 @@
 //! The command line: `serve`, `check-config`, `migrate`, `user add`, `token create`,
-//! `bench intake`. Every command reads the same configuration as the daemon.
+//! `recordings sweep`, `bench intake`. Every command reads the same configuration as the daemon.
 
 use std::path::PathBuf;
 
@@ -39,6 +39,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Call recordings.
+    Recordings {
+        #[command(subcommand)]
+        command: RecordingsCommand,
+    },
     /// Measure throughput against the configured (scratch) database.
     Bench {
         #[command(subcommand)]
@@ -62,6 +67,17 @@ enum TokenCommand {
     Create {
         #[arg(long)]
         user: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RecordingsCommand {
+    /// Delete recordings past their expiry (legal holds are kept); the daemon also
+    /// does this periodically.
+    Sweep {
+        /// List what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -136,6 +152,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
             println!("token for {user} (shown once; store it now):");
             println!("{token}");
+        }
+        Command::Recordings {
+            command: RecordingsCommand::Sweep { dry_run },
+        } => {
+            let store = startup::open_store(&settings).await?;
+            let recorder = crate::recordings::Recorder::new(
+                store,
+                &settings.recordings.dir,
+                settings.recordings.retention_days,
+            );
+            let report = recorder.sweep(dry_run).await?;
+            let verb = if dry_run { "would delete" } else { "deleted" };
+            for id in &report.purged {
+                println!("{verb} {id}");
+            }
+            for id in &report.failed {
+                println!("could not delete {id}");
+            }
+            println!(
+                "{verb} {} expired recording(s); {} expired but on legal hold",
+                report.purged.len(),
+                report.kept_on_hold
+            );
+            anyhow::ensure!(
+                report.failed.is_empty(),
+                "{} recording(s) could not be deleted",
+                report.failed.len()
+            );
         }
         Command::Bench {
             command:

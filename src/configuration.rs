@@ -54,9 +54,110 @@ pub struct Settings {
     #[serde(default)]
     pub scheduler: SchedulerSettings,
     pub intake: IntakeSettings,
+    pub sip: SipSettings,
+    pub recordings: RecordingSettings,
+    pub ivr: IvrSettings,
     pub shutdown: ShutdownSettings,
     pub log: LogSettings,
     pub services: Vec<ServiceDefinition>,
+}
+
+/// The voice channel. No trunks: the channel is off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipSettings {
+    pub listen: Vec<SipListenSetting>,
+    pub trunks: Vec<TrunkSetting>,
+    pub rtp_ports: PortRange,
+    /// The address RTP binds to and SDP advertises.
+    pub media_address: std::net::IpAddr,
+    pub max_calls: usize,
+    pub max_call_minutes: u64,
+    pub ring_ms: u64,
+}
+
+impl SipSettings {
+    pub fn enabled(&self) -> bool {
+        !self.trunks.is_empty() && !self.listen.is_empty()
+    }
+}
+
+/// `udp:HOST:PORT` or `tcp:HOST:PORT`.
+#[derive(Debug, Clone, Copy)]
+pub struct SipListenSetting(pub contactd_sip::SipListen);
+
+impl<'de> Deserialize<'de> for SipListenSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        contactd_sip::SipListen::parse(&s)
+            .map(SipListenSetting)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A trunk network, `192.0.2.0/24` or one address.
+#[derive(Debug, Clone, Copy)]
+pub struct TrunkSetting(pub contactd_sip::TrunkNetwork);
+
+impl<'de> Deserialize<'de> for TrunkSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        contactd_sip::TrunkNetwork::parse(&s)
+            .map(TrunkSetting)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// `20000-30000`: at least one even/odd pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange(pub u16, pub u16);
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let parsed = s
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+        match parsed {
+            Some((a, b)) if a > 0 && b > a => Ok(PortRange(a, b)),
+            _ => Err(serde::de::Error::custom(format!(
+                "{s:?} is not a port range like 20000-30000"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingSettings {
+    /// Where recordings are written (`YYYY/MM/DD/<id>.wav` below it).
+    pub dir: PathBuf,
+    /// How long a recording is kept after the call (12 months by default).
+    pub retention_days: u32,
+    /// How often expired recordings are deleted.
+    pub sweep_interval_minutes: u64,
+}
+
+/// The call flow: prompts, timeouts and the service menu.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IvrSettings {
+    /// A directory of WAV prompts (8 kHz mono 16-bit) overriding the built-in ones,
+    /// by file name; empty for the built-in prompts.
+    pub prompts_dir: PathBuf,
+    /// How long to wait for each key.
+    pub digit_timeout_seconds: u64,
+    /// How many tries a caller gets at each question.
+    pub attempts: u32,
+    /// The service menu: key and service code.
+    pub menu: Vec<MenuEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MenuEntry {
+    pub key: char,
+    pub service: ServiceCode,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -338,6 +439,29 @@ impl Settings {
                     self.intake.default_service
                 ),
             );
+        }
+        for entry in &self.ivr.menu {
+            if !entry.key.is_ascii_digit() {
+                return bad(
+                    "ivr.menu",
+                    &format!("key {:?} is not a keypad digit", entry.key),
+                );
+            }
+            if !self.services.iter().any(|s| s.code == entry.service) {
+                return bad(
+                    "ivr.menu",
+                    &format!("{} is not in the service catalogue", entry.service),
+                );
+            }
+        }
+        if self.ivr.attempts == 0 {
+            return bad("ivr.attempts", "must be at least 1");
+        }
+        if self.recordings.retention_days == 0 {
+            return bad("recordings.retention_days", "must be at least 1");
+        }
+        if self.sip.max_calls == 0 {
+            return bad("sip.max_calls", "must be at least 1");
         }
         if self.database.max_connections == 0 {
             return bad("database.max_connections", "must be at least 1");

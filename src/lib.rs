@@ -11,6 +11,8 @@
 //!   requests, roles — so the inside never re-validates
 //! - [`store`]: SQL on SQLite or PostgreSQL behind one repository layer
 //! - [`intake`]: the single entry point for every channel's contacts
+//! - [`voice`]: what happens on a call (notice, menus, routing through intake)
+//! - [`recordings`]: call recordings' life: start, finish, crash repair, expiry
 //! - [`api`]: the staff API, health, metrics and OpenAPI
 //! - [`scheduler`]: the link to the reminder scheduler's Redis
 //! - [`startup`], [`shutdown`], [`telemetry`]: wiring, graceful stop, logs and metrics
@@ -22,8 +24,10 @@ pub mod cli;
 pub mod configuration;
 pub mod domain;
 pub mod intake;
+pub mod recordings;
 pub mod scheduler;
 pub mod shutdown;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod voice;

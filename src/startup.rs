@@ -8,12 +8,19 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
+use contactd_sip::{SipConfig, SipListen, SipServer};
+
 use crate::api::{self, AppState};
 use crate::configuration::{Settings, redact};
 use crate::intake::Intake;
+use crate::recordings::{Recorder, RecorderError};
 use crate::scheduler::{SchedulerError, SchedulerLink};
 use crate::store::{Store, StoreError};
 use crate::telemetry;
+use crate::voice::VoiceChannel;
+use crate::voice::prompts::{PromptError, Prompts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -30,6 +37,12 @@ pub enum StartupError {
     },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("recordings.dir: {0}")]
+    Recordings(#[from] RecorderError),
+    #[error(transparent)]
+    Prompts(#[from] PromptError),
+    #[error(transparent)]
+    Sip(#[from] contactd_sip::SipError),
 }
 
 /// Connects to the configured database and brings its schema up to date.
@@ -51,6 +64,9 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     settings: Settings,
+    recorder: Recorder,
+    sip: Option<SipServer>,
+    voice: Option<VoiceChannel>,
 }
 
 impl Application {
@@ -77,9 +93,41 @@ impl Application {
                 addr: settings.http.listen,
                 source,
             })?;
+        let intake = Intake::new(store.clone(), settings.intake.default_service.clone());
+        let recorder = Recorder::new(
+            store.clone(),
+            &settings.recordings.dir,
+            settings.recordings.retention_days,
+        );
+        let repaired = recorder.repair_unfinished().await?;
+        if repaired > 0 {
+            tracing::warn!(
+                repaired,
+                "recordings left unfinished by a crash were repaired"
+            );
+        }
+        let (sip, voice) = if settings.sip.enabled() {
+            let prompts = Prompts::load(&settings.ivr.prompts_dir)?;
+            let voice = VoiceChannel::new(
+                store.clone(),
+                intake.clone(),
+                recorder.clone(),
+                prompts,
+                settings.ivr.clone(),
+            );
+            let server = SipServer::start(sip_config(&settings), Arc::new(voice.clone())).await?;
+            for l in server.listening() {
+                tracing::info!("sip listening on {:?} {}", l.transport, l.addr);
+            }
+            (Some(server), Some(voice))
+        } else {
+            tracing::info!("sip: off (no trunks configured)");
+            (None, None)
+        };
         let state = AppState {
-            intake: Intake::new(store.clone(), settings.intake.default_service.clone()),
+            intake,
             store,
+            recordings: recorder.dir().clone(),
             metrics: telemetry::metrics_handle(),
             redis,
             shutdown: CancellationToken::new(),
@@ -88,7 +136,22 @@ impl Application {
             listener,
             state,
             settings,
+            recorder,
+            sip,
+            voice,
         })
+    }
+
+    /// Where the voice channel listens (empty when it is off).
+    pub fn sip_listening(&self) -> Vec<SipListen> {
+        self.sip
+            .as_ref()
+            .map(|s| s.listening().to_vec())
+            .unwrap_or_default()
+    }
+
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -117,6 +180,12 @@ impl Application {
         let addr = self.local_addr();
         let store = self.state.store.clone();
         let grace = self.settings.grace_period();
+        let (sip, voice) = (self.sip, self.voice);
+        let sweeper = tokio::spawn(sweep_periodically(
+            self.recorder,
+            Duration::from_secs(self.settings.recordings.sweep_interval_minutes.max(1) * 60),
+            token.clone(),
+        ));
         let router = api::router(
             self.state,
             self.settings.http.max_body_bytes,
@@ -141,18 +210,64 @@ impl Application {
             }
             _ = token.cancelled() => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-                match tokio::time::timeout(grace, &mut server).await {
-                    Ok(_) => tracing::info!("in-flight requests finished"),
-                    Err(_) => {
-                        tracing::warn!(grace_seconds = grace.as_secs(), "grace period over; closing remaining connections");
-                        server.abort();
-                    }
+                if let Some(sip) = &sip {
+                    sip.stop_accepting();
                 }
+                let http = async {
+                    match tokio::time::timeout(grace, &mut server).await {
+                        Ok(_) => tracing::info!("in-flight requests finished"),
+                        Err(_) => {
+                            tracing::warn!(grace_seconds = grace.as_secs(), "grace period over; closing remaining connections");
+                            server.abort();
+                        }
+                    }
+                };
+                let calls = async {
+                    if let Some(sip) = sip {
+                        sip.shutdown(grace).await;
+                    }
+                    if let Some(voice) = voice {
+                        voice.wait_for_calls().await;
+                        tracing::info!("calls ended and their recordings finished");
+                    }
+                };
+                tokio::join!(http, calls);
             }
         }
+        sweeper.abort();
         store.close().await;
         tracing::info!("shutdown complete");
         Ok(())
+    }
+}
+
+fn sip_config(settings: &Settings) -> SipConfig {
+    let s = &settings.sip;
+    SipConfig {
+        listen: s.listen.iter().map(|l| l.0).collect(),
+        trunks: s.trunks.iter().map(|t| t.0).collect(),
+        rtp_ports: (s.rtp_ports.0, s.rtp_ports.1),
+        media_ip: s.media_address,
+        max_calls: s.max_calls,
+        max_call_duration: Duration::from_secs(s.max_call_minutes * 60),
+        ring: Duration::from_millis(s.ring_ms),
+    }
+}
+
+/// Deletes expired recordings every `every`, until shutdown.
+async fn sweep_periodically(recorder: Recorder, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => match recorder.sweep(false).await {
+                Ok(r) if !r.purged.is_empty() || !r.failed.is_empty() => {
+                    tracing::info!(purged = r.purged.len(), failed = r.failed.len(), kept_on_hold = r.kept_on_hold, "recordings sweep");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "recordings sweep failed"),
+            },
+            _ = stop.cancelled() => return,
+        }
     }
 }
 

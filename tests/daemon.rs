@@ -26,6 +26,11 @@ fn contactd(db: &TestDatabase, args: &[&str]) -> Command {
         .env("CONTACTD__DATABASE__URL", &db.url)
         .env("CONTACTD__HTTP__LISTEN", "127.0.0.1:0")
         .env("CONTACTD__DATA_DIR", db.dir().join("data"))
+        .env("CONTACTD__RECORDINGS__DIR", db.dir().join("recordings"))
+        .env(
+            "CONTACTD__SIP__LISTEN",
+            r#"["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]"#,
+        )
         .env("CONTACTD__SHUTDOWN__GRACE_SECONDS", "10")
         .env("NO_COLOR", "1");
     cmd

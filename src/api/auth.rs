@@ -22,10 +22,13 @@ pub enum Permission {
     RecordContact,
     ReadCatalogue,
     ReadAudit,
+    ListenToRecordings,
+    HoldRecordings,
 }
 
 /// Who may do what. Special category (health) data is further limited to supervisors
-/// and admins (`Authorized::special_category`). Quality staff review calls, so they read requests but do not
+/// and admins (`Authorized::special_category`). Recordings are listened to by quality
+/// staff and supervisors only (every listen audited). Quality staff review calls, so they read requests but do not
 /// edit residents' records; merging records is a supervisor's decision; only admins
 /// read the audit log.
 pub fn allows(role: Role, p: Permission) -> bool {
@@ -38,6 +41,8 @@ pub fn allows(role: Role, p: Permission) -> bool {
         MergeCustomers => matches!(role, Admin | Supervisor),
         ReadRequest | ReadCatalogue => true,
         ReadAudit => role == Admin,
+        ListenToRecordings => matches!(role, Quality | Supervisor),
+        HoldRecordings => matches!(role, Supervisor | Admin),
     }
 }
 
@@ -76,7 +81,9 @@ pub mod can {
         WriteRequest,
         RecordContact,
         ReadCatalogue,
-        ReadAudit
+        ReadAudit,
+        ListenToRecordings,
+        HoldRecordings
     );
 }
 

@@ -3,7 +3,7 @@
 //! - [`auth`]: bearer tokens, roles and the permission table
 //! - [`extract`]: body, query and reference extractors that parse into domain types
 //! - [`error`]: JSON errors with stable codes
-//! - [`customers`], [`requests`], [`contacts`], [`audit`]: the routes
+//! - [`customers`], [`requests`], [`contacts`], [`recordings`], [`audit`]: the routes
 //! - [`ops`]: health, readiness, metrics, OpenAPI, the service catalogue
 //!
 //! Every route is registered through utoipa-axum's `routes!`, which will not compile a
@@ -17,6 +17,7 @@ pub mod error;
 pub mod extract;
 pub mod ops;
 pub mod pagination;
+pub mod recordings;
 pub mod requests;
 
 use std::sync::Arc;
@@ -48,6 +49,7 @@ pub struct AppState {
     pub intake: Intake,
     pub metrics: PrometheusHandle,
     pub redis: Option<SchedulerLink>,
+    pub recordings: contactd_recordings::RecordingsDir,
     /// Cancelled when the daemon starts shutting down (readiness turns 503).
     pub shutdown: CancellationToken,
 }
@@ -60,6 +62,7 @@ pub struct AppState {
         (name = "customers", description = "The central customer record"),
         (name = "requests", description = "Service requests"),
         (name = "contacts", description = "Residents' contacts through intake"),
+        (name = "recordings", description = "Call recordings"),
         (name = "audit", description = "The audit log (admins)"),
         (name = "operations", description = "Health, metrics and this document"),
     )
@@ -95,6 +98,9 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
         .routes(routes!(requests::add_note))
         .routes(routes!(requests::timeline))
         .routes(routes!(requests::assign_customer))
+        .routes(routes!(recordings::of_request))
+        .routes(routes!(recordings::download))
+        .routes(routes!(recordings::legal_hold))
         .routes(routes!(contacts::record))
         .routes(routes!(audit::list));
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())

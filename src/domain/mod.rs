@@ -6,6 +6,7 @@
 //! - [`time`]: UTC timestamps (epoch milliseconds in the store) and calendar dates
 //! - [`customer`]: the central customer record, consents, representatives, history
 //! - [`request`]: service requests, contacts and timelines
+//! - [`recording`]: call recordings' metadata
 //! - [`text`]: bounded free text
 //! - [`actor`]: who is doing something (a staff user, a channel, the daemon itself)
 //! - the small closed vocabularies below: channels, roles, statuses, consent purposes
@@ -15,6 +16,7 @@ pub mod customer;
 pub mod email;
 pub mod phone;
 pub mod postcode;
+pub mod recording;
 pub mod reference;
 pub mod request;
 pub mod text;
@@ -92,6 +94,8 @@ macro_rules! text_enum {
         }
     };
 }
+
+pub(crate) use text_enum;
 
 text_enum! {
     /// How a contact reached the council, or how a resident prefers to be reached.

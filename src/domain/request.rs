@@ -55,6 +55,8 @@ pub enum TimelineKind {
     Note,
     StatusChange,
     CustomerAssigned,
+    /// A call's recording, linked to the call's contact.
+    Recording,
 }
 
 impl TimelineKind {
@@ -65,6 +67,7 @@ impl TimelineKind {
             TimelineKind::Note => "note",
             TimelineKind::StatusChange => "status_change",
             TimelineKind::CustomerAssigned => "customer_assigned",
+            TimelineKind::Recording => "recording",
         }
     }
 
@@ -75,6 +78,7 @@ impl TimelineKind {
             TimelineKind::Note,
             TimelineKind::StatusChange,
             TimelineKind::CustomerAssigned,
+            TimelineKind::Recording,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

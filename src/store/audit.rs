@@ -19,6 +19,9 @@ pub enum Action {
     Note,
     StatusChange,
     Intake,
+    Download,
+    LegalHold,
+    Purge,
 }
 
 impl Action {
@@ -32,6 +35,9 @@ impl Action {
             Action::Note => "note",
             Action::StatusChange => "status_change",
             Action::Intake => "intake",
+            Action::Download => "download",
+            Action::LegalHold => "legal_hold",
+            Action::Purge => "purge",
         }
     }
 }
@@ -40,6 +46,7 @@ impl Action {
 pub enum Entity {
     Customer,
     Request,
+    Recording,
 }
 
 impl Entity {
@@ -47,6 +54,7 @@ impl Entity {
         match self {
             Entity::Customer => "customer",
             Entity::Request => "request",
+            Entity::Recording => "recording",
         }
     }
 }

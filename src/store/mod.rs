@@ -3,6 +3,7 @@
 //!
 //! - [`customers`]: the central record, its children, consents and history
 //! - [`requests`]: service requests, reference numbers and timelines
+//! - [`recordings`]: call recordings' metadata, expiry and legal hold
 //! - [`contacts`]: inbound contacts, idempotent on (channel, external id)
 //! - [`staff`]: staff users and their API tokens
 //! - [`services`]: the service catalogue, seeded from configuration
@@ -19,6 +20,7 @@
 pub mod audit;
 pub mod contacts;
 pub mod customers;
+pub mod recordings;
 pub mod requests;
 pub mod services;
 pub mod staff;

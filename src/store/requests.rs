@@ -47,7 +47,7 @@ const REQUEST_COLUMNS: &str = "id, number, customer_id, service_code, status, su
 impl Store {
     /// Refuses special category data to those without access, recording the refusal
     /// (in its own transaction, so the refusal stays on record).
-    async fn check_access(
+    pub(crate) async fn check_access(
         &self,
         actor: &Actor,
         request: &ServiceRequest,
@@ -72,6 +72,15 @@ impl Store {
     ) -> StoreResult<()> {
         let request = read_by_reference(&mut *self.pool().acquire().await?, reference).await?;
         self.check_access(actor, &request, access).await
+    }
+
+    /// Whether a request has this reference (for a caller keying one).
+    pub async fn request_exists(&self, reference: Reference) -> StoreResult<bool> {
+        let row = sqlx::query("SELECT id FROM service_requests WHERE number = $1")
+            .bind(reference.number())
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.is_some())
     }
 
     pub async fn create_request(

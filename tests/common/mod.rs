@@ -99,6 +99,9 @@ pub fn test_settings(db: &TestDatabase) -> Settings {
     settings.http.listen = "127.0.0.1:0".parse().unwrap();
     settings.database.url = DatabaseUrl::parse(&db.url).unwrap();
     settings.data_dir = db.dir().join("data");
+    settings.recordings.dir = db.dir().join("recordings");
+    // The voice channel is off unless a test turns it on (see `spawn_app_with`).
+    settings.sip.trunks = Vec::new();
     settings.shutdown.grace_seconds = 5;
     settings
 }
@@ -110,16 +113,24 @@ pub struct TestApp {
     pub store: Store,
     pub intake: contactd::intake::Intake,
     pub tokens: HashMap<Role, String>,
+    /// Where the voice channel listens, when a test turned it on.
+    pub sip: Vec<contactd_sip::SipListen>,
     shutdown: CancellationToken,
     server: Option<tokio::task::JoinHandle<()>>,
     pub db: TestDatabase,
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// `spawn_app` with the settings adjusted first.
+pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let db = TestDatabase::new(backend).await;
-    let app = Application::build(test_settings(&db))
-        .await
-        .expect("daemon starts");
+    let mut settings = test_settings(&db);
+    adjust(&mut settings);
+    let app = Application::build(settings).await.expect("daemon starts");
+    let sip = app.sip_listening();
     let addr = app.local_addr();
     let store = app.store().clone();
     let intake = app.intake().clone();
@@ -140,6 +151,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         store,
         intake,
         tokens,
+        sip,
         shutdown,
         server: Some(server),
         db,

@@ -24,7 +24,7 @@ pub mod rtp;
 pub mod sdp;
 pub mod server;
 
-pub use call::{Call, CallEnded, CallHandler, CallerId, FrameSink};
+pub use call::{Call, CallEnded, CallHandler, CallInfo, CallerId, FrameSink};
 pub use config::{SipConfig, SipListen, TrunkNetwork};
 pub use server::{SipError, SipServer};
 

@@ -1,0 +1,40 @@
+//! Call recordings as the record keeps them.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{Timestamp, UnknownValue};
+
+super::text_enum! {
+    /// A recording's life: written during the call, complete after it, purged at expiry.
+    RecordingStatus {
+        Recording = "recording",
+        Complete = "complete",
+        Purged = "purged",
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Recording {
+    pub id: String,
+    pub call_id: String,
+    pub contact_id: Option<String>,
+    pub request_id: Option<String>,
+    pub status: RecordingStatus,
+    pub started_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+    pub duration_ms: Option<i64>,
+    pub size_bytes: Option<i64>,
+    /// SHA-256 of the WAV file, hex.
+    pub sha256: Option<String>,
+    /// When the sweep deletes it (start + retention), unless on legal hold.
+    pub expires_at: Timestamp,
+    pub legal_hold: bool,
+    pub legal_hold_reason: Option<String>,
+    /// Rebuilt after the daemon stopped mid-call.
+    pub repaired: bool,
+    pub purged_at: Option<Timestamp>,
+    /// Relative to the recordings directory.
+    #[serde(skip)]
+    pub path: String,
+}

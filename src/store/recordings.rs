@@ -1,0 +1,331 @@
+//! Recordings' metadata: registered when a call is answered, completed at hangup (or
+//! by repair after a crash), linked to the call's contact, purged at expiry.
+
+use sqlx::{AnyConnection, Row};
+
+use super::audit::{self, Action, Entity};
+use super::requests::{self, Event, SpecialCategoryAccess};
+use super::{Store, StoreError, StoreResult, flag, new_id, parsed};
+use crate::domain::recording::{Recording, RecordingStatus};
+use crate::domain::request::TimelineKind;
+use crate::domain::{Actor, Channel, Reference, Timestamp};
+
+const COLUMNS: &str = "id, call_id, contact_id, request_id, path, status, started_at, ended_at, duration_ms, \
+     size_bytes, sha256, expires_at, legal_hold, legal_hold_reason, repaired, purged_at";
+
+/// What a finished file tells the store.
+pub struct Completion<'a> {
+    pub ended_at: Timestamp,
+    pub duration_ms: i64,
+    pub size_bytes: i64,
+    pub sha256: &'a str,
+    pub repaired: bool,
+}
+
+impl Store {
+    /// Registers a recording as the call is answered, before any audio is written, so
+    /// that a crash always leaves a row for repair to find.
+    pub async fn register_recording(
+        &self,
+        id: &str,
+        call_id: &str,
+        path: &str,
+        started_at: Timestamp,
+        expires_at: Timestamp,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO recordings (id, call_id, path, status, started_at, expires_at, legal_hold, repaired) \
+             VALUES ($1, $2, $3, $4, $5, $6, 0, 0)",
+        )
+        .bind(id)
+        .bind(call_id)
+        .bind(path)
+        .bind(RecordingStatus::Recording.as_str())
+        .bind(started_at.millis())
+        .bind(expires_at.millis())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    pub async fn complete_recording(&self, id: &str, c: &Completion<'_>) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE recordings SET status = $1, ended_at = $2, duration_ms = $3, size_bytes = $4, sha256 = $5, \
+             repaired = $6 WHERE id = $7 AND status = $8",
+        )
+        .bind(RecordingStatus::Complete.as_str())
+        .bind(c.ended_at.millis())
+        .bind(c.duration_ms)
+        .bind(c.size_bytes)
+        .bind(c.sha256)
+        .bind(i64::from(c.repaired))
+        .bind(id)
+        .bind(RecordingStatus::Recording.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await
+    }
+
+    /// Puts a recording on its call's contact and the request's timeline.
+    pub async fn link_recording(
+        &self,
+        id: &str,
+        contact_id: &str,
+        request_id: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE recordings SET contact_id = $1, request_id = $2 WHERE id = $3")
+            .bind(contact_id)
+            .bind(request_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let actor = Actor::Channel(Channel::Phone);
+        requests::append(
+            &mut tx,
+            request_id,
+            &Event {
+                kind: TimelineKind::Recording,
+                actor: &actor,
+                contact_id: Some(contact_id),
+                body: Some(id),
+                from: None,
+                to: None,
+            },
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    /// The contact and request a call became, if intake got that far.
+    pub async fn contact_of_call(&self, call_id: &str) -> StoreResult<Option<(String, String)>> {
+        let row = sqlx::query(
+            "SELECT id, request_id FROM contacts WHERE channel = $1 AND external_id = $2 AND request_id IS NOT NULL",
+        )
+        .bind(Channel::Phone.as_str())
+        .bind(call_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|r| Ok((r.try_get("id")?, r.try_get("request_id")?)))
+            .transpose()
+    }
+
+    /// Recordings a crash left unfinished: (id, call id, path).
+    pub async fn unfinished_recordings(&self) -> StoreResult<Vec<(String, String, String)>> {
+        let rows = sqlx::query("SELECT id, call_id, path FROM recordings WHERE status = $1")
+            .bind(RecordingStatus::Recording.as_str())
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("call_id")?, r.try_get("path")?)))
+            .collect()
+    }
+
+    /// Complete recordings past expiry and not on legal hold; and how many expired
+    /// ones are being kept for a hold.
+    pub async fn expired_recordings(&self, now: Timestamp) -> StoreResult<(Vec<Recording>, i64)> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM recordings WHERE status = $1 AND expires_at <= $2 AND legal_hold = 0 ORDER BY expires_at"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(RecordingStatus::Complete.as_str())
+            .bind(now.millis())
+            .fetch_all(self.pool())
+            .await?;
+        let held: i64 = sqlx::query(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM recordings WHERE status = $1 AND expires_at <= $2 AND legal_hold = 1",
+        )
+        .bind(RecordingStatus::Complete.as_str())
+        .bind(now.millis())
+        .fetch_one(self.pool())
+        .await?
+        .try_get("n")?;
+        Ok((rows.iter().map(from_row).collect::<StoreResult<_>>()?, held))
+    }
+
+    /// Records that a recording's file was deleted. A hold placed since the sweep
+    /// read the row wins: then nothing is marked and `false` is returned.
+    pub async fn mark_purged(&self, actor: &Actor, id: &str) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE recordings SET status = $1, purged_at = $2 WHERE id = $3 AND status = $4 AND legal_hold = 0",
+        )
+        .bind(RecordingStatus::Purged.as_str())
+        .bind(Timestamp::now().millis())
+        .bind(id)
+        .bind(RecordingStatus::Complete.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        audit::record(
+            &mut tx,
+            actor,
+            Action::Purge,
+            Entity::Recording,
+            id,
+            Some("retention period over"),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Whether a sweep may delete this recording's file now (complete, expired, not held).
+    pub async fn recording_deletable(&self, id: &str, now: Timestamp) -> StoreResult<bool> {
+        let row = sqlx::query(
+            "SELECT id FROM recordings WHERE id = $1 AND status = $2 AND expires_at <= $3 AND legal_hold = 0",
+        )
+        .bind(id)
+        .bind(RecordingStatus::Complete.as_str())
+        .bind(now.millis())
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.is_some())
+    }
+
+    pub async fn recordings_of_request(
+        &self,
+        actor: &Actor,
+        reference: Reference,
+        access: SpecialCategoryAccess,
+    ) -> StoreResult<Vec<Recording>> {
+        let mut conn = self.pool().acquire().await?;
+        let request = requests::read_by_reference(&mut conn, reference).await?;
+        self.check_access(actor, &request, access).await?;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM recordings WHERE request_id = $1 ORDER BY started_at, id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&request.id)
+            .fetch_all(&mut *conn)
+            .await?;
+        self.audit(
+            actor,
+            Action::Read,
+            Entity::Request,
+            &request.id,
+            Some("recordings"),
+        )
+        .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// A recording for download, with the access audited; refused for special
+    /// category requests to those without access.
+    pub async fn recording_for_download(
+        &self,
+        actor: &Actor,
+        id: &str,
+        access: SpecialCategoryAccess,
+    ) -> StoreResult<Recording> {
+        let mut conn = self.pool().acquire().await?;
+        let recording = read(&mut conn, id).await?;
+        if let Some(request_id) = &recording.request_id {
+            let request = requests::read(&mut conn, request_id).await?;
+            self.check_access(actor, &request, access).await?;
+        }
+        self.audit(actor, Action::Download, Entity::Recording, id, None)
+            .await?;
+        Ok(recording)
+    }
+
+    pub async fn set_legal_hold(
+        &self,
+        actor: &Actor,
+        id: &str,
+        hold: bool,
+        reason: Option<&str>,
+    ) -> StoreResult<Recording> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE recordings SET legal_hold = $1, legal_hold_reason = $2 WHERE id = $3",
+        )
+        .bind(i64::from(hold))
+        .bind(reason)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let detail = match (hold, reason) {
+            (true, Some(r)) => format!("hold: {r}"),
+            (true, None) => "hold".to_string(),
+            (false, _) => "released".to_string(),
+        };
+        audit::record(
+            &mut tx,
+            actor,
+            Action::LegalHold,
+            Entity::Recording,
+            id,
+            Some(&detail),
+        )
+        .await?;
+        let recording = read(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(recording)
+    }
+
+    /// Registers a recording file found with no row (a crash between creating the file
+    /// and registering it).
+    pub async fn register_orphan_recording(
+        &self,
+        path: &str,
+        started_at: Timestamp,
+        expires_at: Timestamp,
+    ) -> StoreResult<String> {
+        let id = new_id();
+        self.register_recording(&id, &id, path, started_at, expires_at)
+            .await?;
+        Ok(id)
+    }
+
+    pub async fn recording_paths(&self) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query("SELECT path FROM recordings")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("path")?)).collect()
+    }
+}
+
+pub(crate) async fn read(conn: &mut AnyConnection, id: &str) -> StoreResult<Recording> {
+    let sql = format!("SELECT {COLUMNS} FROM recordings WHERE id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    from_row(&row)
+}
+
+fn from_row(r: &sqlx::any::AnyRow) -> StoreResult<Recording> {
+    let ts = |c: &str| -> StoreResult<Option<Timestamp>> {
+        Ok(r.try_get::<Option<i64>, _>(c)?.map(Timestamp::from_millis))
+    };
+    Ok(Recording {
+        id: r.try_get("id")?,
+        call_id: r.try_get("call_id")?,
+        contact_id: r.try_get("contact_id")?,
+        request_id: r.try_get("request_id")?,
+        status: parsed(r, "status", str::parse)?,
+        started_at: Timestamp::from_millis(r.try_get("started_at")?),
+        ended_at: ts("ended_at")?,
+        duration_ms: r.try_get("duration_ms")?,
+        size_bytes: r.try_get("size_bytes")?,
+        sha256: r.try_get("sha256")?,
+        expires_at: Timestamp::from_millis(r.try_get("expires_at")?),
+        legal_hold: flag(r, "legal_hold")?,
+        legal_hold_reason: r.try_get("legal_hold_reason")?,
+        repaired: flag(r, "repaired")?,
+        purged_at: ts("purged_at")?,
+        path: r.try_get("path")?,
+    })
+}

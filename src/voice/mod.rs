@@ -1,0 +1,168 @@
+//! The voice channel's business: what happens on a call. The SIP crate answers and
+//! carries the audio; here the caller hears the recording notice, keys a reference
+//! or picks a service, and the call goes through intake like every other contact.
+//!
+//! - [`prompts`]: the recorded prompts (built in, or a directory of WAVs)
+//! - [`ivr`]: the conversation: notice, reference or service menu, retries
+
+pub mod ivr;
+pub mod prompts;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use contactd_sip::{Call, CallHandler, CallInfo, CallerId, FrameSink};
+use tokio_util::task::TaskTracker;
+
+use crate::configuration::IvrSettings;
+use crate::domain::{Channel, LongText, PhoneNumber, ShortText, Timestamp};
+use crate::intake::{InboundContact, Intake, Sender};
+use crate::recordings::{ActiveRecording, Recorder};
+use crate::store::Store;
+use prompts::Prompts;
+
+#[derive(Clone)]
+pub struct VoiceChannel {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    intake: Intake,
+    recorder: Recorder,
+    prompts: Prompts,
+    ivr: IvrSettings,
+    /// Recordings started for calls whose handler has not yet picked them up.
+    starting: Mutex<HashMap<String, ActiveRecording>>,
+    calls: TaskTracker,
+}
+
+impl VoiceChannel {
+    pub fn new(
+        store: Store,
+        intake: Intake,
+        recorder: Recorder,
+        prompts: Prompts,
+        ivr: IvrSettings,
+    ) -> Self {
+        VoiceChannel {
+            inner: Arc::new(Inner {
+                store,
+                intake,
+                recorder,
+                prompts,
+                ivr,
+                starting: Mutex::new(HashMap::new()),
+                calls: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// Waits until every call's handler has finished (recordings finished and linked).
+    pub async fn wait_for_calls(&self) {
+        self.inner.calls.close();
+        self.inner.calls.wait().await;
+    }
+}
+
+impl CallHandler for VoiceChannel {
+    fn recorder(&self, info: &CallInfo) -> Option<Box<dyn FrameSink>> {
+        match self.inner.recorder.begin(&info.call_id, info.answered_at) {
+            Ok(recording) => {
+                let sink = Recorder::sink(&recording);
+                self.inner
+                    .starting
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(info.call_id.clone(), recording);
+                Some(sink)
+            }
+            Err(e) => {
+                tracing::error!(call_id = %info.call_id, error = %e, "cannot record this call");
+                None
+            }
+        }
+    }
+
+    fn handle(&self, call: Call) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let inner = self.inner.clone();
+        Box::pin(
+            self.inner
+                .calls
+                .track_future(async move { inner.run(call).await }),
+        )
+    }
+}
+
+impl Inner {
+    async fn run(&self, mut call: Call) {
+        let call_id = call.info.call_id.clone();
+        let recording = self.starting.lock().expect("not poisoned").remove(&call_id);
+        if let Some(r) = &recording
+            && let Err(e) = self.recorder.register(r).await
+        {
+            tracing::error!(%call_id, error = %e, "cannot register the recording");
+        }
+
+        let routing = ivr::converse(&mut call, &self.prompts, &self.ivr, &self.store).await;
+        let contact = InboundContact {
+            channel: Channel::Phone,
+            external_id: external_id(&call_id),
+            from: sender(&call.info.caller),
+            to: ShortText::truncate_from(&call.info.called)
+                .unwrap_or_else(|| ShortText::parse("unknown").expect("valid")),
+            received_at: Timestamp::from_millis(
+                call.info
+                    .answered_at
+                    .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0),
+            ),
+            content: LongText::truncate_from(&routing.describe()).expect("non-empty"),
+            reference: routing.reference,
+            service: routing.service.clone(),
+        };
+        match self.intake.receive(&contact).await {
+            Ok(outcome) => {
+                tracing::info!(%call_id, reference = %outcome.reference, "call logged");
+                if !routing.hung_up && call.play(self.prompts.logged.clone()).await.is_ok() {
+                    call.hang_up().await;
+                }
+            }
+            Err(e) => {
+                tracing::error!(%call_id, error = %e, "intake failed for a call");
+                call.hang_up().await;
+            }
+        }
+        call.ended().await;
+        if let Some(r) = recording
+            && let Err(e) = self.recorder.finish(r).await
+        {
+            tracing::error!(%call_id, error = %e, "cannot finish the recording");
+        }
+    }
+}
+
+/// Call-IDs are usually short; a long one is hashed to fit, keeping it unique.
+fn external_id(call_id: &str) -> ShortText {
+    ShortText::parse(call_id).unwrap_or_else(|_| {
+        use sha2::Digest;
+        ShortText::parse(&format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(call_id.as_bytes()))
+        ))
+        .expect("a hash fits")
+    })
+}
+
+fn sender(caller: &CallerId) -> Sender {
+    match caller {
+        CallerId::Number(n) => match PhoneNumber::parse(n) {
+            Ok(p) => Sender::Phone(p),
+            Err(_) => Sender::Unknown(n.chars().take(64).collect()),
+        },
+        CallerId::Withheld => Sender::Unknown("withheld".into()),
+    }
+}
