@@ -131,10 +131,10 @@ async fn choose_service(
     timeout: Duration,
 ) -> Result<Option<ServiceCode>, ()> {
     for _ in 0..ivr.attempts {
-        if let Some(key) = ask(call, prompts.service_menu.clone(), timeout).await? {
-            if let Some(entry) = ivr.menu.iter().find(|e| e.key == key) {
-                return Ok(Some(entry.service.clone()));
-            }
+        if let Some(key) = ask(call, prompts.service_menu.clone(), timeout).await?
+            && let Some(entry) = ivr.menu.iter().find(|e| e.key == key)
+        {
+            return Ok(Some(entry.service.clone()));
         }
         if call.play(prompts.not_understood.clone()).await.is_err() {
             return Err(());
