@@ -3,47 +3,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::TestDatabase;
+use common::daemon::{BIN, contactd, output, start, wait_for_log};
 use contactd::configuration::Backend;
-
-const BIN: &str = env!("CARGO_BIN_EXE_contactd");
-
-/// A `contactd` command with a clean environment of overrides and its own database.
-fn contactd(db: &TestDatabase, args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("CONTACTD__") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.args(args)
-        .env("CONTACTD__DATABASE__URL", &db.url)
-        .env("CONTACTD__HTTP__LISTEN", "127.0.0.1:0")
-        .env("CONTACTD__DATA_DIR", db.dir().join("data"))
-        .env("CONTACTD__RECORDINGS__DIR", db.dir().join("recordings"))
-        .env(
-            "CONTACTD__SIP__LISTEN",
-            r#"["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]"#,
-        )
-        .env("CONTACTD__SHUTDOWN__GRACE_SECONDS", "10")
-        .env("NO_COLOR", "1");
-    cmd
-}
-
-fn output(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.output().expect("contactd runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[tokio::test]
 async fn configuration_errors_stop_start_up_naming_the_key() {
@@ -130,54 +98,6 @@ async fn check_config_accepts_postgres_and_redis() {
         output(contactd(&db, &["check-config"]).env("CONTACTD__SCHEDULER__REDIS_URL", &redis));
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("configuration OK"), "{stdout}");
-}
-
-/// A running `contactd serve`, its address read from its log.
-struct Daemon {
-    child: Child,
-    addr: String,
-    log: std::sync::mpsc::Receiver<String>,
-}
-
-fn start(db: &TestDatabase, notify_socket: &std::path::Path) -> Daemon {
-    let mut child = contactd(db, &["serve"])
-        .env("NOTIFY_SOCKET", notify_socket)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("serve starts");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let addr = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the daemon logs its address");
-        if let Some(rest) = line.split("http listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    Daemon {
-        child,
-        addr,
-        log: rx,
-    }
-}
-
-fn wait_for_log(d: &Daemon, needle: &str) {
-    loop {
-        let line = d
-            .log
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("log never said {needle:?}"));
-        if line.contains(needle) {
-            return;
-        }
-    }
 }
 
 #[tokio::test]

@@ -2,6 +2,9 @@
 //! SQLite file, or a new PostgreSQL database — with one staff token per role.
 #![allow(dead_code)]
 
+pub mod daemon;
+pub mod sipp;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -112,6 +115,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub store: Store,
     pub intake: contactd::intake::Intake,
+    pub recorder: contactd::recordings::Recorder,
     pub tokens: HashMap<Role, String>,
     /// Where the voice channel listens, when a test turned it on.
     pub sip: Vec<contactd_sip::SipListen>,
@@ -134,6 +138,7 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
     let addr = app.local_addr();
     let store = app.store().clone();
     let intake = app.intake().clone();
+    let recorder = app.recorder().clone();
     let shutdown = app.shutdown_token();
     let server = tokio::spawn(async move {
         app.run_until_stopped().await.expect("daemon runs");
@@ -150,6 +155,7 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
         client: reqwest::Client::new(),
         store,
         intake,
+        recorder,
         tokens,
         sip,
         shutdown,

@@ -344,6 +344,9 @@ impl Shared {
                 return;
             }
         };
+        // 100 first, before anything slower can delay it (a slow answer to an INVITE
+        // over UDP is retransmitted at us; the transaction absorbs the copies).
+        let _ = tx.send_trying().await;
         let mut transaction_dialog = dialog.clone();
         tokio::spawn(async move {
             if let Err(e) = transaction_dialog.handle(&mut tx).await {

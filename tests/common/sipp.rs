@@ -1,0 +1,118 @@
+//! sipp (Debian's sip-tester) as the independent caller in voice tests: scenarios
+//! live in tests/sip/, their audio is made here, and each run gets its own directory
+//! and ports.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use contactd_sip::g711::Codec;
+
+/// Fills a scenario template from tests/sip/ with `(placeholder, value)` pairs.
+pub fn scenario(name: &str, fills: &[(&str, &str)]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sip")
+        .join(name);
+    let mut text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for (k, v) in fills {
+        text = text.replace(&format!("{{{{{k}}}}}"), v);
+    }
+    assert!(!text.contains("{{"), "unfilled placeholder in {name}");
+    text
+}
+
+/// `seconds` of a 440 Hz tone as headerless G.711 (what sipp 3.6's rtp_stream sends).
+pub fn tone_file(dir: &Path, codec: Codec, seconds: u32) -> PathBuf {
+    let samples = 8000 * seconds as usize;
+    let bytes: Vec<u8> = (0..samples)
+        .map(|i| {
+            let s = (2.0 * std::f64::consts::PI * 440.0 * i as f64 / 8000.0).sin() * 8000.0;
+            codec.encode(s as i16)
+        })
+        .collect();
+    let path = dir.join(format!("tone440.{}", codec.name().to_lowercase()));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// A UDP port nobody is using right now (for sipp's own signalling and media).
+pub fn free_udp_port() -> u16 {
+    // Media takes the port and the next ones; ask for an even one with room above.
+    loop {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = s.local_addr().unwrap().port();
+        if port % 2 == 0 && port < 65000 {
+            let free_above =
+                (1..4).all(|i| std::net::UdpSocket::bind(("127.0.0.1", port + i)).is_ok());
+            if free_above {
+                return port;
+            }
+        }
+    }
+}
+
+pub struct SippRun {
+    pub success: bool,
+    pub output: String,
+}
+
+/// Runs one sipp client scenario (`calls` calls) against `target`, in `dir`.
+pub async fn run(
+    dir: &Path,
+    scenario_text: &str,
+    target: SocketAddr,
+    calls: u32,
+    transport: &str,
+) -> SippRun {
+    let file = dir.join(format!("scenario-{}.xml", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&file, scenario_text).unwrap();
+    let mut cmd = tokio::process::Command::new("sipp");
+    cmd.current_dir(dir)
+        .arg("-sf")
+        .arg(&file)
+        .args(["-s", "1000", &target.to_string()])
+        .args([
+            "-m",
+            &calls.to_string(),
+            "-l",
+            &calls.to_string(),
+            "-r",
+            &calls.to_string(),
+        ])
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &free_udp_port().to_string(),
+            "-mp",
+            &free_udp_port().to_string(),
+        ])
+        .args([
+            "-t",
+            transport,
+            "-nostdin",
+            "-timeout",
+            "90",
+            "-timeout_error",
+        ])
+        .args(["-trace_err", "-error_file"])
+        .arg(dir.join("sipp_errors.log"))
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("sipp finishes within two minutes")
+        .unwrap_or_else(|e| {
+            panic!("sipp (Debian package sip-tester) is required for the voice tests: {e}")
+        });
+    let errors = std::fs::read_to_string(dir.join("sipp_errors.log")).unwrap_or_default();
+    SippRun {
+        success: out.status.success(),
+        output: format!(
+            "{}\n{}\n{errors}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}

@@ -1,0 +1,143 @@
+//! kill -9 in the middle of a recorded call, then start again: the recording is
+//! repaired to the audio written before the crash, registered, and playable.
+
+mod common;
+
+use std::time::Duration;
+
+use common::daemon::start;
+use common::{TestDatabase, sipp};
+use contactd::configuration::Backend;
+use contactd_sip::g711::Codec;
+use sqlx::{Connection, Row};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite() {
+    killed_mid_call_then_restarted(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres() {
+    killed_mid_call_then_restarted(Backend::Postgres).await
+}
+
+/// The unfinished recording file, once it holds `bytes` or more.
+async fn part_file_with(dir: &std::path::Path, bytes: u64) -> std::path::PathBuf {
+    for _ in 0..600 {
+        let found = walk(dir).into_iter().find(|p| {
+            p.to_string_lossy().ends_with(".wav.part")
+                && std::fs::metadata(p)
+                    .map(|m| m.len() >= bytes)
+                    .unwrap_or(false)
+        });
+        if let Some(p) = found {
+            return p;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no recording of {bytes} bytes appeared within 30 s");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+async fn killed_mid_call_then_restarted(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let notify = db.dir().join("notify.sock");
+    let _socket = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    let mut daemon = start(&db, &notify);
+    let sip = daemon
+        .sip_udp
+        .clone()
+        .expect("the voice channel is on")
+        .parse()
+        .unwrap();
+
+    // A caller sending ten seconds of tone.
+    let dir = tempfile::tempdir().unwrap();
+    let media = sipp::tone_file(dir.path(), Codec::Pcmu, 10);
+    let text = sipp::scenario(
+        "uac_call.xml",
+        &[
+            ("CALLER", "07700900888"),
+            ("CODECS", "0"),
+            ("MEDIA", media.to_str().unwrap()),
+            ("PAYLOAD", "0"),
+            ("DTMF", "1"),
+        ],
+    );
+    let dir_path = dir.path().to_path_buf();
+    let caller = tokio::spawn(async move { sipp::run(&dir_path, &text, sip, 1, "u1").await });
+
+    // About two seconds of stereo audio on disk, then the plug is pulled.
+    let recordings = db.dir().join("recordings");
+    let part = part_file_with(&recordings, 44 + 2 * 8000 * 4).await;
+    daemon.child.kill().unwrap(); // SIGKILL
+    daemon.child.wait().unwrap();
+    caller.abort();
+    let on_disk = std::fs::metadata(&part).unwrap().len();
+
+    // start() returns once the daemon serves, which is after repair has run.
+    let mut again = start(&db, &notify);
+    let final_path = std::path::PathBuf::from(part.to_string_lossy().trim_end_matches(".part"));
+    assert!(!part.exists(), "the unfinished file was repaired");
+    let wav = hound::WavReader::open(&final_path).expect("the repaired recording is a valid WAV");
+    let spec = wav.spec();
+    assert_eq!((spec.channels, spec.sample_rate), (2, 8000));
+    let frames = wav.duration() as u64;
+    assert_eq!(
+        frames,
+        (on_disk - 44) / 4,
+        "every whole frame written before the crash is kept"
+    );
+    assert!(frames >= 2 * 8000);
+    let left: Vec<i16> = wav
+        .into_samples::<i16>()
+        .map(Result::unwrap)
+        .step_by(2)
+        .collect();
+    let crossings = left[4000..12000]
+        .windows(2)
+        .filter(|w| (w[0] < 0) != (w[1] < 0))
+        .count();
+    assert!(
+        (crossings as f64 - 880.0).abs() < 20.0,
+        "the caller's tone survived: {crossings} crossings in 1 s"
+    );
+
+    let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+    let row = sqlx::query("SELECT status, repaired, duration_ms, sha256 FROM recordings")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(row.try_get::<String, _>("status").unwrap(), "complete");
+    assert_eq!(row.try_get::<i64, _>("repaired").unwrap(), 1);
+    assert_eq!(
+        row.try_get::<i64, _>("duration_ms").unwrap() as u64,
+        frames * 1000 / 8000
+    );
+    assert_eq!(
+        row.try_get::<String, _>("sha256").unwrap(),
+        contactd_recordings::wav::hash_file(&final_path).unwrap()
+    );
+    conn.close().await.unwrap();
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(again.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(again.child.wait().unwrap().code(), Some(0));
+}
