@@ -43,7 +43,7 @@ pub fn free_udp_port() -> u16 {
     loop {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = s.local_addr().unwrap().port();
-        if port % 2 == 0 && port < 65000 {
+        if port.is_multiple_of(2) && port < 65000 {
             let free_above =
                 (1..4).all(|i| std::net::UdpSocket::bind(("127.0.0.1", port + i)).is_ok());
             if free_above {
