@@ -72,7 +72,7 @@ pub struct SipSettings {
     /// The address RTP binds to and SDP advertises.
     pub media_address: std::net::IpAddr,
     pub max_calls: usize,
-    pub max_call_minutes: u64,
+    pub max_call_seconds: u64,
     pub ring_ms: u64,
 }
 

@@ -249,7 +249,7 @@ fn sip_config(settings: &Settings) -> SipConfig {
         rtp_ports: (s.rtp_ports.0, s.rtp_ports.1),
         media_ip: s.media_address,
         max_calls: s.max_calls,
-        max_call_duration: Duration::from_secs(s.max_call_minutes * 60),
+        max_call_duration: Duration::from_secs(s.max_call_seconds),
         ring: Duration::from_millis(s.ring_ms),
     }
 }

@@ -20,9 +20,21 @@ on_both_backends!(
     a_pcma_call_pressing_star_and_a_service_opens_a_new_request,
     calls_are_refused_with_the_right_status,
     expired_recordings_are_swept_unless_on_legal_hold_and_downloads_are_guarded,
+    mid_call_hold_resume_info_and_keep_alives,
+    the_call_limit_and_the_maximum_call_length,
+    shutdown_refuses_new_calls_and_ends_calls_after_the_grace_period,
 );
 
 async fn voice_app(backend: Backend, ring_ms: u64, trunk: &str) -> TestApp {
+    voice_app_with(backend, ring_ms, trunk, |_| {}).await
+}
+
+async fn voice_app_with(
+    backend: Backend,
+    ring_ms: u64,
+    trunk: &str,
+    adjust: impl FnOnce(&mut contactd::configuration::Settings),
+) -> TestApp {
     let trunk = TrunkSetting(contactd_sip::TrunkNetwork::parse(trunk).unwrap());
     spawn_app_with(backend, move |s| {
         s.sip.listen = vec![
@@ -36,8 +48,28 @@ async fn voice_app(backend: Backend, ring_ms: u64, trunk: &str) -> TestApp {
         s.sip.trunks = vec![trunk];
         s.sip.ring_ms = ring_ms;
         s.ivr.digit_timeout_seconds = 4;
+        adjust(s);
     })
     .await
+}
+
+/// Waits (bounded) until `count` calls are up (their recordings registered).
+async fn calls_up(app: &TestApp, count: i64) {
+    for _ in 0..600 {
+        if app.count("recordings").await >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{count} call(s) did not come up within 30 s");
+}
+
+/// Starts a caller who stays on the line until the daemon hangs up.
+fn waiting_caller(app: &TestApp, dir: &std::path::Path) -> tokio::task::JoinHandle<sipp::SippRun> {
+    let text = sipp::scenario("uac_wait.xml", &[]);
+    let target = sip_addr(app, SipTransport::Udp);
+    let dir = dir.to_path_buf();
+    tokio::spawn(async move { sipp::run(&dir, &text, target, 1, "u1").await })
 }
 
 fn sip_addr(app: &TestApp, transport: SipTransport) -> SocketAddr {
@@ -447,4 +479,125 @@ async fn expired_recordings_are_swept_unless_on_legal_hold_and_downloads_are_gua
         .unwrap();
     assert_eq!(gone.status(), 410);
     app.stop().await;
+}
+
+async fn mid_call_hold_resume_info_and_keep_alives(backend: Backend) {
+    let app = voice_app(backend, 300, "127.0.0.1/32").await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = sip_addr(&app, SipTransport::Udp);
+    let run = sipp::run(
+        dir.path(),
+        &sipp::scenario("uac_options.xml", &[]),
+        target,
+        1,
+        "u1",
+    )
+    .await;
+    assert!(run.success, "OPTIONS: {}", run.output);
+    let run = sipp::run(
+        dir.path(),
+        &sipp::scenario("uac_dialog.xml", &[]),
+        target,
+        1,
+        "u1",
+    )
+    .await;
+    assert!(run.success, "hold, resume, INFO: {}", run.output);
+    complete_recordings(&app, 1).await;
+    let (_, requests) = app
+        .get(Role::Agent, "/api/v1/requests?phone=07700900444")
+        .await;
+    assert_eq!(requests["total"], 1, "{requests}");
+    assert_eq!(
+        requests["items"][0]["service"], "waste",
+        "* then 1 keyed by SIP INFO"
+    );
+    app.stop().await;
+}
+
+async fn the_call_limit_and_the_maximum_call_length(backend: Backend) {
+    let app = voice_app_with(backend, 300, "127.0.0.1/32", |s| {
+        s.sip.max_calls = 1;
+        s.sip.max_call_seconds = 5;
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = waiting_caller(&app, dir.path());
+    calls_up(&app, 1).await;
+    let busy = sipp::scenario("uac_rejected.xml", &[("CODECS", "0"), ("STATUS", "503")]);
+    let run = sipp::run(
+        dir.path(),
+        &busy,
+        sip_addr(&app, SipTransport::Udp),
+        1,
+        "u1",
+    )
+    .await;
+    assert!(
+        run.success,
+        "a second call at the limit gets 503: {}",
+        run.output
+    );
+    let run = first.await.unwrap();
+    assert!(
+        run.success,
+        "the first call is ended by the daemon at its maximum length: {}",
+        run.output
+    );
+    let rows = complete_recordings(&app, 1).await;
+    let ms = rows[0].try_get::<i64, _>("duration_ms").unwrap();
+    assert!(
+        (4500..7000).contains(&ms),
+        "cut off after 5 s, recorded {ms} ms"
+    );
+    app.stop().await;
+}
+
+async fn shutdown_refuses_new_calls_and_ends_calls_after_the_grace_period(backend: Backend) {
+    let app = voice_app_with(backend, 300, "127.0.0.1/32", |s| {
+        s.shutdown.grace_seconds = 3
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = waiting_caller(&app, dir.path());
+    calls_up(&app, 1).await;
+    let db_url = app.db.url.clone();
+    app.begin_shutdown();
+    let busy = sipp::scenario("uac_rejected.xml", &[("CODECS", "0"), ("STATUS", "503")]);
+    let run = sipp::run(
+        dir.path(),
+        &busy,
+        sip_addr(&app, SipTransport::Udp),
+        1,
+        "u1",
+    )
+    .await;
+    assert!(
+        run.success,
+        "new calls get 503 while shutting down: {}",
+        run.output
+    );
+    let run = first.await.unwrap();
+    assert!(
+        run.success,
+        "the call in progress gets a BYE at the end of the grace period: {}",
+        run.output
+    );
+    // The daemon stops only once the call's recording is finished.
+    let mut app = app;
+    app.wait_stopped().await;
+    use sqlx::Connection;
+    let mut conn = sqlx::AnyConnection::connect(&db_url).await.unwrap();
+    let row = sqlx::query("SELECT status, path FROM recordings")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(row.try_get::<String, _>("status").unwrap(), "complete");
+    let path = app
+        .db
+        .dir()
+        .join("recordings")
+        .join(row.try_get::<String, _>("path").unwrap());
+    assert!(hound::WavReader::open(&path).is_ok());
+    conn.close().await.unwrap();
 }

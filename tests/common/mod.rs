@@ -232,7 +232,18 @@ impl TestApp {
         customer
     }
 
+    /// Starts a graceful shutdown, as SIGTERM would, without waiting for it.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
     pub async fn stop(mut self) {
+        self.wait_stopped().await;
+    }
+
+    /// Shuts down (if not already begun) and waits until the daemon has stopped;
+    /// the test's database stays for inspection.
+    pub async fn wait_stopped(&mut self) {
         self.shutdown.cancel();
         if let Some(server) = self.server.take() {
             server.await.unwrap();
