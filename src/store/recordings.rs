@@ -177,19 +177,6 @@ impl Store {
         Ok(true)
     }
 
-    /// Whether a sweep may delete this recording's file now (complete, expired, not held).
-    pub async fn recording_deletable(&self, id: &str, now: Timestamp) -> StoreResult<bool> {
-        let row = sqlx::query(
-            "SELECT id FROM recordings WHERE id = $1 AND status = $2 AND expires_at <= $3 AND legal_hold = 0",
-        )
-        .bind(id)
-        .bind(RecordingStatus::Complete.as_str())
-        .bind(now.millis())
-        .fetch_optional(self.pool())
-        .await?;
-        Ok(row.is_some())
-    }
-
     pub async fn recordings_of_request(
         &self,
         actor: &Actor,

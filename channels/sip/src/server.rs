@@ -546,6 +546,54 @@ fn uri_user(value: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    fn invite(extra: &str, via: &str) -> rsipstack::sip::Request {
+        let text = format!(
+            "INVITE sip:1000@127.0.0.1 SIP/2.0\r\nVia: {via}\r\n\
+             From: \"Jo\" <sip:07700900123@192.0.2.9>;tag=1\r\nTo: <sip:1000@127.0.0.1>\r\n\
+             Call-ID: abc\r\nCSeq: 1 INVITE\r\n{extra}Content-Length: 0\r\n\r\n"
+        );
+        rsipstack::sip::Request::try_from(text.as_str()).unwrap()
+    }
+
+    const VIA: &str = "SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK1";
+
+    #[test]
+    fn caller_identity() {
+        assert_eq!(
+            caller_id(&invite("", VIA)),
+            CallerId::Number("07700900123".into())
+        );
+        let pai = "P-Asserted-Identity: <sip:+447700900999@trunk.example>\r\n";
+        assert_eq!(
+            caller_id(&invite(pai, VIA)),
+            CallerId::Number("+447700900999".into())
+        );
+        let private = format!("{pai}Privacy: id\r\n");
+        assert_eq!(caller_id(&invite(&private, VIA)), CallerId::Withheld);
+        let text = "INVITE sip:1000@h SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bK1\r\n\
+            From: \"Anonymous\" <sip:anonymous@anonymous.invalid>;tag=1\r\nTo: <sip:1000@h>\r\n\
+            Call-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let anonymous = rsipstack::sip::Request::try_from(text).unwrap();
+        assert_eq!(caller_id(&anonymous), CallerId::Withheld);
+    }
+
+    #[test]
+    fn the_source_is_the_received_address_when_the_via_lies() {
+        assert_eq!(
+            source_ip(&invite("", VIA)),
+            Some("192.0.2.9".parse().unwrap())
+        );
+        let lying = "SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK1;received=203.0.113.5;rport=5060";
+        assert_eq!(
+            source_ip(&invite("", lying)),
+            Some("203.0.113.5".parse().unwrap())
+        );
+        assert_eq!(
+            source_ip(&invite("", "SIP/2.0/UDP trunk.example;branch=z9hG4bK1")),
+            None
+        );
+    }
+
     #[test]
     fn user_parts() {
         assert_eq!(
