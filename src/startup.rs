@@ -107,6 +107,7 @@ impl Application {
             );
         }
         let (sip, voice) = if settings.sip.enabled() {
+            raise_open_files_limit();
             let prompts = Prompts::load(&settings.ivr.prompts_dir)?;
             let voice = VoiceChannel::new(
                 store.clone(),
@@ -238,6 +239,20 @@ impl Application {
         store.close().await;
         tracing::info!("shutdown complete");
         Ok(())
+    }
+}
+
+/// Each call holds two RTP sockets and a recording file: a thousand calls need more
+/// descriptors than the usual soft limit of 1024, so take what the hard limit allows.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-files limit"),
+            Err(e) => tracing::warn!(error = %e, soft, "could not raise the open-files limit"),
+        }
     }
 }
 
