@@ -258,3 +258,51 @@ async fn secrets_can_come_from_files() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn recordings_sweep_from_the_command_line() {
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let (code, _, stderr) = output(&mut contactd(&db, &["migrate"]));
+    assert_eq!(code, 0, "{stderr}");
+    // One finished recording, expired, as the daemon would have left it.
+    let settings = {
+        let mut s = contactd::configuration::Settings::load(None).unwrap();
+        s.database.url = contactd::configuration::DatabaseUrl::parse(&db.url).unwrap();
+        s
+    };
+    let store = contactd::store::Store::connect(&settings.database)
+        .await
+        .unwrap();
+    let recorder =
+        contactd::recordings::Recorder::new(store.clone(), db.dir().join("recordings"), 365);
+    let recording = recorder
+        .begin("call-1", std::time::SystemTime::now())
+        .unwrap();
+    recorder.register(&recording).await.unwrap();
+    let id = recording.id.clone();
+    recorder.finish(recording).await.unwrap();
+    sqlx::query("UPDATE recordings SET expires_at = 0")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    store.close().await;
+    let file = || {
+        let day = time::OffsetDateTime::now_utc().date();
+        db.dir().join("recordings").join(format!(
+            "{:04}/{:02}/{:02}/{id}.wav",
+            day.year(),
+            day.month() as u8,
+            day.day()
+        ))
+    };
+    assert!(file().exists());
+
+    let (code, stdout, stderr) = output(&mut contactd(&db, &["recordings", "sweep", "--dry-run"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(&format!("would delete {id}")), "{stdout}");
+    assert!(file().exists(), "a dry run deletes nothing");
+    let (code, stdout, stderr) = output(&mut contactd(&db, &["recordings", "sweep"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(&format!("deleted {id}")), "{stdout}");
+    assert!(!file().exists());
+}

@@ -18,6 +18,7 @@ use sqlx::Row;
 on_both_backends!(
     a_pcmu_call_keying_a_reference_is_recorded_on_that_request,
     a_pcma_call_pressing_star_and_a_service_opens_a_new_request,
+    a_mistyped_reference_is_refused_and_asked_for_again,
     calls_are_refused_with_the_right_status,
     expired_recordings_are_swept_unless_on_legal_hold_and_downloads_are_guarded,
     mid_call_hold_resume_info_and_keep_alives,
@@ -136,16 +137,7 @@ async fn a_pcmu_call_keying_a_reference_is_recorded_on_that_request(backend: Bac
 
     let dir = tempfile::tempdir().unwrap();
     let media = sipp::tone_file(dir.path(), Codec::Pcmu, 3);
-    let text = sipp::scenario(
-        "uac_call.xml",
-        &[
-            ("CALLER", "07700900123"),
-            ("CODECS", "0 8"),
-            ("MEDIA", media.to_str().unwrap()),
-            ("PAYLOAD", "0"),
-            ("DTMF", &keys),
-        ],
-    );
+    let text = sipp::call_scenario("07700900123", "0 8", &media, "0", &keys, None);
     let run = sipp::run(
         dir.path(),
         &text,
@@ -240,16 +232,7 @@ async fn a_pcma_call_pressing_star_and_a_service_opens_a_new_request(backend: Ba
     let app = voice_app(backend, 300, "127.0.0.1/32").await;
     let dir = tempfile::tempdir().unwrap();
     let media = sipp::tone_file(dir.path(), Codec::Pcma, 3);
-    let text = sipp::scenario(
-        "uac_call.xml",
-        &[
-            ("CALLER", "07700900555"),
-            ("CODECS", "8 0"),
-            ("MEDIA", media.to_str().unwrap()),
-            ("PAYLOAD", "8"),
-            ("DTMF", "*1"),
-        ],
-    );
+    let text = sipp::call_scenario("07700900555", "8 0", &media, "8", "*1", None);
     // Over TCP this time: the trunk may use either.
     let run = sipp::run(
         dir.path(),
@@ -348,16 +331,7 @@ async fn expired_recordings_are_swept_unless_on_legal_hold_and_downloads_are_gua
     let app = voice_app(backend, 300, "127.0.0.1/32").await;
     let dir = tempfile::tempdir().unwrap();
     let media = sipp::tone_file(dir.path(), Codec::Pcmu, 3);
-    let text = sipp::scenario(
-        "uac_call.xml",
-        &[
-            ("CALLER", "07700900777"),
-            ("CODECS", "0"),
-            ("MEDIA", media.to_str().unwrap()),
-            ("PAYLOAD", "0"),
-            ("DTMF", "*0"),
-        ],
-    );
+    let text = sipp::call_scenario("07700900777", "0", &media, "0", "*0", None);
     let run = sipp::run(
         dir.path(),
         &text,
@@ -600,4 +574,67 @@ async fn shutdown_refuses_new_calls_and_ends_calls_after_the_grace_period(backen
         .join(row.try_get::<String, _>("path").unwrap());
     assert!(hound::WavReader::open(&path).is_ok());
     conn.close().await.unwrap();
+}
+
+async fn a_mistyped_reference_is_refused_and_asked_for_again(backend: Backend) {
+    let app = voice_app(backend, 300, "127.0.0.1/32").await;
+    let customer = app
+        .create_customer(json!({"given_name": "Sam", "phones": ["07700 900666"]}))
+        .await;
+    let (_, request) = app
+        .post(
+            Role::Agent,
+            "/api/v1/requests",
+            json!({"customer_id": customer["id"], "service": "highways", "summary": "Pothole"}),
+        )
+        .await;
+    let reference = request["reference"].as_str().unwrap().to_string();
+    let digits: Vec<char> = reference[3..].chars().collect();
+    let i = (0..digits.len() - 1)
+        .find(|&i| digits[i] != digits[i + 1])
+        .unwrap();
+    let mut typo = digits.clone();
+    typo.swap(i, i + 1);
+    let typo: String = typo.into_iter().collect::<String>() + "#";
+    let right: String = digits.into_iter().collect::<String>() + "#";
+
+    let dir = tempfile::tempdir().unwrap();
+    let media = sipp::tone_file(dir.path(), Codec::Pcmu, 3);
+    let text = sipp::call_scenario("07700900666", "0", &media, "0", &typo, Some((&right, 6000)));
+    let run = sipp::run(
+        dir.path(),
+        &text,
+        sip_addr(&app, SipTransport::Udp),
+        1,
+        "u1",
+    )
+    .await;
+    assert!(run.success, "sipp: {}", run.output);
+    complete_recordings(&app, 1).await;
+
+    let (_, timeline) = app
+        .get(
+            Role::Agent,
+            &format!("/api/v1/requests/{reference}/timeline"),
+        )
+        .await;
+    let contact = timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "contact")
+        .expect("attached after the retry");
+    assert!(
+        contact["contact"]["content"]
+            .as_str()
+            .unwrap()
+            .contains(&reference),
+        "{contact}"
+    );
+    let (_, all) = app.get(Role::Agent, "/api/v1/requests").await;
+    assert_eq!(
+        all["total"], 1,
+        "the mistyped reference matched nobody and opened nothing"
+    );
+    app.stop().await;
 }

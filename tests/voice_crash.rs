@@ -68,16 +68,7 @@ async fn killed_mid_call_then_restarted(backend: Backend) {
     // A caller sending ten seconds of tone.
     let dir = tempfile::tempdir().unwrap();
     let media = sipp::tone_file(dir.path(), Codec::Pcmu, 10);
-    let text = sipp::scenario(
-        "uac_call.xml",
-        &[
-            ("CALLER", "07700900888"),
-            ("CODECS", "0"),
-            ("MEDIA", media.to_str().unwrap()),
-            ("PAYLOAD", "0"),
-            ("DTMF", "1"),
-        ],
-    );
+    let text = sipp::call_scenario("07700900888", "0", &media, "0", "1", None);
     let dir_path = dir.path().to_path_buf();
     let caller = tokio::spawn(async move { sipp::run(&dir_path, &text, sip, 1, "u1").await });
 

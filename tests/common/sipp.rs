@@ -23,6 +23,38 @@ pub fn scenario(name: &str, fills: &[(&str, &str)]) -> String {
     text
 }
 
+/// A caller (tests/sip/uac_call.xml) who offers `codecs`, streams `media` with
+/// `payload`, keys `dtmf`, and, if `again` is given, keys again that many ms later.
+pub fn call_scenario(
+    caller: &str,
+    codecs: &str,
+    media: &Path,
+    payload: &str,
+    dtmf: &str,
+    again: Option<(&str, u32)>,
+) -> String {
+    let media = media.to_str().unwrap();
+    let after = again.map(|(_, ms)| ms.to_string()).unwrap_or_default();
+    let text = scenario(
+        "uac_call.xml",
+        &[
+            ("CALLER", caller),
+            ("CODECS", codecs),
+            ("MEDIA", media),
+            ("PAYLOAD", payload),
+            ("DTMF", dtmf),
+            ("DTMF_AGAIN", again.map(|(d, _)| d).unwrap_or_default()),
+            ("SECOND_AFTER_MS", &after),
+        ],
+    );
+    if again.is_some() {
+        return text;
+    }
+    let start = text.find("<!--again-->").expect("marker");
+    let end = text.find("<!--/again-->").expect("marker") + "<!--/again-->".len();
+    format!("{}{}", &text[..start], &text[end..])
+}
+
 /// `seconds` of a 440 Hz tone as headerless G.711 (what sipp 3.6's rtp_stream sends).
 pub fn tone_file(dir: &Path, codec: Codec, seconds: u32) -> PathBuf {
     let samples = 8000 * seconds as usize;
