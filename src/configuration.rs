@@ -55,11 +55,77 @@ pub struct Settings {
     pub scheduler: SchedulerSettings,
     pub intake: IntakeSettings,
     pub sip: SipSettings,
+    pub sms: SmsSettings,
     pub recordings: RecordingSettings,
     pub ivr: IvrSettings,
     pub shutdown: ShutdownSettings,
     pub log: LogSettings,
     pub services: Vec<ServiceDefinition>,
+}
+
+/// The SMS channel (Twilio). No account: the channel is off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsSettings {
+    pub provider: SmsProvider,
+    pub account_sid: String,
+    /// Signs Twilio's webhooks, and authenticates our REST calls unless an API key is given.
+    pub auth_token: Secret,
+    pub api_key_sid: String,
+    pub api_key_secret: Secret,
+    /// The council's number, E.164; or a messaging service below.
+    pub from: String,
+    pub messaging_service_sid: String,
+    pub api_base: Url,
+    /// A text within this many hours of one we sent about a request joins that request.
+    pub reply_window_hours: u32,
+    /// How long Twilio may keep trying to deliver a message.
+    pub validity_period_seconds: u32,
+    /// Sent when a text opens a new request; `{reference}` is replaced.
+    pub acknowledgement: String,
+    /// The answer to HELP or INFO.
+    pub help: String,
+}
+
+impl SmsSettings {
+    pub fn enabled(&self) -> bool {
+        !self.account_sid.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmsProvider {
+    Twilio,
+}
+
+/// A secret: never printed.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "Secret(empty)"
+        } else {
+            "Secret(***)"
+        })
+    }
 }
 
 /// The voice channel. No trunks: the channel is off.
@@ -459,6 +525,34 @@ impl Settings {
         }
         if self.recordings.retention_days == 0 {
             return bad("recordings.retention_days", "must be at least 1");
+        }
+        if self.sms.enabled() {
+            let sid_ok = |s: &str, prefix: &str| {
+                s.len() == 34
+                    && s.starts_with(prefix)
+                    && s[2..].bytes().all(|b| b.is_ascii_hexdigit())
+            };
+            if !sid_ok(&self.sms.account_sid, "AC") {
+                return bad(
+                    "sms.account_sid",
+                    "a Twilio account SID is AC followed by 32 hex digits",
+                );
+            }
+            if self.sms.auth_token.is_empty() {
+                return bad(
+                    "sms.auth_token",
+                    "needed to check Twilio's webhook signatures",
+                );
+            }
+            if self.sms.from.is_empty() && self.sms.messaging_service_sid.is_empty() {
+                return bad(
+                    "sms.from",
+                    "give the council's number or sms.messaging_service_sid",
+                );
+            }
+            if !self.sms.acknowledgement.contains("{reference}") {
+                return bad("sms.acknowledgement", "must contain {reference}");
+            }
         }
         if self.sip.max_calls == 0 {
             return bad("sip.max_calls", "must be at least 1");

@@ -11,6 +11,7 @@
 //!   requests, roles — so the inside never re-validates
 //! - [`store`]: SQL on SQLite or PostgreSQL behind one repository layer
 //! - [`intake`]: the single entry point for every channel's contacts
+//! - [`outbound`]: every text the council sends (opt-outs and consent enforced)
 //! - [`voice`]: what happens on a call (notice, menus, routing through intake)
 //! - [`recordings`]: call recordings' life: start, finish, crash repair, expiry
 //! - [`api`]: the staff API, health, metrics and OpenAPI
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod configuration;
 pub mod domain;
 pub mod intake;
+pub mod outbound;
 pub mod recordings;
 pub mod scheduler;
 pub mod shutdown;

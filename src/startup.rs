@@ -43,6 +43,8 @@ pub enum StartupError {
     Prompts(#[from] PromptError),
     #[error(transparent)]
     Sip(#[from] contactd_sip::SipError),
+    #[error("sms.api_base: {0}")]
+    Sms(String),
 }
 
 /// Connects to the configured database and brings its schema up to date.
@@ -125,10 +127,20 @@ impl Application {
             tracing::info!("sip: off (no trunks configured)");
             (None, None)
         };
+        let outbound =
+            crate::outbound::Outbound::new(store.clone(), &settings).map_err(StartupError::Sms)?;
+        let sms = crate::api::webhooks::SmsWebhooks::new(&settings.sms, &settings.http.public_url);
+        if sms.is_some() {
+            tracing::info!("sms: Twilio account {}", settings.sms.account_sid);
+        } else {
+            tracing::info!("sms: off (no account configured)");
+        }
         let state = AppState {
             intake,
             store,
             recordings: recorder.dir().clone(),
+            outbound,
+            sms,
             metrics: telemetry::metrics_handle(),
             redis,
             shutdown: CancellationToken::new(),

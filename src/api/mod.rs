@@ -4,6 +4,7 @@
 //! - [`extract`]: body, query and reference extractors that parse into domain types
 //! - [`error`]: JSON errors with stable codes
 //! - [`customers`], [`requests`], [`contacts`], [`recordings`], [`audit`]: the routes
+//! - [`webhooks`]: Twilio's signed SMS and status webhooks; [`sms`]: staff texting
 //! - [`ops`]: health, readiness, metrics, OpenAPI, the service catalogue
 //!
 //! Every route is registered through utoipa-axum's `routes!`, which will not compile a
@@ -19,6 +20,8 @@ pub mod ops;
 pub mod pagination;
 pub mod recordings;
 pub mod requests;
+pub mod sms;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +53,9 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub redis: Option<SchedulerLink>,
     pub recordings: contactd_recordings::RecordingsDir,
+    pub outbound: crate::outbound::Outbound,
+    /// Present when the SMS channel is configured.
+    pub sms: Option<webhooks::SmsWebhooks>,
     /// Cancelled when the daemon starts shutting down (readiness turns 503).
     pub shutdown: CancellationToken,
 }
@@ -63,6 +69,7 @@ pub struct AppState {
         (name = "requests", description = "Service requests"),
         (name = "contacts", description = "Residents' contacts through intake"),
         (name = "recordings", description = "Call recordings"),
+        (name = "webhooks", description = "Twilio's signed webhooks"),
         (name = "audit", description = "The audit log (admins)"),
         (name = "operations", description = "Health, metrics and this document"),
     )
@@ -101,12 +108,15 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
         .routes(routes!(recordings::of_request))
         .routes(routes!(recordings::download))
         .routes(routes!(recordings::legal_hold))
+        .routes(routes!(sms::send))
         .routes(routes!(contacts::record))
         .routes(routes!(audit::list));
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .routes(routes!(ops::openapi))
         .routes(routes!(ops::services))
+        .routes(routes!(webhooks::inbound_sms))
+        .routes(routes!(webhooks::status_callback))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

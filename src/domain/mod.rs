@@ -6,6 +6,7 @@
 //! - [`time`]: UTC timestamps (epoch milliseconds in the store) and calendar dates
 //! - [`customer`]: the central customer record, consents, representatives, history
 //! - [`request`]: service requests, contacts and timelines
+//! - [`message`]: text messages sent, and their purposes
 //! - [`recording`]: call recordings' metadata
 //! - [`text`]: bounded free text
 //! - [`actor`]: who is doing something (a staff user, a channel, the daemon itself)
@@ -14,6 +15,7 @@
 pub mod actor;
 pub mod customer;
 pub mod email;
+pub mod message;
 pub mod phone;
 pub mod postcode;
 pub mod recording;

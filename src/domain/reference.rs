@@ -82,6 +82,39 @@ impl Reference {
     }
 }
 
+impl Reference {
+    /// The first well-formed `SR-…` reference in free text (a text message, a
+    /// subject line). Bare numbers are not taken: too many other numbers look alike.
+    pub fn find_in(text: &str) -> Option<Reference> {
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i + 2 < bytes.len() {
+            if bytes[i].eq_ignore_ascii_case(&b'S')
+                && bytes[i + 1].eq_ignore_ascii_case(&b'R')
+                && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric())
+            {
+                let mut j = i + 2;
+                if j < bytes.len() && matches!(bytes[j], b'-' | b' ') {
+                    j += 1;
+                }
+                let start = j;
+                while j < bytes.len() && bytes[j].is_ascii_digit() {
+                    j += 1;
+                }
+                let boundary = j == bytes.len() || !bytes[j].is_ascii_alphanumeric();
+                if j > start
+                    && boundary
+                    && let Ok(r) = Reference::parse(&text[start..j])
+                {
+                    return Some(r);
+                }
+            }
+            i += 1;
+        }
+        None
+    }
+}
+
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SR-{}{}", self.number, Self::check_digit(self.number))
@@ -144,6 +177,22 @@ mod tests {
                 assert_eq!(Reference::parse(&swap), Err(ReferenceError::BadCheckDigit));
             }
         }
+    }
+
+    #[test]
+    fn found_in_text() {
+        let r = Reference::from_number(123_456);
+        assert_eq!(
+            Reference::find_in(&format!("About {r}, still no bin")),
+            Some(r)
+        );
+        assert_eq!(
+            Reference::find_in(&format!("ref {}", r.to_string().to_lowercase())),
+            Some(r)
+        );
+        assert_eq!(Reference::find_in("call 1234567 please"), None);
+        assert_eq!(Reference::find_in("SR-1234568 is mistyped"), None);
+        assert_eq!(Reference::find_in("USR-1000002"), None);
     }
 
     #[test]

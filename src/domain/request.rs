@@ -57,6 +57,8 @@ pub enum TimelineKind {
     CustomerAssigned,
     /// A call's recording, linked to the call's contact.
     Recording,
+    /// A text message sent about the request.
+    Message,
 }
 
 impl TimelineKind {
@@ -68,6 +70,7 @@ impl TimelineKind {
             TimelineKind::StatusChange => "status_change",
             TimelineKind::CustomerAssigned => "customer_assigned",
             TimelineKind::Recording => "recording",
+            TimelineKind::Message => "message",
         }
     }
 
@@ -79,6 +82,7 @@ impl TimelineKind {
             TimelineKind::StatusChange,
             TimelineKind::CustomerAssigned,
             TimelineKind::Recording,
+            TimelineKind::Message,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -95,6 +99,8 @@ pub struct TimelineEvent {
     pub from_status: Option<RequestStatus>,
     pub to_status: Option<RequestStatus>,
     pub contact: Option<Contact>,
+    /// For `message` events: the message and its delivery status now.
+    pub message: Option<crate::domain::message::SmsMessage>,
 }
 
 /// One inbound contact from a resident, as stored.

@@ -472,7 +472,7 @@ async fn record_changes(
     Ok(changed)
 }
 
-async fn insert_history(
+pub(crate) async fn insert_history(
     conn: &mut AnyConnection,
     id: &str,
     field: &str,

@@ -5,6 +5,7 @@
 //! - [`requests`]: service requests, reference numbers and timelines
 //! - [`recordings`]: call recordings' metadata, expiry and legal hold
 //! - [`contacts`]: inbound contacts, idempotent on (channel, external id)
+//! - [`sms`]: text messages sent, opted-out numbers, keyword messages
 //! - [`staff`]: staff users and their API tokens
 //! - [`services`]: the service catalogue, seeded from configuration
 //! - [`audit`]: the append-only audit log
@@ -23,6 +24,7 @@ pub mod customers;
 pub mod recordings;
 pub mod requests;
 pub mod services;
+pub mod sms;
 pub mod staff;
 
 use std::sync::Arc;

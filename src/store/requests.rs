@@ -513,7 +513,7 @@ async fn timeline_of(
     request_id: &str,
 ) -> StoreResult<Vec<TimelineEvent>> {
     let rows = sqlx::query(
-        "SELECT t.id, t.kind, t.at, t.actor, t.body, t.from_status, t.to_status, t.contact_id \
+        "SELECT t.id, t.kind, t.at, t.actor, t.body, t.from_status, t.to_status, t.contact_id, t.message_id \
          FROM timeline_events t WHERE t.request_id = $1 ORDER BY t.at, t.id",
     )
     .bind(request_id)
@@ -526,6 +526,11 @@ async fn timeline_of(
             Some(cid) => Some(super::contacts::read(conn, &cid).await?),
             None => None,
         };
+        let message_id: Option<String> = r.try_get("message_id")?;
+        let message = match message_id {
+            Some(mid) => Some(super::sms::read(conn, &mid).await?),
+            None => None,
+        };
         events.push(TimelineEvent {
             id: r.try_get("id")?,
             kind: parsed(r, "kind", |s| TimelineKind::parse(s).ok_or("unknown kind"))?,
@@ -535,6 +540,7 @@ async fn timeline_of(
             from_status: parsed_opt(r, "from_status", str::parse)?,
             to_status: parsed_opt(r, "to_status", str::parse)?,
             contact,
+            message,
         });
     }
     Ok(events)

@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod sipp;
+pub mod twilio;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -1,0 +1,203 @@
+//! Twilio's REST API for sending: `POST {base}/2010-04-01/Accounts/{AccountSid}/Messages.json`
+//! with basic auth (account SID and auth token, or an API key and secret).
+//!
+//! Retries: 429 (Twilio's 20429, too many requests) and 5xx are retried with
+//! exponential backoff and jitter, a bounded number of times, honouring Retry-After;
+//! a connection that could not be made is retried too (nothing was sent). Any other
+//! 4xx is final. A timeout after the request went out is *not* retried: Twilio may
+//! have accepted it, and a resident must not get the same text twice.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::status::MessageStatus;
+
+/// Twilio's code for "the recipient has replied STOP to this sender".
+pub const OPTED_OUT: i64 = 21610;
+
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, ***)", self.username)
+    }
+}
+
+#[derive(Clone)]
+pub struct TwilioClient {
+    http: reqwest::Client,
+    messages_url: Url,
+    credentials: Credentials,
+    max_attempts: u32,
+    first_delay: Duration,
+}
+
+/// A message to send. Exactly one of `from` and `messaging_service_sid` is used.
+#[derive(Debug, Clone)]
+pub struct OutboundSms<'a> {
+    pub to: &'a str,
+    pub from: Option<&'a str>,
+    pub messaging_service_sid: Option<&'a str>,
+    pub body: &'a str,
+    pub status_callback: Option<&'a str>,
+    /// Seconds Twilio may keep trying to deliver.
+    pub validity_period: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentSms {
+    pub sid: String,
+    pub status: MessageStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("the recipient has opted out of texts from this sender (Twilio 21610)")]
+    OptedOut,
+    #[error("Twilio refused the message: HTTP {status}, code {code:?}: {message}")]
+    Rejected {
+        status: u16,
+        code: Option<i64>,
+        message: String,
+    },
+    #[error("Twilio is unavailable after {attempts} attempt(s): {last}")]
+    Unavailable { attempts: u32, last: String },
+    #[error("no answer from Twilio; the message may or may not have been accepted: {0}")]
+    Unknown(String),
+}
+
+#[derive(Deserialize)]
+struct MessageResource {
+    sid: String,
+    status: String,
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorResource {
+    code: Option<i64>,
+    message: Option<String>,
+}
+
+impl TwilioClient {
+    /// `api_base` is `https://api.twilio.com` in production (a test server in tests).
+    pub fn new(
+        api_base: &Url,
+        account_sid: &str,
+        credentials: Credentials,
+    ) -> Result<Self, String> {
+        let messages_url = api_base
+            .join(&format!("/2010-04-01/Accounts/{account_sid}/Messages.json"))
+            .map_err(|e| e.to_string())?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(15))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(TwilioClient {
+            http,
+            messages_url,
+            credentials,
+            max_attempts: 4,
+            first_delay: Duration::from_millis(250),
+        })
+    }
+
+    /// Shorter waits between retries (tests).
+    pub fn with_backoff(mut self, max_attempts: u32, first_delay: Duration) -> Self {
+        self.max_attempts = max_attempts.max(1);
+        self.first_delay = first_delay;
+        self
+    }
+
+    pub async fn send(&self, m: &OutboundSms<'_>) -> Result<SentSms, SendError> {
+        let mut form: Vec<(&str, String)> =
+            vec![("To", m.to.to_string()), ("Body", m.body.to_string())];
+        match (m.messaging_service_sid, m.from) {
+            (Some(service), _) => form.push(("MessagingServiceSid", service.to_string())),
+            (None, Some(from)) => form.push(("From", from.to_string())),
+            (None, None) => {}
+        }
+        if let Some(cb) = m.status_callback {
+            form.push(("StatusCallback", cb.to_string()));
+        }
+        if let Some(v) = m.validity_period {
+            form.push(("ValidityPeriod", v.to_string()));
+        }
+        let mut last = String::new();
+        for attempt in 1..=self.max_attempts {
+            let sent = self
+                .http
+                .post(self.messages_url.clone())
+                .basic_auth(&self.credentials.username, Some(&self.credentials.password))
+                .form(&form)
+                .send()
+                .await;
+            let response = match sent {
+                Ok(r) => r,
+                Err(e) if e.is_connect() => {
+                    last = e.to_string();
+                    self.pause(attempt, None).await;
+                    continue;
+                }
+                Err(e) => return Err(SendError::Unknown(e.to_string())),
+            };
+            let status = response.status();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let text = response.text().await.unwrap_or_default();
+            if status.is_success() {
+                let resource: MessageResource = serde_json::from_str(&text)
+                    .map_err(|e| SendError::Unknown(format!("unreadable answer: {e}")))?;
+                return Ok(SentSms {
+                    sid: resource.sid,
+                    status: MessageStatus::parse(&resource.status).unwrap_or(MessageStatus::Queued),
+                });
+            }
+            let error: ErrorResource = serde_json::from_str(&text).unwrap_or_default();
+            if status.as_u16() == 429 || status.is_server_error() {
+                last = format!("HTTP {status}: {}", error.message.unwrap_or_default());
+                tracing::warn!(attempt, %status, "Twilio asked us to retry");
+                if attempt < self.max_attempts {
+                    self.pause(attempt, retry_after).await;
+                }
+                continue;
+            }
+            if error.code == Some(OPTED_OUT) {
+                return Err(SendError::OptedOut);
+            }
+            return Err(SendError::Rejected {
+                status: status.as_u16(),
+                code: error.code,
+                message: error.message.unwrap_or(text),
+            });
+        }
+        Err(SendError::Unavailable {
+            attempts: self.max_attempts,
+            last,
+        })
+    }
+
+    /// Exponential backoff with full jitter, at most 30 s; Retry-After when longer.
+    async fn pause(&self, attempt: u32, retry_after: Option<Duration>) {
+        let ceiling = self
+            .first_delay
+            .saturating_mul(1 << (attempt - 1).min(10))
+            .min(Duration::from_secs(30));
+        let jittered = ceiling.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+        let wait = retry_after
+            .map(|r| r.min(Duration::from_secs(30)))
+            .unwrap_or_default()
+            .max(jittered);
+        tokio::time::sleep(wait).await;
+    }
+}

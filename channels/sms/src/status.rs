@@ -1,0 +1,91 @@
+//! Message statuses as Twilio reports them, and their order: callbacks arrive late,
+//! twice or out of order, and a message's status must never move backwards.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageStatus {
+    Accepted,
+    Scheduled,
+    Queued,
+    Sending,
+    Sent,
+    /// Final states.
+    Delivered,
+    Undelivered,
+    Failed,
+    Canceled,
+    /// Our own, for messages never handed to Twilio.
+    Suppressed,
+    NoConsent,
+}
+
+impl MessageStatus {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.trim().to_ascii_lowercase().as_str() {
+            "accepted" => MessageStatus::Accepted,
+            "scheduled" => MessageStatus::Scheduled,
+            "queued" => MessageStatus::Queued,
+            "sending" => MessageStatus::Sending,
+            "sent" => MessageStatus::Sent,
+            "delivered" => MessageStatus::Delivered,
+            "undelivered" => MessageStatus::Undelivered,
+            "failed" => MessageStatus::Failed,
+            "canceled" => MessageStatus::Canceled,
+            "suppressed" => MessageStatus::Suppressed,
+            "no_consent" => MessageStatus::NoConsent,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Accepted => "accepted",
+            MessageStatus::Scheduled => "scheduled",
+            MessageStatus::Queued => "queued",
+            MessageStatus::Sending => "sending",
+            MessageStatus::Sent => "sent",
+            MessageStatus::Delivered => "delivered",
+            MessageStatus::Undelivered => "undelivered",
+            MessageStatus::Failed => "failed",
+            MessageStatus::Canceled => "canceled",
+            MessageStatus::Suppressed => "suppressed",
+            MessageStatus::NoConsent => "no_consent",
+        }
+    }
+
+    /// Later states rank higher; a report only ever raises a message's rank. The
+    /// final states share the top rank: the first final report stands.
+    pub fn rank(self) -> i64 {
+        match self {
+            MessageStatus::Accepted | MessageStatus::Scheduled => 1,
+            MessageStatus::Queued => 2,
+            MessageStatus::Sending => 3,
+            MessageStatus::Sent => 4,
+            MessageStatus::Delivered
+            | MessageStatus::Undelivered
+            | MessageStatus::Failed
+            | MessageStatus::Canceled
+            | MessageStatus::Suppressed
+            | MessageStatus::NoConsent => 5,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order() {
+        assert!(MessageStatus::Queued.rank() < MessageStatus::Sent.rank());
+        assert!(MessageStatus::Sent.rank() < MessageStatus::Delivered.rank());
+        assert_eq!(
+            MessageStatus::Delivered.rank(),
+            MessageStatus::Failed.rank()
+        );
+        assert_eq!(
+            MessageStatus::parse("DELIVERED"),
+            Some(MessageStatus::Delivered)
+        );
+        assert_eq!(MessageStatus::parse("lost"), None);
+    }
+}
