@@ -1,3 +1,5 @@
+//! `contactd bench webhooks` (below) measures the SMS channel end to end.
+//!
 //! `contactd bench intake`: intake throughput against the configured database, in
 //! two cases — every contact opening a new request (a new sender each time, so the
 //! customer record is created too) and every contact attaching to an existing request
@@ -109,4 +111,116 @@ pub async fn run(
         p50: pct(0.50),
         p99: pct(0.99),
     })
+}
+
+/// `contactd bench webhooks`: signed inbound texts per second, each committed through
+/// intake before its 200, from a load generator on loopback. The daemon runs in this
+/// process on the configured database with the SMS channel on; a stand-in for Twilio's
+/// REST API on loopback takes the acknowledgements, so they cost what they cost.
+pub async fn webhooks(
+    mut settings: crate::configuration::Settings,
+    requests: usize,
+    concurrency: usize,
+) -> anyhow::Result<String> {
+    const ACCOUNT: &str = "AC00000000000000000000000000000000";
+    const PUBLIC: &str = "http://contactd.bench.invalid";
+    let token = uuid::Uuid::new_v4().simple().to_string();
+
+    let stub = axum::Router::new().route(
+        "/2010-04-01/Accounts/{account}/Messages.json",
+        axum::routing::post(|| async {
+            let sid = format!("SM{}", uuid::Uuid::new_v4().simple());
+            (
+                axum::http::StatusCode::CREATED,
+                axum::Json(serde_json::json!({"sid": sid, "status": "queued"})),
+            )
+        }),
+    );
+    let stub_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let stub_url = format!("http://{}", stub_listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(stub_listener, stub).await });
+
+    settings.http.listen = "127.0.0.1:0".parse()?;
+    settings.http.public_url = url::Url::parse(PUBLIC)?;
+    settings.sip.trunks.clear();
+    settings.sms.account_sid = ACCOUNT.into();
+    settings.sms.auth_token = crate::configuration::Secret::new(token.clone());
+    settings.sms.from = "+441612345000".into();
+    settings.sms.api_base = url::Url::parse(&stub_url)?;
+    let app = crate::startup::Application::build(settings).await?;
+    let target = format!("http://{}/webhooks/twilio/sms", app.local_addr());
+    let backend = app.store().backend();
+    let stop = app.shutdown_token();
+    let server = tokio::spawn(app.run_until_stopped());
+
+    let client = reqwest::Client::new();
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next, run, token, target) = (
+            client.clone(),
+            next.clone(),
+            run.clone(),
+            token.clone(),
+            target.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= requests {
+                    return Ok::<_, anyhow::Error>(latencies);
+                }
+                let params: Vec<(String, String)> = [
+                    ("MessageSid", format!("SM{}{:08x}", &run[..24], i)),
+                    ("AccountSid", ACCOUNT.to_string()),
+                    ("From", format!("+4477009{:05}", i % 1000)),
+                    ("To", "+441612345000".to_string()),
+                    (
+                        "Body",
+                        "The street light outside 4 Albert Square is out".to_string(),
+                    ),
+                    ("NumMedia", "0".to_string()),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+                let signature = contactd_sms::signature::compute(
+                    &token,
+                    &format!("{PUBLIC}/webhooks/twilio/sms"),
+                    &params,
+                );
+                let t = Instant::now();
+                let response = client
+                    .post(&target)
+                    .header("X-Twilio-Signature", signature)
+                    .form(&params)
+                    .send()
+                    .await?;
+                anyhow::ensure!(
+                    response.status() == 200,
+                    "webhook answered {}",
+                    response.status()
+                );
+                latencies.push(t.elapsed());
+            }
+        }));
+    }
+    let mut latencies = Vec::with_capacity(requests);
+    for w in workers {
+        latencies.extend(w.await??);
+    }
+    let elapsed = started.elapsed();
+    stop.cancel();
+    server.await??;
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    Ok(format!(
+        "{backend:?}: {requests} signed webhooks, concurrency {concurrency}: {:.0} stored/s, p50 {:.1} ms, p99 {:.1} ms",
+        requests as f64 / elapsed.as_secs_f64(),
+        pct(0.50).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+    ))
 }

@@ -90,6 +90,13 @@ enum BenchCommand {
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
     },
+    /// Signed Twilio webhooks stored per second, with latency, over loopback HTTP.
+    Webhooks {
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -179,6 +186,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 report.failed.is_empty(),
                 "{} recording(s) could not be deleted",
                 report.failed.len()
+            );
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Webhooks {
+                    requests,
+                    concurrency,
+                },
+        } => {
+            anyhow::ensure!(
+                requests > 0 && concurrency > 0,
+                "requests and concurrency must be positive"
+            );
+            println!(
+                "{}",
+                crate::bench::webhooks(settings, requests, concurrency).await?
             );
         }
         Command::Bench {
