@@ -201,3 +201,92 @@ impl TwilioClient {
         tokio::time::sleep(wait).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One HTTP exchange: returns the request's head and body, answers `reply`.
+    async fn one_exchange(listener: tokio::net::TcpListener, reply: String) -> String {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut got = 0;
+        loop {
+            let n = socket.read(&mut buf[got..]).await.unwrap();
+            got += n;
+            let text = String::from_utf8_lossy(&buf[..got]).to_string();
+            if let Some(head_end) = text.find("\r\n\r\n") {
+                let len: usize = text
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if got >= head_end + 4 + len || n == 0 {
+                    socket.write_all(reply.as_bytes()).await.unwrap();
+                    return text;
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn api_key_basic_auth_and_the_message_fields() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let json = r#"{"sid": "SM0123456789abcdef0123456789abcdef", "status": "accepted"}"#;
+        let reply = format!(
+            "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+            json.len()
+        );
+        let server = tokio::spawn(one_exchange(listener, reply));
+        let client = TwilioClient::new(
+            &base,
+            "AC0123456789abcdef0123456789abcdef",
+            Credentials {
+                username: "SKkey".into(),
+                password: "secret".into(),
+            },
+        )
+        .unwrap();
+        let sent = client
+            .send(&OutboundSms {
+                to: "+447700900123",
+                from: None,
+                messaging_service_sid: Some("MG0123456789abcdef0123456789abcdef"),
+                body: "Hello & goodbye",
+                status_callback: Some("https://council.example/webhooks/twilio/status"),
+                validity_period: Some(600),
+            })
+            .await;
+        let request = server.await.unwrap();
+        assert_eq!(sent.unwrap().status, MessageStatus::Accepted);
+        assert!(
+            request.starts_with(
+                "POST /2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json "
+            ),
+            "{request}"
+        );
+        // base64("SKkey:secret")
+        assert!(
+            request.contains("authorization: Basic U0trZXk6c2VjcmV0"),
+            "{request}"
+        );
+        for field in [
+            "To=%2B447700900123",
+            "MessagingServiceSid=MG0123456789abcdef0123456789abcdef",
+            "Body=Hello+%26+goodbye",
+            "ValidityPeriod=600",
+            "StatusCallback=https%3A%2F%2Fcouncil.example%2Fwebhooks%2Ftwilio%2Fstatus",
+        ] {
+            assert!(request.contains(field), "{field} in {request}");
+        }
+        assert!(
+            !request.contains("From="),
+            "a messaging service replaces From"
+        );
+    }
+}
