@@ -65,6 +65,31 @@ impl SmsWebhooks {
     }
 }
 
+/// What every webhook checks before acting on it: the SMS channel is on, the
+/// signature is Twilio's, the parameters parse, and the account is the council's.
+fn admit<T>(
+    state: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    parse: impl FnOnce(&[(String, String)]) -> Result<T, contactd_sms::WebhookError>,
+    account_of: impl Fn(&T) -> &str,
+) -> Result<(SmsWebhooks, T), (StatusCode, String)> {
+    let hooks = state.sms.clone().ok_or((
+        StatusCode::NOT_FOUND,
+        "the SMS channel is not configured".to_string(),
+    ))?;
+    let params = hooks.authenticate(uri, headers, body)?;
+    let parsed = parse(&params).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
+    if account_of(&parsed) != hooks.account_sid {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "not this council's Twilio account".to_string(),
+        ));
+    }
+    Ok((hooks, parsed))
+}
+
 fn plain(status: StatusCode, message: &str) -> Response {
     (
         status,
@@ -103,20 +128,12 @@ pub async fn inbound_sms(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(hooks) = state.sms.clone() else {
-        return plain(StatusCode::NOT_FOUND, "the SMS channel is not configured");
-    };
-    let params = match hooks.authenticate(&uri, &headers, &body) {
-        Ok(p) => p,
+    let (hooks, sms) = match admit(&state, &uri, &headers, &body, InboundSms::parse, |m| {
+        &m.account_sid
+    }) {
+        Ok(admitted) => admitted,
         Err((status, why)) => return plain(status, &why),
     };
-    let sms = match InboundSms::parse(&params) {
-        Ok(s) => s,
-        Err(e) => return plain(StatusCode::BAD_REQUEST, &e.to_string()),
-    };
-    if sms.account_sid != hooks.account_sid {
-        return plain(StatusCode::FORBIDDEN, "not this council's Twilio account");
-    }
     let sender = PhoneNumber::parse(&sms.from);
     if let Some(keyword) = Keyword::of(&sms.body) {
         return handle_keyword(&state, &hooks, &sms, keyword, sender.ok()).await;
@@ -272,20 +289,12 @@ pub async fn status_callback(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(hooks) = state.sms.clone() else {
-        return plain(StatusCode::NOT_FOUND, "the SMS channel is not configured");
-    };
-    let params = match hooks.authenticate(&uri, &headers, &body) {
-        Ok(p) => p,
+    let (_, report) = match admit(&state, &uri, &headers, &body, StatusReport::parse, |r| {
+        &r.account_sid
+    }) {
+        Ok(admitted) => admitted,
         Err((status, why)) => return plain(status, &why),
     };
-    let report = match StatusReport::parse(&params) {
-        Ok(r) => r,
-        Err(e) => return plain(StatusCode::BAD_REQUEST, &e.to_string()),
-    };
-    if report.account_sid != hooks.account_sid {
-        return plain(StatusCode::FORBIDDEN, "not this council's Twilio account");
-    }
     match state
         .store
         .apply_message_status(
