@@ -377,7 +377,7 @@ async fn twilio_is_retried_after_429_and_believed_about_opt_outs(backend: Backen
 }
 
 async fn status_callbacks_never_move_a_message_backwards(backend: Backend) {
-    let (app, _fake) = sms_app(backend).await;
+    let (app, fake) = sms_app(backend).await;
     let customer = app
         .create_customer(json!({"given_name": "Jo", "phones": ["07700 900400"]}))
         .await;

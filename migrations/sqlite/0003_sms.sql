@@ -18,6 +18,16 @@ CREATE TABLE sms_messages (
 );
 CREATE INDEX sms_messages_to ON sms_messages(to_number, created_at);
 
+-- Status reports that arrived before Twilio's answer to our send was stored (the two
+-- race); applied as soon as the message learns its MessageSid.
+CREATE TABLE sms_early_reports (
+    provider_sid TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    status_rank INTEGER NOT NULL,
+    error_code BIGINT,
+    received_at BIGINT NOT NULL
+);
+
 CREATE TABLE sms_suppressions (
     number TEXT PRIMARY KEY,
     suppressed INTEGER NOT NULL,

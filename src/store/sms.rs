@@ -173,7 +173,8 @@ impl Store {
         Ok(message)
     }
 
-    /// After Twilio took the message: its MessageSid and first status.
+    /// After Twilio took the message: its MessageSid and first status, and any
+    /// status report that raced ahead of this answer.
     pub async fn message_handed_over(
         &self,
         id: &str,
@@ -182,9 +183,10 @@ impl Store {
         rank: i64,
     ) -> StoreResult<SmsMessage> {
         let mut tx = self.begin().await?;
+        // The same key as the status callback takes: the two never interleave.
+        super::lock_key(&mut tx, self.backend(), sid).await?;
         sqlx::query(
-            "UPDATE sms_messages SET provider_sid = $1, status = $2, status_rank = $3, updated_at = $4 \
-             WHERE id = $5 AND status_rank <= $3",
+            "UPDATE sms_messages SET provider_sid = $1, status = $2, status_rank = $3, updated_at = $4 WHERE id = $5",
         )
         .bind(sid)
         .bind(status)
@@ -193,14 +195,27 @@ impl Store {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        // A status callback may have beaten the API's answer here: keep whichever is later.
-        sqlx::query(
-            "UPDATE sms_messages SET provider_sid = $1 WHERE id = $2 AND provider_sid IS NULL",
+        let early = sqlx::query(
+            "SELECT status, status_rank, error_code FROM sms_early_reports WHERE provider_sid = $1",
         )
         .bind(sid)
-        .bind(id)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
+        if let Some(e) = early {
+            sqlx::query(
+                "UPDATE sms_messages SET status = $1, status_rank = $2, error_code = $3 WHERE id = $4 AND status_rank < $2",
+            )
+            .bind(e.try_get::<String, _>("status")?)
+            .bind(e.try_get::<i64, _>("status_rank")?)
+            .bind(e.try_get::<Option<i64>, _>("error_code")?)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM sms_early_reports WHERE provider_sid = $1")
+                .bind(sid)
+                .execute(&mut *tx)
+                .await?;
+        }
         let m = read(&mut tx, id).await?;
         tx.commit().await?;
         Ok(m)
@@ -237,6 +252,8 @@ impl Store {
         code: Option<i64>,
     ) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
+        super::lock_key(&mut tx, self.backend(), sid).await?;
+        let now = Timestamp::now().millis();
         let done = sqlx::query(
             "UPDATE sms_messages SET status = $1, status_rank = $2, error_code = COALESCE($3, error_code), updated_at = $4 \
              WHERE provider_sid = $5 AND status_rank < $2",
@@ -244,10 +261,33 @@ impl Store {
         .bind(status)
         .bind(rank)
         .bind(code)
-        .bind(Timestamp::now().millis())
+        .bind(now)
         .bind(sid)
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 0 {
+            let known = sqlx::query("SELECT id FROM sms_messages WHERE provider_sid = $1")
+                .bind(sid)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if known.is_none() {
+                // Ahead of our own record of the send: kept until the send is recorded.
+                sqlx::query(
+                    "INSERT INTO sms_early_reports (provider_sid, status, status_rank, error_code, received_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (provider_sid) DO UPDATE SET \
+                     status = excluded.status, status_rank = excluded.status_rank, \
+                     error_code = COALESCE(excluded.error_code, sms_early_reports.error_code) \
+                     WHERE sms_early_reports.status_rank < excluded.status_rank",
+                )
+                .bind(sid)
+                .bind(status)
+                .bind(rank)
+                .bind(code)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
         tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
