@@ -435,8 +435,34 @@ async fn status_callbacks_never_move_a_message_backwards(backend: Backend) {
         shown[0]["message"]["status"], "delivered",
         "the final status stands"
     );
+
+    // A report that overtakes Twilio's answer to the send is kept and applied.
+    let early_sid = twilio::sid("SM");
+    let report: Vec<(String, String)> = [
+        ("MessageSid", early_sid.as_str()),
+        ("AccountSid", ACCOUNT_SID),
+        ("MessageStatus", "undelivered"),
+        ("ErrorCode", "30003"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let (code, _) = post_signed(&app, "/webhooks/twilio/status", &report, Some(&url)).await;
+    assert_eq!(code, 200);
+    fake.answer(201, json!({"sid": early_sid, "status": "queued"}));
+    let (_, message) = app
+        .post(
+            Role::Agent,
+            &format!("/api/v1/requests/{reference}/sms"),
+            json!({"body": "Again"}),
+        )
+        .await;
+    assert_eq!(
+        (message["status"].as_str(), message["error_code"].as_i64()),
+        (Some("undelivered"), Some(30003)),
+        "{message}"
+    );
     app.stop().await;
-    let _ = twilio::sid("SM");
 }
 
 async fn total_requests(app: &TestApp) -> i64 {
