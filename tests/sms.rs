@@ -270,6 +270,17 @@ async fn stop_suppresses_texts_until_start_and_keywords_open_nothing(backend: Ba
         "{history}"
     );
 
+    let (_, record) = app
+        .get(
+            Role::Agent,
+            &format!("/api/v1/customers/{}", customer["id"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(
+        record["sms_opted_out"],
+        json!(["+447700900200"]),
+        "staff see the opt-out on the record"
+    );
     let (status, _) = send_text(&app, &text("+447700900200", "start")).await;
     assert_eq!(status, 200);
     let (_, message) = app

@@ -167,6 +167,8 @@ pub struct Customer {
     pub details: CustomerDetails,
     /// The current state of each consent the resident has given or withdrawn.
     pub consents: Vec<Consent>,
+    /// The resident's numbers that have opted out of texts (STOP).
+    pub sms_opted_out: Vec<PhoneNumber>,
     /// Set when this record was merged into another; the other is the live one.
     pub merged_into: Option<String>,
     pub created_at: Timestamp,

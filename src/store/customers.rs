@@ -727,6 +727,16 @@ pub(crate) async fn read(conn: &mut AnyConnection, id: &str) -> StoreResult<Cust
         id: row.try_get("id")?,
         details,
         consents: current_consents(conn, id).await?,
+        sms_opted_out: read_strings(
+            conn,
+            "SELECT p.e164 AS v FROM customer_phones p JOIN sms_suppressions s ON s.number = p.e164 \
+             WHERE p.customer_id = $1 AND s.suppressed = 1 ORDER BY p.position",
+            id,
+        )
+        .await?
+        .into_iter()
+        .map(PhoneNumber::from_stored)
+        .collect(),
         merged_into: row.try_get("merged_into")?,
         created_at: Timestamp::from_millis(row.try_get("created_at")?),
         updated_at: Timestamp::from_millis(row.try_get("updated_at")?),
