@@ -54,6 +54,11 @@ async fn voice_app_with(
     .await
 }
 
+/// One call from sipp over UDP.
+async fn one_call(app: &TestApp, dir: &std::path::Path, scenario: &str) -> sipp::SippRun {
+    sipp::run(dir, scenario, sip_addr(app, SipTransport::Udp), 1, "u1").await
+}
+
 /// Waits (bounded) until `count` calls are up (their recordings registered).
 async fn calls_up(app: &TestApp, count: i64) {
     for _ in 0..600 {
@@ -138,14 +143,7 @@ async fn a_pcmu_call_keying_a_reference_is_recorded_on_that_request(backend: Bac
     let dir = tempfile::tempdir().unwrap();
     let media = sipp::tone_file(dir.path(), Codec::Pcmu, 3);
     let text = sipp::call_scenario("07700900123", "0 8", &media, "0", &keys, None);
-    let run = sipp::run(
-        dir.path(),
-        &text,
-        sip_addr(&app, SipTransport::Udp),
-        1,
-        "u1",
-    )
-    .await;
+    let run = one_call(&app, dir.path(), &text).await;
     assert!(run.success, "sipp: {}", run.output);
 
     let rows = complete_recordings(&app, 1).await;
@@ -283,38 +281,17 @@ async fn calls_are_refused_with_the_right_status(backend: Backend) {
     // No codec in common: 488.
     let app = voice_app(backend, 300, "127.0.0.1/32").await;
     let text = sipp::scenario("uac_rejected.xml", &[("CODECS", "18"), ("STATUS", "488")]);
-    let run = sipp::run(
-        dir.path(),
-        &text,
-        sip_addr(&app, SipTransport::Udp),
-        1,
-        "u1",
-    )
-    .await;
+    let run = one_call(&app, dir.path(), &text).await;
     assert!(run.success, "488 expected: {}", run.output);
     // The caller gives up while it rings: 200 for the CANCEL, 487 for the INVITE.
     let app2 = voice_app(backend, 20_000, "127.0.0.1/32").await;
     let text = sipp::scenario("uac_cancel.xml", &[]);
-    let run = sipp::run(
-        dir.path(),
-        &text,
-        sip_addr(&app2, SipTransport::Udp),
-        1,
-        "u1",
-    )
-    .await;
+    let run = one_call(&app2, dir.path(), &text).await;
     assert!(run.success, "CANCEL: {}", run.output);
     // Not a trunk: 403.
     let app3 = voice_app(backend, 300, "192.0.2.1/32").await;
     let text = sipp::scenario("uac_rejected.xml", &[("CODECS", "0"), ("STATUS", "403")]);
-    let run = sipp::run(
-        dir.path(),
-        &text,
-        sip_addr(&app3, SipTransport::Udp),
-        1,
-        "u1",
-    )
-    .await;
+    let run = one_call(&app3, dir.path(), &text).await;
     assert!(run.success, "403 expected: {}", run.output);
     for a in [&app, &app2, &app3] {
         assert_eq!(a.count("contacts").await, 0, "refused calls leave nothing");
@@ -499,14 +476,7 @@ async fn the_call_limit_and_the_maximum_call_length(backend: Backend) {
     let first = waiting_caller(&app, dir.path());
     calls_up(&app, 1).await;
     let busy = sipp::scenario("uac_rejected.xml", &[("CODECS", "0"), ("STATUS", "503")]);
-    let run = sipp::run(
-        dir.path(),
-        &busy,
-        sip_addr(&app, SipTransport::Udp),
-        1,
-        "u1",
-    )
-    .await;
+    let run = one_call(&app, dir.path(), &busy).await;
     assert!(
         run.success,
         "a second call at the limit gets 503: {}",
@@ -538,14 +508,7 @@ async fn shutdown_refuses_new_calls_and_ends_calls_after_the_grace_period(backen
     let db_url = app.db.url.clone();
     app.begin_shutdown();
     let busy = sipp::scenario("uac_rejected.xml", &[("CODECS", "0"), ("STATUS", "503")]);
-    let run = sipp::run(
-        dir.path(),
-        &busy,
-        sip_addr(&app, SipTransport::Udp),
-        1,
-        "u1",
-    )
-    .await;
+    let run = one_call(&app, dir.path(), &busy).await;
     assert!(
         run.success,
         "new calls get 503 while shutting down: {}",
@@ -601,14 +564,7 @@ async fn a_mistyped_reference_is_refused_and_asked_for_again(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let media = sipp::tone_file(dir.path(), Codec::Pcmu, 3);
     let text = sipp::call_scenario("07700900666", "0", &media, "0", &typo, Some((&right, 6000)));
-    let run = sipp::run(
-        dir.path(),
-        &text,
-        sip_addr(&app, SipTransport::Udp),
-        1,
-        "u1",
-    )
-    .await;
+    let run = one_call(&app, dir.path(), &text).await;
     assert!(run.success, "sipp: {}", run.output);
     complete_recordings(&app, 1).await;
 
