@@ -107,6 +107,22 @@ fn field<'a>(form: &'a [(String, String)], key: &str) -> &'a str {
         .unwrap_or_default()
 }
 
+/// A resident with this phone number and an open waste request: (customer, request).
+async fn resident_with_request(app: &TestApp, phone: &str) -> (Value, Value) {
+    let customer = app
+        .create_customer(json!({"given_name": "Jo", "phones": [phone]}))
+        .await;
+    let (status, request) = app
+        .post(
+            Role::Agent,
+            "/api/v1/requests",
+            json!({"customer_id": customer["id"], "service": "waste", "summary": "Bins"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{request}");
+    (customer, request)
+}
+
 async fn signed_texts_are_stored_once_and_unsigned_ones_refused(backend: Backend) {
     let (app, fake) = sms_app(backend).await;
     let first = text("+447700900123", "My bin was not collected on Tuesday");
@@ -217,16 +233,7 @@ async fn signed_texts_are_stored_once_and_unsigned_ones_refused(backend: Backend
 
 async fn stop_suppresses_texts_until_start_and_keywords_open_nothing(backend: Backend) {
     let (app, fake) = sms_app(backend).await;
-    let customer = app
-        .create_customer(json!({"given_name": "Jo", "phones": ["07700 900200"]}))
-        .await;
-    let (_, request) = app
-        .post(
-            Role::Agent,
-            "/api/v1/requests",
-            json!({"customer_id": customer["id"], "service": "waste", "summary": "Bins"}),
-        )
-        .await;
+    let (customer, request) = resident_with_request(&app, "07700 900200").await;
     let reference = request["reference"].as_str().unwrap().to_string();
     let sms_path = format!("/api/v1/requests/{reference}/sms");
 
@@ -326,16 +333,7 @@ async fn stop_suppresses_texts_until_start_and_keywords_open_nothing(backend: Ba
 
 async fn twilio_is_retried_after_429_and_believed_about_opt_outs(backend: Backend) {
     let (app, fake) = sms_app(backend).await;
-    let customer = app
-        .create_customer(json!({"given_name": "Jo", "phones": ["07700 900300"]}))
-        .await;
-    let (_, request) = app
-        .post(
-            Role::Agent,
-            "/api/v1/requests",
-            json!({"customer_id": customer["id"], "service": "waste", "summary": "Bins"}),
-        )
-        .await;
+    let (_, request) = resident_with_request(&app, "07700 900300").await;
     let sms_path = format!(
         "/api/v1/requests/{}/sms",
         request["reference"].as_str().unwrap()
@@ -389,16 +387,7 @@ async fn twilio_is_retried_after_429_and_believed_about_opt_outs(backend: Backen
 
 async fn status_callbacks_never_move_a_message_backwards(backend: Backend) {
     let (app, fake) = sms_app(backend).await;
-    let customer = app
-        .create_customer(json!({"given_name": "Jo", "phones": ["07700 900400"]}))
-        .await;
-    let (_, request) = app
-        .post(
-            Role::Agent,
-            "/api/v1/requests",
-            json!({"customer_id": customer["id"], "service": "waste", "summary": "Bins"}),
-        )
-        .await;
+    let (_, request) = resident_with_request(&app, "07700 900400").await;
     let reference = request["reference"].as_str().unwrap().to_string();
     let (_, message) = app
         .post(
