@@ -87,12 +87,7 @@ impl Recorder {
         answered_at: SystemTime,
     ) -> Result<ActiveRecording, RecordingError> {
         let id = crate::store::new_id();
-        let started_at = Timestamp::from_millis(
-            answered_at
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0),
-        );
+        let started_at = Timestamp::from_system_time(answered_at);
         let date = time::OffsetDateTime::from_unix_timestamp(started_at.millis() / 1000)
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
             .date();

@@ -21,6 +21,14 @@ impl Timestamp {
         Timestamp(ms)
     }
 
+    pub fn from_system_time(t: std::time::SystemTime) -> Self {
+        let ms = t
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        Timestamp(ms)
+    }
+
     pub fn millis(self) -> i64 {
         self.0
     }

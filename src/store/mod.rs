@@ -218,6 +218,16 @@ pub(crate) fn flag(row: &sqlx::any::AnyRow, column: &str) -> StoreResult<bool> {
     Ok(row.try_get::<i64, _>(column)? != 0)
 }
 
+/// Reads a nullable epoch-milliseconds column.
+pub(crate) fn timestamp_opt(
+    row: &sqlx::any::AnyRow,
+    column: &str,
+) -> StoreResult<Option<crate::domain::Timestamp>> {
+    Ok(row
+        .try_get::<Option<i64>, _>(column)?
+        .map(crate::domain::Timestamp::from_millis))
+}
+
 /// Parses a stored text column into a domain type, reporting a corrupt row rather
 /// than panicking if someone edited the database by hand.
 pub(crate) fn parsed<T, E: std::fmt::Display>(

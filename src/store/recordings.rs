@@ -5,7 +5,7 @@ use sqlx::{AnyConnection, Row};
 
 use super::audit::{self, Action, Entity};
 use super::requests::{self, Event, SpecialCategoryAccess};
-use super::{Store, StoreError, StoreResult, flag, new_id, parsed};
+use super::{Store, StoreError, StoreResult, flag, new_id, parsed, timestamp_opt};
 use crate::domain::recording::{Recording, RecordingStatus};
 use crate::domain::request::TimelineKind;
 use crate::domain::{Actor, Channel, Reference, Timestamp};
@@ -294,9 +294,6 @@ pub(crate) async fn read(conn: &mut AnyConnection, id: &str) -> StoreResult<Reco
 }
 
 fn from_row(r: &sqlx::any::AnyRow) -> StoreResult<Recording> {
-    let ts = |c: &str| -> StoreResult<Option<Timestamp>> {
-        Ok(r.try_get::<Option<i64>, _>(c)?.map(Timestamp::from_millis))
-    };
     Ok(Recording {
         id: r.try_get("id")?,
         call_id: r.try_get("call_id")?,
@@ -304,7 +301,7 @@ fn from_row(r: &sqlx::any::AnyRow) -> StoreResult<Recording> {
         request_id: r.try_get("request_id")?,
         status: parsed(r, "status", str::parse)?,
         started_at: Timestamp::from_millis(r.try_get("started_at")?),
-        ended_at: ts("ended_at")?,
+        ended_at: timestamp_opt(r, "ended_at")?,
         duration_ms: r.try_get("duration_ms")?,
         size_bytes: r.try_get("size_bytes")?,
         sha256: r.try_get("sha256")?,
@@ -312,7 +309,7 @@ fn from_row(r: &sqlx::any::AnyRow) -> StoreResult<Recording> {
         legal_hold: flag(r, "legal_hold")?,
         legal_hold_reason: r.try_get("legal_hold_reason")?,
         repaired: flag(r, "repaired")?,
-        purged_at: ts("purged_at")?,
+        purged_at: timestamp_opt(r, "purged_at")?,
         path: r.try_get("path")?,
     })
 }

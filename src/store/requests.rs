@@ -5,7 +5,9 @@ use sqlx::{AnyConnection, Row};
 
 use super::audit::{self, Action, Entity};
 use super::services::{Service, active_service};
-use super::{Store, StoreError, StoreResult, customers, flag, new_id, parsed, parsed_opt};
+use super::{
+    Store, StoreError, StoreResult, customers, flag, new_id, parsed, parsed_opt, timestamp_opt,
+};
 use crate::configuration::ServiceCode;
 use crate::domain::request::{Contact, NewRequest, ServiceRequest, TimelineEvent, TimelineKind};
 use crate::domain::{
@@ -487,9 +489,6 @@ pub(crate) async fn read_by_reference(
 }
 
 fn from_row(r: &sqlx::any::AnyRow) -> StoreResult<ServiceRequest> {
-    let millis = |c: &str| -> StoreResult<Option<Timestamp>> {
-        Ok(r.try_get::<Option<i64>, _>(c)?.map(Timestamp::from_millis))
-    };
     Ok(ServiceRequest {
         id: r.try_get("id")?,
         reference: Reference::from_number(r.try_get("number")?),
@@ -502,9 +501,9 @@ fn from_row(r: &sqlx::any::AnyRow) -> StoreResult<ServiceRequest> {
         opened_via: parsed(r, "opened_via", str::parse)?,
         created_at: Timestamp::from_millis(r.try_get("created_at")?),
         updated_at: Timestamp::from_millis(r.try_get("updated_at")?),
-        closed_at: millis("closed_at")?,
+        closed_at: timestamp_opt(r, "closed_at")?,
         retention_days: r.try_get("retention_days")?,
-        retain_until: millis("retain_until")?,
+        retain_until: timestamp_opt(r, "retain_until")?,
     })
 }
 

@@ -326,16 +326,6 @@ impl Store {
         .await?;
         Ok(row.is_some())
     }
-
-    pub async fn message_by_sid(&self, sid: &str) -> StoreResult<SmsMessage> {
-        let sql = format!("SELECT {COLUMNS} FROM sms_messages WHERE provider_sid = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(sid)
-            .fetch_optional(self.pool())
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        from_row(&row)
-    }
 }
 
 pub(crate) async fn read(conn: &mut AnyConnection, id: &str) -> StoreResult<SmsMessage> {

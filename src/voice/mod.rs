@@ -113,13 +113,7 @@ impl Inner {
             from: sender(&call.info.caller),
             to: ShortText::truncate_from(&call.info.called)
                 .unwrap_or_else(|| ShortText::parse("unknown").expect("valid")),
-            received_at: Timestamp::from_millis(
-                call.info
-                    .answered_at
-                    .duration_since(std::time::SystemTime::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as i64)
-                    .unwrap_or(0),
-            ),
+            received_at: Timestamp::from_system_time(call.info.answered_at),
             content: LongText::truncate_from(&routing.describe()).expect("non-empty"),
             reference: routing.reference,
             service: routing.service.clone(),

@@ -108,13 +108,6 @@ impl TwilioClient {
         })
     }
 
-    /// Shorter waits between retries (tests).
-    pub fn with_backoff(mut self, max_attempts: u32, first_delay: Duration) -> Self {
-        self.max_attempts = max_attempts.max(1);
-        self.first_delay = first_delay;
-        self
-    }
-
     pub async fn send(&self, m: &OutboundSms<'_>) -> Result<SentSms, SendError> {
         let mut form: Vec<(&str, String)> =
             vec![("To", m.to.to_string()), ("Body", m.body.to_string())];
