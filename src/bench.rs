@@ -51,6 +51,7 @@ fn sender(i: usize) -> Sender {
 
 fn contact(run: &str, i: usize, reference: Option<Reference>, from: Sender) -> InboundContact {
     InboundContact {
+        origin: crate::intake::Origin::Channel,
         channel: Channel::Sms,
         external_id: ShortText::parse(&format!("bench-{run}-{i}")).expect("short"),
         from,

@@ -140,6 +140,19 @@ pub struct SipSettings {
     pub max_calls: usize,
     pub max_call_seconds: u64,
     pub ring_ms: u64,
+    /// A caller who should be sending audio and is silent this long is hung up.
+    pub media_timeout_seconds: u64,
+    /// INVITEs per second accepted from one source address (bursts of twice that).
+    pub invites_per_second: u32,
+    /// Calls being set up (ringing or awaiting ACK) from one source address.
+    pub max_pending_per_source: usize,
+    /// SIP over TCP connections, in all and from one source address.
+    pub max_tcp_connections: usize,
+    pub max_tcp_connections_per_source: usize,
+    /// A TCP connection carrying no call and silent this long is closed.
+    pub tcp_idle_seconds: u64,
+    /// Answer OPTIONS from outside the trunks (for monitoring); otherwise 403.
+    pub options_from_anywhere: bool,
 }
 
 impl SipSettings {
@@ -233,6 +246,11 @@ pub struct HttpSettings {
     pub public_url: Url,
     pub max_body_bytes: usize,
     pub request_timeout_seconds: u64,
+    /// Connections open at once, in all and from one address; more are closed.
+    pub max_connections: usize,
+    pub max_connections_per_source: usize,
+    /// A client must send its request headers within this (idle keep-alive too).
+    pub header_read_timeout_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -554,6 +572,30 @@ impl Settings {
                 return bad("sms.acknowledgement", "must contain {reference}");
             }
         }
+        for (key, value) in [
+            ("sip.media_timeout_seconds", self.sip.media_timeout_seconds),
+            (
+                "sip.invites_per_second",
+                u64::from(self.sip.invites_per_second),
+            ),
+            (
+                "sip.max_pending_per_source",
+                self.sip.max_pending_per_source as u64,
+            ),
+            (
+                "sip.max_tcp_connections",
+                self.sip.max_tcp_connections as u64,
+            ),
+            (
+                "sip.max_tcp_connections_per_source",
+                self.sip.max_tcp_connections_per_source as u64,
+            ),
+            ("sip.tcp_idle_seconds", self.sip.tcp_idle_seconds),
+        ] {
+            if value == 0 {
+                return bad(key, "must be at least 1");
+            }
+        }
         if self.sip.max_calls == 0 {
             return bad("sip.max_calls", "must be at least 1");
         }
@@ -562,6 +604,21 @@ impl Settings {
         }
         if self.http.max_body_bytes < 1024 {
             return bad("http.max_body_bytes", "must be at least 1024");
+        }
+        for (key, value) in [
+            ("http.max_connections", self.http.max_connections as u64),
+            (
+                "http.max_connections_per_source",
+                self.http.max_connections_per_source as u64,
+            ),
+            (
+                "http.header_read_timeout_seconds",
+                self.http.header_read_timeout_seconds,
+            ),
+        ] {
+            if value == 0 {
+                return bad(key, "must be at least 1");
+            }
         }
         if self.http.request_timeout_seconds == 0 {
             return bad("http.request_timeout_seconds", "must be at least 1");

@@ -10,8 +10,16 @@
 //!    holding it: that resident. None: a new record. Several: nobody is guessed; the
 //!    request is flagged for staff (`identity_review`).
 //! 3. Request: an explicit reference attaches to that request (an unknown one is
-//!    refused, so the channel can say so); otherwise a new request is opened for the
-//!    contact's service, or the default service.
+//!    refused, so the channel can say so) — from a channel only when the sender owns it
+//!    (their number or address is on the request's resident, or on a representative of
+//!    theirs still in time); a reference that is not the sender's opens a request of
+//!    its own, flagged for staff to join them, so nobody can add to (or learn of)
+//!    someone else's request by keying its number. Otherwise a new request is opened
+//!    for the contact's service, or the default service.
+//!
+//! A contact recorded by staff is audited as that staff member, may attach to a
+//! special-category request only if they may read it, and has its own key space
+//! (`staff/…`), so it can never claim a channel's id and pre-empt a real contact.
 
 use crate::configuration::ServiceCode;
 use crate::domain::request::TimelineKind;
@@ -20,7 +28,7 @@ use crate::domain::{
     Timestamp,
 };
 use crate::store::audit::{self, Action, Entity};
-use crate::store::requests::{Event, Opening};
+use crate::store::requests::{Event, Opening, SpecialCategoryAccess};
 use crate::store::{Store, StoreError, contacts, customers, lock_key, requests, services};
 
 /// Who sent a contact, as the channel adapter established it.
@@ -42,11 +50,25 @@ impl Sender {
     }
 }
 
+/// Who brought the contact in.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// The resident, through a channel adapter.
+    Channel,
+    /// A staff member recording it (`POST /contacts`).
+    Staff {
+        actor: Actor,
+        access: SpecialCategoryAccess,
+    },
+}
+
 /// A contact from a resident, parsed and bounded by its channel adapter.
 #[derive(Debug, Clone)]
 pub struct InboundContact {
     pub channel: Channel,
-    /// The channel's own id (MessageSid, Message-ID, SIP Call-ID): the idempotence key.
+    pub origin: Origin,
+    /// The channel's own id (MessageSid, Message-ID, the SIP dialog): the idempotence
+    /// key. Staff contacts' keys are kept apart (see [`staff_key`]).
     pub external_id: ShortText,
     pub from: Sender,
     /// The council address it was sent to (number, mailbox).
@@ -97,7 +119,19 @@ impl Intake {
     }
 
     pub async fn receive(&self, contact: &InboundContact) -> Result<IntakeOutcome, IntakeError> {
-        let actor = Actor::Channel(contact.channel);
+        let actor = match &contact.origin {
+            Origin::Channel => Actor::Channel(contact.channel),
+            Origin::Staff { actor, .. } => actor.clone(),
+        };
+        if let (Origin::Staff { actor, access }, Some(reference)) =
+            (&contact.origin, contact.reference)
+        {
+            // Before the write transaction: a refusal is audited in its own.
+            match self.store.authorise_change(actor, reference, *access).await {
+                Err(StoreError::NotFound) => return Err(IntakeError::UnknownReference(reference)),
+                other => other?,
+            }
+        }
         let mut tx = self.store.begin().await?;
         let arrival = contacts::Arrival {
             channel: contact.channel,
@@ -115,12 +149,39 @@ impl Intake {
         let (customer_id, identity, candidates) =
             self.identify(&mut tx, &actor, &contact.from).await?;
 
-        let (request, opened) = match contact.reference {
-            Some(reference) => match requests::lock(&mut tx, reference).await {
-                Ok(id) => (requests::read(&mut tx, &id).await?, false),
+        let owned = match (contact.reference, &contact.origin) {
+            (Some(reference), Origin::Channel) => match requests::lock(&mut tx, reference).await {
+                Ok(id)
+                    if requests::sender_owns(
+                        &mut tx,
+                        &id,
+                        contact.from.as_text(),
+                        Timestamp::now(),
+                    )
+                    .await? =>
+                {
+                    Some(id)
+                }
+                Ok(_) => {
+                    metrics::counter!("contactd_intake_foreign_references_total", "channel" => contact.channel.as_str()).increment(1);
+                    None
+                }
                 Err(StoreError::NotFound) => return Err(IntakeError::UnknownReference(reference)),
                 Err(e) => return Err(e.into()),
             },
+            (Some(reference), Origin::Staff { .. }) => match requests::lock(&mut tx, reference)
+                .await
+            {
+                Ok(id) => Some(id),
+                Err(StoreError::NotFound) => return Err(IntakeError::UnknownReference(reference)),
+                Err(e) => return Err(e.into()),
+            },
+            (None, _) => None,
+        };
+        // A reference given but not the sender's: a request of its own, for staff to join.
+        let foreign_reference = contact.reference.is_some() && owned.is_none();
+        let (request, opened) = match owned {
+            Some(id) => (requests::read(&mut tx, &id).await?, false),
             None => {
                 let code = contact.service.as_ref().unwrap_or(&self.default_service);
                 let service = services::active_service(&mut tx, code)
@@ -135,7 +196,7 @@ impl Intake {
                         service: &service,
                         summary: &summary,
                         special_category: false,
-                        identity_review: customer_id.is_none(),
+                        identity_review: customer_id.is_none() || foreign_reference,
                         opened_via: contact.channel,
                     },
                 )
@@ -261,6 +322,16 @@ impl Intake {
             _ => (None, IdentityMatch::Ambiguous, ids),
         })
     }
+}
+
+/// The idempotence key of a contact recorded by staff: its own key space, so that no
+/// staff entry can take a channel's id (a MessageSid, a call) before the real contact.
+pub fn staff_key(external_id: &ShortText) -> ShortText {
+    ShortText::parse(&format!("staff/{external_id}")).unwrap_or_else(|_| {
+        use sha2::Digest;
+        let hash = hex::encode(sha2::Sha256::digest(external_id.as_str().as_bytes()));
+        ShortText::parse(&format!("staff/sha256:{hash}")).expect("a hash fits")
+    })
 }
 
 /// A new request's summary: the contact's first non-empty line, cut to fit.

@@ -14,7 +14,8 @@
 //! - [`outbound`]: every text the council sends (opt-outs and consent enforced)
 //! - [`voice`]: what happens on a call (notice, menus, routing through intake)
 //! - [`recordings`]: call recordings' life: start, finish, crash repair, expiry
-//! - [`api`]: the staff API, health, metrics and OpenAPI
+//! - [`api`]: the staff API, health, metrics and OpenAPI; [`http`]: its listener
+//!   (connection limits, header-read timeout, graceful drain)
 //! - [`scheduler`]: the link to the reminder scheduler's Redis
 //! - [`startup`], [`shutdown`], [`telemetry`]: wiring, graceful stop, logs and metrics
 //! - [`cli`]: the `contactd` command; [`bench`]: throughput measurement
@@ -24,6 +25,7 @@ pub mod bench;
 pub mod cli;
 pub mod configuration;
 pub mod domain;
+pub mod http;
 pub mod intake;
 pub mod outbound;
 pub mod recordings;

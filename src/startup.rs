@@ -45,6 +45,8 @@ pub enum StartupError {
     Sip(#[from] contactd_sip::SipError),
     #[error("sms.api_base: {0}")]
     Sms(String),
+    #[error("{0}")]
+    OpenFiles(String),
 }
 
 /// Connects to the configured database and brings its schema up to date.
@@ -108,8 +110,8 @@ impl Application {
                 "recordings left unfinished by a crash were repaired"
             );
         }
+        ensure_open_files(&settings)?;
         let (sip, voice) = if settings.sip.enabled() {
-            raise_open_files_limit();
             let prompts = Prompts::load(&settings.ivr.prompts_dir)?;
             let voice = VoiceChannel::new(
                 store.clone(),
@@ -144,6 +146,8 @@ impl Application {
             metrics: telemetry::metrics_handle(),
             redis,
             shutdown: CancellationToken::new(),
+            http_connections: Default::default(),
+            sip: sip.as_ref().map(SipServer::status),
         };
         Ok(Application {
             listener,
@@ -194,6 +198,7 @@ impl Application {
         let store = self.state.store.clone();
         let grace = self.settings.grace_period();
         let (sip, voice) = (self.sip, self.voice);
+        let http_connections = self.state.http_connections.clone();
         let sweeper = tokio::spawn(sweep_periodically(
             self.recorder,
             Duration::from_secs(self.settings.recordings.sweep_interval_minutes.max(1) * 60),
@@ -204,20 +209,29 @@ impl Application {
             self.settings.http.max_body_bytes,
             Duration::from_secs(self.settings.http.request_timeout_seconds),
         );
-        let server = axum::serve(
+        let limits = crate::http::HttpLimits {
+            max_connections: self.settings.http.max_connections,
+            max_per_source: self.settings.http.max_connections_per_source,
+            header_read_timeout: Duration::from_secs(
+                self.settings.http.header_read_timeout_seconds,
+            ),
+        };
+        let mut server = tokio::spawn(crate::http::serve(
             self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(token.clone().cancelled_owned());
-        let mut server = tokio::spawn(async move { server.await });
+            router,
+            limits,
+            http_connections,
+            token.clone(),
+            grace,
+        ));
 
         tracing::info!(backend = ?store.backend(), "http listening on {addr}");
         systemd_ready(token.clone());
 
         tokio::select! {
             result = &mut server => {
-                // The server stopped by itself: only an I/O failure does that.
-                if let Ok(Err(e)) = result {
+                // The server stopped by itself: only a panic does that.
+                if let Err(e) = result {
                     tracing::error!(error = %e, "http server failed");
                 }
             }
@@ -226,14 +240,9 @@ impl Application {
                 if let Some(sip) = &sip {
                     sip.stop_accepting();
                 }
+                // The HTTP server drains itself within the grace period.
                 let http = async {
-                    match tokio::time::timeout(grace, &mut server).await {
-                        Ok(_) => tracing::info!("in-flight requests finished"),
-                        Err(_) => {
-                            tracing::warn!(grace_seconds = grace.as_secs(), "grace period over; closing remaining connections");
-                            server.abort();
-                        }
-                    }
+                    let _ = (&mut server).await;
                 };
                 let calls = async {
                     if let Some(sip) = sip {
@@ -254,18 +263,39 @@ impl Application {
     }
 }
 
-/// Each call holds two RTP sockets and a recording file: a thousand calls need more
-/// descriptors than the usual soft limit of 1024, so take what the hard limit allows.
-fn raise_open_files_limit() {
+/// Each call holds two RTP sockets and a recording file, each connection a socket:
+/// the configured limits need more descriptors than the usual soft limit of 1024, so
+/// take what the hard limit allows, and refuse to start if even that is too few —
+/// descriptors must never run out before the configured limits are reached.
+fn ensure_open_files(settings: &Settings) -> Result<(), StartupError> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < hard
-    {
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return Ok(());
+    };
+    if soft < hard {
         match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
             Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-files limit"),
             Err(e) => tracing::warn!(error = %e, soft, "could not raise the open-files limit"),
         }
     }
+    let available = getrlimit(Resource::RLIMIT_NOFILE).map_or(soft, |(s, _)| s);
+    let sip = if settings.sip.enabled() {
+        settings.sip.max_calls as u64 * 3
+            + settings.sip.max_tcp_connections as u64
+            + settings.sip.listen.len() as u64
+    } else {
+        0
+    };
+    // Database connections, logs, the listeners and the runtime's own.
+    let reserve = u64::from(settings.database.max_connections) + 64;
+    let needed = settings.http.max_connections as u64 + sip + reserve;
+    if needed > available {
+        return Err(StartupError::OpenFiles(format!(
+            "http.max_connections, sip.max_calls and sip.max_tcp_connections need {needed} open files, \
+             but the limit is {available}: lower them or raise LimitNOFILE"
+        )));
+    }
+    Ok(())
 }
 
 fn sip_config(settings: &Settings) -> SipConfig {
@@ -278,6 +308,15 @@ fn sip_config(settings: &Settings) -> SipConfig {
         max_calls: s.max_calls,
         max_call_duration: Duration::from_secs(s.max_call_seconds),
         ring: Duration::from_millis(s.ring_ms),
+        media_timeout: Duration::from_secs(s.media_timeout_seconds),
+        invites_per_second: s.invites_per_second,
+        max_pending_per_source: s.max_pending_per_source,
+        tcp: contactd_sip::TcpLimits {
+            max_connections: s.max_tcp_connections,
+            max_per_source: s.max_tcp_connections_per_source,
+            idle: Duration::from_secs(s.tcp_idle_seconds),
+        },
+        options_from_anywhere: s.options_from_anywhere,
     }
 }
 

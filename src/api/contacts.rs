@@ -15,7 +15,7 @@ use crate::configuration::ServiceCode;
 use crate::domain::{
     Channel, EmailAddress, IdentityMatch, LongText, PhoneNumber, Reference, ShortText, Timestamp,
 };
-use crate::intake::{InboundContact, IntakeOutcome, Sender};
+use crate::intake::{InboundContact, IntakeOutcome, Origin, Sender, staff_key};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -91,13 +91,17 @@ fn sender(channel: Channel, from: Option<&str>) -> ApiResult<Sender> {
     security(("bearer" = [])))]
 pub async fn record(
     State(state): State<AppState>,
-    _auth: Authorized<can::RecordContact>,
+    auth: Authorized<can::RecordContact>,
     Body(input): Body<ContactInput>,
 ) -> ApiResult<(StatusCode, Json<ContactReceipt>)> {
     let contact = InboundContact {
         channel: input.channel,
+        origin: Origin::Staff {
+            access: auth.special_category(),
+            actor: auth.actor,
+        },
         from: sender(input.channel, input.from.as_deref())?,
-        external_id: input.external_id,
+        external_id: staff_key(&input.external_id),
         to: input.to,
         received_at: input.received_at.unwrap_or_else(Timestamp::now),
         content: input.content,

@@ -58,6 +58,10 @@ pub struct AppState {
     pub sms: Option<webhooks::SmsWebhooks>,
     /// Cancelled when the daemon starts shutting down (readiness turns 503).
     pub shutdown: CancellationToken,
+    /// Open HTTP connections against their limit (readiness turns 503 at the limit).
+    pub http_connections: Arc<crate::http::HttpConnections>,
+    /// The voice channel's load, when it is on.
+    pub sip: Option<contactd_sip::SipStatus>,
 }
 
 #[derive(OpenApi)]

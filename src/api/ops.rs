@@ -41,6 +41,16 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if state.shutdown.is_cancelled() {
         return unavailable("shutting down");
     }
+    if state.http_connections.at_limit() {
+        return unavailable("http connection limit reached");
+    }
+    match state.sip.as_ref().and_then(|s| s.limit_reached()) {
+        Some(contactd_sip::SipLimit::Calls) => return unavailable("call limit reached"),
+        Some(contactd_sip::SipLimit::TcpConnections) => {
+            return unavailable("sip tcp connection limit reached");
+        }
+        None => {}
+    }
     if let Err(e) = state.store.ping().await {
         tracing::warn!(error = %e, "readiness: database unreachable");
         return unavailable("database unreachable");

@@ -14,7 +14,7 @@ use super::AppState;
 use crate::configuration::{Secret, SmsSettings};
 use crate::domain::message::MessagePurpose;
 use crate::domain::{Actor, Channel, LongText, PhoneNumber, Reference, ShortText, Timestamp};
-use crate::intake::{InboundContact, Sender};
+use crate::intake::{InboundContact, Origin, Sender};
 
 /// What the webhooks need to know of the SMS configuration.
 #[derive(Clone)]
@@ -232,6 +232,7 @@ async fn receive(
     }
     let contact = InboundContact {
         channel: Channel::Sms,
+        origin: Origin::Channel,
         external_id: ShortText::parse(&sms.message_sid).map_err(|e| e.to_string())?,
         from: match &sender {
             Some(p) => Sender::Phone(p.clone()),
@@ -240,7 +241,9 @@ async fn receive(
         to: ShortText::truncate_from(&sms.to)
             .unwrap_or_else(|| ShortText::parse("unknown").expect("valid")),
         received_at: Timestamp::now(),
-        content: LongText::truncate_from(&content).expect("non-empty"),
+        // A body of nothing but control characters cleans down to nothing.
+        content: LongText::truncate_from(&content)
+            .unwrap_or_else(|| LongText::parse("(empty text)").expect("valid")),
         reference,
         service: None,
     };

@@ -66,7 +66,7 @@ impl Store {
 
     /// Before a change: the request exists and the actor may see it. Checked before
     /// the write transaction, since a request's category never changes after opening.
-    async fn authorise_change(
+    pub(crate) async fn authorise_change(
         &self,
         actor: &Actor,
         reference: Reference,
@@ -543,4 +543,37 @@ async fn timeline_of(
         });
     }
     Ok(events)
+}
+
+/// Whether `sender` (an E.164 number or a normalised email address) belongs to the
+/// request's resident, or to a representative of theirs whose authority has not run
+/// out on `now`'s date.
+pub(crate) async fn sender_owns(
+    conn: &mut AnyConnection,
+    request_id: &str,
+    sender: &str,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    let today = time::OffsetDateTime::from_unix_timestamp(now.millis() / 1000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .date();
+    let today = format!(
+        "{:04}-{:02}-{:02}",
+        today.year(),
+        u8::from(today.month()),
+        today.day()
+    );
+    let row = sqlx::query(
+        "SELECT r.id FROM service_requests r WHERE r.id = $1 AND r.customer_id IS NOT NULL AND ( \
+           EXISTS (SELECT 1 FROM customer_phones p WHERE p.customer_id = r.customer_id AND p.e164 = $2) \
+           OR EXISTS (SELECT 1 FROM customer_emails e WHERE e.customer_id = r.customer_id AND e.address = $2) \
+           OR EXISTS (SELECT 1 FROM customer_representatives rep WHERE rep.customer_id = r.customer_id \
+                      AND (rep.phone = $2 OR rep.email = $2) AND (rep.valid_until IS NULL OR rep.valid_until >= $3)))",
+    )
+    .bind(request_id)
+    .bind(sender)
+    .bind(today)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.is_some())
 }

@@ -21,6 +21,8 @@ pub struct Routing {
     pub service: Option<ServiceCode>,
     /// The caller hung up before the conversation finished.
     pub hung_up: bool,
+    /// The call could not be recorded (so the caller was not told it would be).
+    pub unrecorded: bool,
     keyed: String,
 }
 
@@ -37,6 +39,9 @@ impl Routing {
         }
         if self.hung_up {
             s.push_str(" (caller hung up before the end of the menu)");
+        }
+        if self.unrecorded {
+            s.push_str(" (not recorded: the recorder was unavailable)");
         }
         s
     }
@@ -55,10 +60,15 @@ pub async fn converse(
     prompts: &Prompts,
     ivr: &IvrSettings,
     store: &Store,
+    recorded: bool,
 ) -> Routing {
-    let mut routing = Routing::default();
+    let mut routing = Routing {
+        unrecorded: !recorded,
+        ..Routing::default()
+    };
     let timeout = Duration::from_secs(ivr.digit_timeout_seconds);
-    if call.play(prompts.recording_notice.clone()).await.is_err() {
+    // The caller is told the call is recorded only when it is.
+    if recorded && call.play(prompts.recording_notice.clone()).await.is_err() {
         return routing.hung_up();
     }
     for _ in 0..ivr.attempts {

@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::configuration::IvrSettings;
 use crate::domain::{Channel, LongText, PhoneNumber, ShortText, Timestamp};
-use crate::intake::{InboundContact, Intake, Sender};
+use crate::intake::{InboundContact, Intake, Origin, Sender};
 use crate::recordings::{ActiveRecording, Recorder};
 use crate::store::Store;
 use prompts::Prompts;
@@ -69,14 +69,15 @@ impl VoiceChannel {
 
 impl CallHandler for VoiceChannel {
     fn recorder(&self, info: &CallInfo) -> Option<Box<dyn FrameSink>> {
-        match self.inner.recorder.begin(&info.call_id, info.answered_at) {
+        let key = external_id(&info.key);
+        match self.inner.recorder.begin(key.as_str(), info.answered_at) {
             Ok(recording) => {
                 let sink = Recorder::sink(&recording);
                 self.inner
                     .starting
                     .lock()
                     .expect("not poisoned")
-                    .insert(info.call_id.clone(), recording);
+                    .insert(info.key.clone(), recording);
                 Some(sink)
             }
             Err(e) => {
@@ -99,17 +100,29 @@ impl CallHandler for VoiceChannel {
 impl Inner {
     async fn run(&self, mut call: Call) {
         let call_id = call.info.call_id.clone();
-        let recording = self.starting.lock().expect("not poisoned").remove(&call_id);
+        let recording = self
+            .starting
+            .lock()
+            .expect("not poisoned")
+            .remove(&call.info.key);
         if let Some(r) = &recording
             && let Err(e) = self.recorder.register(r).await
         {
             tracing::error!(%call_id, error = %e, "cannot register the recording");
         }
 
-        let routing = ivr::converse(&mut call, &self.prompts, &self.ivr, &self.store).await;
+        let routing = ivr::converse(
+            &mut call,
+            &self.prompts,
+            &self.ivr,
+            &self.store,
+            recording.is_some(),
+        )
+        .await;
         let contact = InboundContact {
             channel: Channel::Phone,
-            external_id: external_id(&call_id),
+            origin: Origin::Channel,
+            external_id: external_id(&call.info.key),
             from: sender(&call.info.caller),
             to: ShortText::truncate_from(&call.info.called)
                 .unwrap_or_else(|| ShortText::parse("unknown").expect("valid")),
@@ -121,7 +134,16 @@ impl Inner {
         match self.intake.receive(&contact).await {
             Ok(outcome) => {
                 tracing::info!(%call_id, reference = %outcome.reference, "call logged");
-                if !routing.hung_up && call.play(self.prompts.logged.clone()).await.is_ok() {
+                // A new request's reference is read back, digit by digit, before goodbye.
+                let readback = outcome
+                    .opened_request
+                    .then(|| self.prompts.reference(outcome.reference));
+                let told = match readback {
+                    Some(audio) if !routing.hung_up => call.play(audio).await.is_ok(),
+                    _ => true,
+                };
+                if !routing.hung_up && told && call.play(self.prompts.logged.clone()).await.is_ok()
+                {
                     call.hang_up().await;
                 }
             }
@@ -139,8 +161,10 @@ impl Inner {
     }
 }
 
-/// Call-IDs are usually short; a long one is hashed to fit, keeping it unique.
-fn external_id(call_id: &str) -> ShortText {
+/// A call's idempotence key, from its dialog key (Call-ID and tags); a long one is
+/// hashed to fit, keeping it unique.
+fn external_id(dialog_key: &str) -> ShortText {
+    let call_id = dialog_key;
     ShortText::parse(call_id).unwrap_or_else(|_| {
         use sha2::Digest;
         ShortText::parse(&format!(

@@ -12,9 +12,15 @@ pub struct Prompts {
     pub reference_not_recognised: Arc<[i16]>,
     pub not_understood: Arc<[i16]>,
     pub logged: Arc<[i16]>,
+    pub your_reference_is: Arc<[i16]>,
+    /// "zero" to "nine", for reading a reference back digit by digit.
+    pub digits: [Arc<[i16]>; 10],
 }
 
-const BUILT_IN: [(&str, &[u8]); 6] = [
+/// A pause between digits read back, so that they are heard apart (250 ms).
+const DIGIT_GAP: usize = 2000;
+
+const BUILT_IN: [(&str, &[u8]); 17] = [
     (
         "recording_notice",
         include_bytes!("../../config/prompts/recording_notice.wav"),
@@ -36,6 +42,50 @@ const BUILT_IN: [(&str, &[u8]); 6] = [
         include_bytes!("../../config/prompts/not_understood.wav"),
     ),
     ("logged", include_bytes!("../../config/prompts/logged.wav")),
+    (
+        "your_reference_is",
+        include_bytes!("../../config/prompts/your_reference_is.wav"),
+    ),
+    (
+        "digit_0",
+        include_bytes!("../../config/prompts/digit_0.wav"),
+    ),
+    (
+        "digit_1",
+        include_bytes!("../../config/prompts/digit_1.wav"),
+    ),
+    (
+        "digit_2",
+        include_bytes!("../../config/prompts/digit_2.wav"),
+    ),
+    (
+        "digit_3",
+        include_bytes!("../../config/prompts/digit_3.wav"),
+    ),
+    (
+        "digit_4",
+        include_bytes!("../../config/prompts/digit_4.wav"),
+    ),
+    (
+        "digit_5",
+        include_bytes!("../../config/prompts/digit_5.wav"),
+    ),
+    (
+        "digit_6",
+        include_bytes!("../../config/prompts/digit_6.wav"),
+    ),
+    (
+        "digit_7",
+        include_bytes!("../../config/prompts/digit_7.wav"),
+    ),
+    (
+        "digit_8",
+        include_bytes!("../../config/prompts/digit_8.wav"),
+    ),
+    (
+        "digit_9",
+        include_bytes!("../../config/prompts/digit_9.wav"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +127,20 @@ impl Prompts {
             reference_not_recognised: next(),
             not_understood: next(),
             logged: next(),
+            your_reference_is: next(),
+            digits: std::array::from_fn(|_| next()),
         })
+    }
+
+    /// "Your reference is" and the reference's digits one by one, as one prompt.
+    pub fn reference(&self, reference: crate::domain::Reference) -> Arc<[i16]> {
+        let mut audio: Vec<i16> = self.your_reference_is.to_vec();
+        for d in reference.to_string().chars().filter_map(|c| c.to_digit(10)) {
+            audio.extend(std::iter::repeat_n(0, DIGIT_GAP));
+            audio.extend_from_slice(&self.digits[d as usize]);
+        }
+        audio.extend(std::iter::repeat_n(0, DIGIT_GAP));
+        Arc::from(audio)
     }
 }
 

@@ -24,7 +24,10 @@ pub enum CallerId {
 
 #[derive(Debug, Clone)]
 pub struct CallInfo {
-    /// The SIP Call-ID: unique per call, the contact's idempotence key.
+    /// Unique per dialog (Call-ID and both tags): the contact's idempotence key and
+    /// the recording's link to it.
+    pub key: String,
+    /// The SIP Call-ID, for log lines.
     pub call_id: String,
     pub caller: CallerId,
     /// The number or user the caller dialled.
@@ -39,7 +42,22 @@ pub enum CallEnded {
     CallerHungUp,
     WeHungUp,
     MaxDuration,
+    /// The caller sent no audio for `sip.media_timeout_seconds`.
+    MediaTimeout,
     Shutdown,
+}
+
+impl CallEnded {
+    /// For metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            CallEnded::CallerHungUp => "caller_hung_up",
+            CallEnded::WeHungUp => "completed",
+            CallEnded::MaxDuration => "max_duration",
+            CallEnded::MediaTimeout => "media_timeout",
+            CallEnded::Shutdown => "shutdown",
+        }
+    }
 }
 
 /// Receives both directions of a call's audio, one 20 ms frame at a time, in real

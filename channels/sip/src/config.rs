@@ -98,6 +98,16 @@ pub struct SipConfig {
     pub max_call_duration: Duration,
     /// How long a call rings before it is answered (a CANCEL in this time ends it).
     pub ring: Duration,
+    /// A caller who should be sending audio and has sent none for this long is hung up.
+    pub media_timeout: Duration,
+    /// INVITEs accepted per second from one source address (bursts of twice that).
+    pub invites_per_second: u32,
+    /// Calls being set up (ringing, or answered and awaiting ACK) from one source.
+    pub max_pending_per_source: usize,
+    pub tcp: crate::tcp::TcpLimits,
+    /// Answer OPTIONS from anyone (for monitoring from outside the trunks); by default
+    /// only trunks get an answer, everyone else 403.
+    pub options_from_anywhere: bool,
 }
 
 #[cfg(test)]

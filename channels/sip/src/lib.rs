@@ -5,28 +5,35 @@
 //!
 //! - [`config`]: listeners, trusted trunk networks, the RTP port range, limits
 //! - [`server`]: SIP signalling (rsipstack): INVITE/ACK/BYE/CANCEL/OPTIONS, re-INVITE,
-//!   INFO, trunk checks, call limits, shutdown
+//!   INFO, call limits, shutdown; a call exists once ACKed
+//! - [`admission`]: trust by real source address, INVITE rate and set-up limits
+//! - [`identity`]: From, To and P-Asserted-Identity, read strictly
+//! - [`tcp`]: SIP over TCP accepted by us: limits per source and in all, idle close
 //! - [`sdp`]: the offer we accept and the answer we give (PCMU/PCMA, telephone-event)
 //! - [`rtp`]: RTP packets; [`g711`]: µ-law and A-law; [`dtmf`]: RFC 4733 events
 //! - [`jitter`]: puts the caller's packets back in order on the call's clock, silence
 //!   for what never came, so a recording keeps real time
-//! - [`media`]: one call's RTP sockets and its 20 ms clock
+//! - [`media`]: one call's RTP sockets and its 20 ms clock; symmetric RTP latching
 //! - [`call`]: what the daemon gets: [`Call`], its events, and the [`FrameSink`] for
 //!   recording
 
+pub mod admission;
 pub mod call;
 pub mod config;
 pub mod dtmf;
 pub mod g711;
+pub mod identity;
 pub mod jitter;
 pub mod media;
 pub mod rtp;
 pub mod sdp;
 pub mod server;
+pub mod tcp;
 
 pub use call::{Call, CallEnded, CallHandler, CallInfo, CallerId, FrameSink};
 pub use config::{SipConfig, SipListen, TrunkNetwork};
-pub use server::{SipError, SipServer};
+pub use server::{SipError, SipLimit, SipServer, SipStatus};
+pub use tcp::TcpLimits;
 
 /// Samples in one 20 ms frame at 8 kHz.
 pub const FRAME_SAMPLES: usize = 160;

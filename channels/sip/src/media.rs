@@ -4,6 +4,15 @@
 //!
 //! Calls are told apart by our own local port, never by the sender's address: one
 //! load generator can send every call's audio from a single port.
+//!
+//! Where audio goes, and whose audio is heard, is decided by symmetric RTP latching:
+//! the call's media is tied to the trunk network that signalled it. We send to the
+//! SDP's address only if it lies in that network; otherwise (a softphone behind NAT
+//! naming its LAN address, say) nothing is sent until the caller's first packet
+//! arrives from that network, and from then on we send to, and listen to, that one
+//! source only. Packets from anywhere else, audio and keypad events alike, are
+//! dropped and counted. The media starts only once the call is confirmed (ACK), so
+//! nothing is ever sent for an INVITE that was never completed.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -15,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::call::FrameSink;
+use crate::config::TrunkNetwork;
 use crate::dtmf::DtmfDetector;
 use crate::jitter::{JitterBuffer, PLAYOUT_DELAY};
 use crate::rtp::RtpPacket;
@@ -73,8 +83,57 @@ impl PortPool {
 pub struct MediaStats {
     pub ticks: u64,
     pub packets_in: u64,
+    /// Packets from a source other than the latched one (or outside the trunk).
+    pub wrong_source: u64,
     pub late: u64,
     pub missing: u64,
+}
+
+/// The rules one call's media runs by.
+#[derive(Debug, Clone)]
+pub struct MediaPolicy {
+    /// The trunk network that signalled the call: media comes from and goes to it only.
+    pub network: TrunkNetwork,
+    /// Silence from a caller who should be sending for this long ends the call.
+    pub timeout: Duration,
+    /// For log lines (the call's SIP Call-ID).
+    pub call_id: String,
+    /// Cancelled by the media when the caller has been silent for `timeout`.
+    pub on_silence: CancellationToken,
+}
+
+/// Where the caller's media comes from, once we know.
+struct Latch {
+    network: TrunkNetwork,
+    source: Option<SocketAddr>,
+    warned: bool,
+}
+
+impl Latch {
+    /// Whether a packet from `from` belongs to the call; the first one from the
+    /// trunk's network fixes the source.
+    fn accept(&mut self, from: SocketAddr, sdp: Option<SocketAddr>, call_id: &str) -> bool {
+        match self.source {
+            Some(s) => s == from,
+            None if self.network.contains(from.ip()) => {
+                self.source = Some(from);
+                if sdp != Some(from) && !self.warned {
+                    self.warned = true;
+                    tracing::warn!(%call_id, sdp = ?sdp, source = %from, "the caller's media comes from another address than its SDP names; sending to the source");
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Where to send: the latched source, else the SDP's address if it is in the
+    /// trunk's network; nowhere while the caller is on hold.
+    fn target(&self, sdp: Option<SocketAddr>) -> Option<SocketAddr> {
+        let sdp = sdp?;
+        self.source
+            .or_else(|| self.network.contains(sdp.ip()).then_some(sdp))
+    }
 }
 
 struct Outgoing {
@@ -104,14 +163,15 @@ impl Outgoing {
 
 /// Runs until `stop` is cancelled; then plays out what the jitter buffer still holds.
 pub async fn run(
-    rtp: UdpSocket,
-    rtcp: UdpSocket,
+    (rtp, rtcp): (UdpSocket, UdpSocket),
     mut negotiated: Negotiated,
     mut commands: mpsc::UnboundedReceiver<MediaCommand>,
     digits: mpsc::UnboundedSender<char>,
     mut sink: Option<Box<dyn FrameSink>>,
     stop: CancellationToken,
+    policy: MediaPolicy,
 ) -> MediaStats {
+    let silent = policy.on_silence.clone();
     let mut out = Outgoing {
         playing: None,
         ssrc: rand::random(),
@@ -130,6 +190,14 @@ pub async fn run(
     let mut payload = [0u8; FRAME_SAMPLES];
     let mut tick: u64 = 0;
     let mut commands_open = true;
+    let mut latch = Latch {
+        network: policy.network,
+        source: None,
+        warned: false,
+    };
+    let silence_ticks = (policy.timeout.as_millis() / 20).max(1) as u64;
+    let mut last_heard: u64 = 0;
+    let mut flushed = MediaStats::default();
     loop {
         tokio::select! {
             biased;
@@ -138,7 +206,7 @@ pub async fn run(
                 tick += 1;
                 let sent = out.next_frame();
                 let may_send = matches!(negotiated.direction.answer(), Direction::SendRecv | Direction::SendOnly);
-                if let (Some(remote), true) = (negotiated.remote, may_send) {
+                if let (Some(remote), true) = (latch.target(negotiated.remote), may_send) {
                     for (p, s) in payload.iter_mut().zip(sent.iter()) {
                         *p = negotiated.codec.encode(*s);
                     }
@@ -159,14 +227,24 @@ pub async fn run(
                 if let Some(s) = sink.as_mut() {
                     s.frame(&caller, &sent);
                 }
+                let caller_sends = matches!(negotiated.direction, Direction::SendRecv | Direction::SendOnly);
+                if caller_sends && tick.saturating_sub(last_heard) >= silence_ticks && !silent.is_cancelled() {
+                    tracing::info!(call_id = %policy.call_id, "no media from the caller: ending the call");
+                    silent.cancel();
+                }
+                if tick.is_multiple_of(50) {
+                    flush_counters(&stats, &mut flushed);
+                }
             }
             r = rtp.recv_from(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
-                if !from_peer(&negotiated, from) {
+                if !latch.accept(from, negotiated.remote, &policy.call_id) {
+                    stats.wrong_source += 1;
                     continue;
                 }
                 let Ok(p) = RtpPacket::parse(&buf[..n]) else { continue };
                 stats.packets_in += 1;
+                last_heard = tick;
                 if Some(p.payload_type) == negotiated.event_pt {
                     if let Some(d) = dtmf.packet(p.ssrc, p.timestamp, p.payload) {
                         let _ = digits.send(d);
@@ -191,7 +269,17 @@ pub async fn run(
                         let _ = done.send(());
                     }
                 }
-                Some(MediaCommand::Renegotiated(n)) => negotiated = n,
+                Some(MediaCommand::Renegotiated(n)) => {
+                    // Media moved: learn the new source from its first packets.
+                    if n.remote.is_some() && n.remote != negotiated.remote {
+                        latch.source = None;
+                    }
+                    if !matches!(negotiated.direction, Direction::SendRecv | Direction::SendOnly) {
+                        // Coming back from hold: the silence clock starts now.
+                        last_heard = tick;
+                    }
+                    negotiated = n;
+                }
                 None => commands_open = false,
             },
         }
@@ -206,14 +294,70 @@ pub async fn run(
     stats.ticks = tick + PLAYOUT_DELAY;
     stats.late = jitter.late;
     stats.missing = jitter.missing;
+    flush_counters(&stats, &mut flushed);
     stats
 }
 
-/// Audio is taken from the address the caller's SDP named (any port: a NAT may change
-/// it), so nobody else can inject audio into a call.
-fn from_peer(n: &Negotiated, from: SocketAddr) -> bool {
-    match n.remote {
-        Some(r) => r.ip() == from.ip() || r.ip().is_unspecified(),
-        None => true,
+/// Adds what was counted since the last flush to the process-wide metrics (once a
+/// second per call rather than per packet).
+fn flush_counters(stats: &MediaStats, flushed: &mut MediaStats) {
+    let received = stats.packets_in - flushed.packets_in;
+    let dropped = stats.wrong_source - flushed.wrong_source;
+    let lost = stats.missing.saturating_sub(flushed.missing);
+    if received > 0 {
+        metrics::counter!("contactd_rtp_packets_received_total").increment(received);
+    }
+    if dropped > 0 {
+        metrics::counter!("contactd_rtp_packets_dropped_total", "reason" => "wrong_source")
+            .increment(dropped);
+    }
+    if lost > 0 {
+        metrics::counter!("contactd_rtp_packets_lost_total").increment(lost);
+    }
+    flushed.packets_in = stats.packets_in;
+    flushed.wrong_source = stats.wrong_source;
+    flushed.missing = stats.missing;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_source_in_the_trunk_network_is_latched() {
+        let network = TrunkNetwork::parse("192.0.2.0/24").unwrap();
+        let mut latch = Latch {
+            network,
+            source: None,
+            warned: false,
+        };
+        let lan: SocketAddr = "10.1.1.5:4000".parse().unwrap();
+        let real: SocketAddr = "192.0.2.7:30000".parse().unwrap();
+        let other: SocketAddr = "192.0.2.7:30002".parse().unwrap();
+        // The SDP names a LAN address: nothing is sent until the caller is heard.
+        assert_eq!(latch.target(Some(lan)), None);
+        assert!(!latch.accept("198.51.100.1:5000".parse().unwrap(), Some(lan), "c"));
+        assert!(latch.accept(real, Some(lan), "c"));
+        assert!(latch.warned);
+        assert_eq!(latch.target(Some(lan)), Some(real));
+        assert!(
+            !latch.accept(other, Some(lan), "c"),
+            "a second port is not the caller"
+        );
+        assert_eq!(latch.target(None), None, "on hold nothing is sent");
+    }
+
+    #[test]
+    fn an_sdp_address_in_the_trunk_is_used_until_the_caller_is_heard() {
+        let network = TrunkNetwork::parse("192.0.2.0/24").unwrap();
+        let latch = Latch {
+            network,
+            source: None,
+            warned: false,
+        };
+        let sdp: SocketAddr = "192.0.2.9:6000".parse().unwrap();
+        assert_eq!(latch.target(Some(sdp)), Some(sdp));
+        let outside: SocketAddr = "203.0.113.1:6000".parse().unwrap();
+        assert_eq!(latch.target(Some(outside)), None);
     }
 }

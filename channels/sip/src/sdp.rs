@@ -55,6 +55,10 @@ pub enum SdpError {
     NoConnection,
     #[error("no codec in common (we take PCMU and PCMA)")]
     NoCommonCodec,
+    #[error("the offer's address family is not one we serve")]
+    WrongFamily,
+    #[error("the audio stream is disabled (port 0)")]
+    Disabled,
     #[error("the SDP is malformed: {0}")]
     Malformed(&'static str),
 }
@@ -147,7 +151,10 @@ pub fn negotiate(offer: &str) -> Result<Negotiated, SdpError> {
         .iter()
         .copied()
         .find(|&pt| name_of(pt).is_some_and(|n| n.starts_with("telephone-event/8000")));
-    let held = ip.is_unspecified() || port == 0;
+    if port == 0 {
+        return Err(SdpError::Disabled);
+    }
+    let held = ip.is_unspecified();
     Ok(Negotiated {
         remote: (!held).then(|| std::net::SocketAddr::new(ip, port)),
         codec,
@@ -232,6 +239,8 @@ mod tests {
         assert!(answer(&n, "127.0.0.1".parse().unwrap(), 1, 1, 2).contains("a=recvonly"));
         let old_hold = SIPP.replace("c=IN IP4 127.0.0.1", "c=IN IP4 0.0.0.0");
         assert_eq!(negotiate(&old_hold).unwrap().remote, None);
+        let disabled = SIPP.replace("m=audio 6000", "m=audio 0");
+        assert_eq!(negotiate(&disabled), Err(SdpError::Disabled));
         assert_eq!(negotiate("hello"), Err(SdpError::NoAudio));
         assert_eq!(
             negotiate(&"a=x\r\n".repeat(3000)),

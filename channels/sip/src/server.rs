@@ -1,20 +1,29 @@
 //! SIP signalling. Built on rsipstack's endpoint (transactions, retransmissions,
 //! CANCEL matching) and dialog layer; what this module adds is the policy of a
-//! contact centre's trunk:
+//! contact centre's trunk, every part of it decided on the real source address of the
+//! packet or connection (never on Via, Contact or any other header):
 //!
-//! - INVITEs only from the configured trunk networks (403 otherwise, logged);
-//! - 503 with Retry-After at the call limit or once shutdown has begun;
-//! - 488 when the offer has no G.711 in common;
+//! - every request from outside the trunk networks is refused with 403 (OPTIONS too,
+//!   unless configured), and TCP connections from outside are closed at accept;
+//! - INVITEs are rate-limited per source and calls being set up are bounded per
+//!   source (503 with Retry-After), as are calls in all;
+//! - From, To and P-Asserted-Identity are read strictly (400 when they cannot be);
+//! - 488 when the offer has no G.711 in common, disables its audio, or names an
+//!   address family we do not serve;
 //! - 100, 180 for the ring time (a CANCEL then ends the call with 487), 200 with our
-//!   answer; then the call runs until a BYE from either side, the maximum call
-//!   length, or the end of the shutdown grace period;
+//!   answer and a Contact on the transport the call came in on;
+//! - a call exists only once the caller's ACK confirms it: only then does its media
+//!   start, is it recorded and handed to the daemon; an INVITE never ACKed (Timer H)
+//!   leaves nothing behind;
+//! - then the call runs until a BYE from either side, the caller's silence
+//!   (`media_timeout`), the maximum call length, or the end of the shutdown grace;
 //! - re-INVITEs (hold, resume) answered with a fresh answer, INFO keypad digits
-//!   taken, OPTIONS (trunk keep-alives) answered in and out of dialogs.
+//!   taken, OPTIONS answered in and out of dialogs.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use rsipstack::EndpointBuilder;
 use rsipstack::dialog::dialog::{Dialog, DialogState, TerminatedReason};
@@ -22,16 +31,19 @@ use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::sip::{Header, HeadersExt, Method, StatusCode};
 use rsipstack::transaction::Endpoint;
 use rsipstack::transaction::transaction::Transaction;
-use rsipstack::transport::{TcpListenerConnection, TransportLayer, udp::UdpConnection};
+use rsipstack::transport::{TransportLayer, udp::UdpConnection};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::call::{Call, CallEnded, CallHandler, CallInfo, CallerId};
-use crate::config::{SipConfig, SipListen, SipTransport};
+use crate::admission::{PerSource, RateLimiter, Trunks};
+use crate::call::{Call, CallEnded, CallHandler, CallInfo};
+use crate::config::{SipConfig, SipListen, SipTransport, TrunkNetwork};
 use crate::dtmf;
-use crate::media::{self, MediaCommand, PortPool};
+use crate::identity::CallIdentity;
+use crate::media::{self, MediaCommand, MediaPolicy, PortPool};
 use crate::sdp::{self, SdpError};
+use crate::tcp::{TcpActivity, TcpConnections};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SipError {
@@ -44,11 +56,22 @@ pub enum SipError {
 /// Retry-After sent with 503, in seconds.
 const RETRY_AFTER_SECONDS: &str = "30";
 
+/// How long an answered call may wait for its ACK: Timer H (64 × T1 = 32 s), plus a
+/// margin for the stack's own timer to fire first.
+const ACK_WAIT: Duration = Duration::from_secs(34);
+
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
+
 struct Shared {
     config: SipConfig,
     handler: Arc<dyn CallHandler>,
     dialogs: Arc<DialogLayer>,
     ports: PortPool,
+    trunks: Trunks,
+    invites: RateLimiter,
+    /// Calls being set up, per source.
+    pending: PerSource,
+    tcp: Option<Arc<TcpConnections>>,
     accepting: AtomicBool,
     active: AtomicUsize,
     /// Cancelled when the grace period is over: every call still up gets a BYE.
@@ -63,6 +86,30 @@ pub struct SipServer {
     _endpoint: Endpoint,
 }
 
+/// The voice channel's load, for readiness checks.
+#[derive(Clone)]
+pub struct SipStatus(Arc<Shared>);
+
+impl SipStatus {
+    /// The first limit reached, if any: a daemon at its limit is not ready for more.
+    pub fn limit_reached(&self) -> Option<SipLimit> {
+        if self.0.active.load(Ordering::SeqCst) >= self.0.config.max_calls {
+            return Some(SipLimit::Calls);
+        }
+        if self.0.tcp.as_ref().is_some_and(|t| t.at_limit()) {
+            return Some(SipLimit::TcpConnections);
+        }
+        None
+    }
+}
+
+/// A limit the voice channel has reached, for readiness checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SipLimit {
+    Calls,
+    TcpConnections,
+}
+
 impl SipServer {
     pub async fn start(
         config: SipConfig,
@@ -70,6 +117,8 @@ impl SipServer {
     ) -> Result<SipServer, SipError> {
         let stack = CancellationToken::new();
         let transports = TransportLayer::new(stack.clone());
+        // Idle TCP connections are ours to close (only those without a dialog).
+        transports.set_stream_idle_timeout(Duration::ZERO);
         let mut listening = Vec::new();
         for l in config
             .listen
@@ -95,30 +144,35 @@ impl SipServer {
             });
             transports.add_transport(conn.into());
         }
+        let trunks = Trunks::new(config.trunks.clone());
+        let mut tcp_listeners = Vec::new();
         for l in config
             .listen
             .iter()
             .filter(|l| l.transport == SipTransport::Tcp)
         {
-            let addr = tcp_address(l.addr, &listening)?;
-            let conn =
-                TcpListenerConnection::new(addr, None)
-                    .await
-                    .map_err(|e| SipError::Listen {
-                        addr,
-                        reason: e.to_string(),
-                    })?;
+            let listener = bind_tcp(l.addr, &listening).await?;
+            let addr = listener.local_addr().map_err(|e| SipError::Listen {
+                addr: l.addr,
+                reason: e.to_string(),
+            })?;
             listening.push(SipListen {
                 transport: SipTransport::Tcp,
                 addr,
             });
-            transports.add_transport(conn.into());
+            tcp_listeners.push(listener);
         }
-        let endpoint = EndpointBuilder::new()
+        let tcp =
+            (!tcp_listeners.is_empty()).then(|| TcpConnections::new(config.tcp, trunks.clone()));
+        let mut builder = EndpointBuilder::new();
+        builder
             .with_transport_layer(transports)
             .with_cancel_token(stack.clone())
-            .with_user_agent("contactd")
-            .build();
+            .with_user_agent("contactd");
+        if let Some(tcp) = &tcp {
+            builder.with_transport_inspector(Box::new(TcpActivity(tcp.clone())));
+        }
+        let endpoint = builder.build();
         let incoming = endpoint
             .incoming_transactions()
             .map_err(|e| SipError::Stack(e.to_string()))?;
@@ -128,9 +182,22 @@ impl SipServer {
                 warn!(error = %e, "sip endpoint stopped");
             }
         });
+        if let Some(tcp) = &tcp {
+            for listener in tcp_listeners {
+                tokio::spawn(tcp.clone().serve(
+                    listener,
+                    endpoint.inner.clone(),
+                    stack.child_token(),
+                ));
+            }
+        }
         let shared = Arc::new(Shared {
             ports: PortPool::new(config.media_ip, config.rtp_ports),
             dialogs: Arc::new(DialogLayer::new(endpoint.inner.clone())),
+            invites: RateLimiter::new(config.invites_per_second),
+            pending: PerSource::new(config.max_pending_per_source),
+            trunks,
+            tcp,
             config,
             handler,
             accepting: AtomicBool::new(true),
@@ -153,6 +220,16 @@ impl SipServer {
 
     pub fn active_calls(&self) -> usize {
         self.shared.active.load(Ordering::SeqCst)
+    }
+
+    /// SIP over TCP connections open now.
+    pub fn tcp_connections(&self) -> usize {
+        self.shared.tcp.as_ref().map_or(0, |t| t.open())
+    }
+
+    /// A handle for readiness checks that outlives borrowing the server.
+    pub fn status(&self) -> SipStatus {
+        SipStatus(self.shared.clone())
     }
 
     /// New calls get 503 from now on; calls in progress go on.
@@ -191,24 +268,35 @@ impl SipServer {
     }
 }
 
-/// A TCP listener on port 0 takes the port its UDP sibling on the same address got,
-/// so a trunk reaches both transports on one port (rsipstack binds TCP lazily, so a
-/// port picked by the kernel could not be learnt).
-fn tcp_address(addr: SocketAddr, udp: &[SipListen]) -> Result<SocketAddr, SipError> {
-    if addr.port() != 0 {
-        return Ok(addr);
+/// Binds a TCP listener. On port 0 it first tries the port its UDP sibling on the same
+/// address got, so that a trunk reaches both transports on one port.
+async fn bind_tcp(
+    addr: SocketAddr,
+    udp: &[SipListen],
+) -> Result<tokio::net::TcpListener, SipError> {
+    if addr.port() == 0
+        && let Some(sibling) = udp.iter().find(|u| u.addr.ip() == addr.ip())
+        && let Ok(l) =
+            tokio::net::TcpListener::bind(SocketAddr::new(addr.ip(), sibling.addr.port())).await
+    {
+        return Ok(l);
     }
-    if let Some(sibling) = udp.iter().find(|u| u.addr.ip() == addr.ip()) {
-        return Ok(SocketAddr::new(addr.ip(), sibling.addr.port()));
-    }
-    let probe = std::net::TcpListener::bind(addr).map_err(|e| SipError::Listen {
-        addr,
-        reason: e.to_string(),
-    })?;
-    probe.local_addr().map_err(|e| SipError::Listen {
-        addr,
-        reason: e.to_string(),
-    })
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| SipError::Listen {
+            addr,
+            reason: e.to_string(),
+        })
+}
+
+/// The address the request really came from: the datagram's source, or the TCP
+/// connection's peer, as the kernel reported it.
+fn peer_of(tx: &Transaction) -> Option<SocketAddr> {
+    tx.connection
+        .as_ref()?
+        .get_remote_addr()?
+        .get_socketaddr()
+        .ok()
 }
 
 async fn accept_loop(
@@ -216,26 +304,53 @@ async fn accept_loop(
     mut incoming: rsipstack::transaction::TransactionReceiver,
 ) {
     while let Some(mut tx) = incoming.recv().await {
-        let shared = shared.clone();
+        let Some(peer) = peer_of(&tx) else {
+            debug!("a request with no known source: dropped");
+            continue;
+        };
+        let network = shared.trunks.network_of(peer.ip());
+        let method = tx.original.method;
+        if method == Method::Ack {
+            // An ACK the stack did not match to a transaction: nothing to answer.
+            continue;
+        }
         let initial = tx
             .original
             .to_header()
             .ok()
             .and_then(|t| t.tag().ok().flatten())
             .is_none();
-        match tx.original.method {
+        let allowed = network.is_some()
+            || (method == Method::Options && initial && shared.config.options_from_anywhere);
+        if !allowed {
+            metrics::counter!("contactd_sip_refused_total", "reason" => "not_trunk").increment(1);
+            debug!(source = %peer.ip(), %method, "request from outside the trunk networks: 403");
+            tokio::spawn(async move {
+                let _ = tx.reply(StatusCode::Forbidden).await;
+            });
+            continue;
+        }
+        let shared = shared.clone();
+        match method {
             Method::Invite if initial => {
-                tokio::spawn(async move { shared.new_call(tx).await });
+                let network = network.expect("checked above");
+                tokio::spawn(async move { shared.new_call(tx, peer, network).await });
             }
             Method::Options if initial => {
                 tokio::spawn(async move {
-                    let allow = Header::Other(
-                        "Allow".into(),
-                        "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO".into(),
-                    );
+                    let allow = Header::Other("Allow".into(), ALLOW.into());
                     let accept = Header::Other("Accept".into(), "application/sdp".into());
                     let _ = tx
                         .reply_with(StatusCode::OK, vec![allow, accept], None)
+                        .await;
+                });
+            }
+            _ if initial => {
+                // REGISTER, SUBSCRIBE, MESSAGE, …: nothing here creates state for them.
+                tokio::spawn(async move {
+                    let allow = Header::Other("Allow".into(), ALLOW.into());
+                    let _ = tx
+                        .reply_with(StatusCode::MethodNotAllowed, vec![allow], None)
                         .await;
                 });
             }
@@ -247,7 +362,6 @@ async fn accept_loop(
                         }
                     });
                 }
-                _ if tx.original.method == Method::Ack => {}
                 _ => {
                     tokio::spawn(async move {
                         let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
@@ -264,8 +378,20 @@ struct ActiveCall<'a>(&'a Shared);
 impl Drop for ActiveCall<'_> {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::SeqCst);
+        metrics::gauge!("contactd_calls_active").decrement(1.0);
         self.0.idle.notify_waiters();
     }
+}
+
+async fn reply_unavailable(tx: &mut Transaction) {
+    let retry = Header::RetryAfter(RETRY_AFTER_SECONDS.into());
+    let _ = tx
+        .reply_with(StatusCode::ServiceUnavailable, vec![retry], None)
+        .await;
+}
+
+fn refused(reason: &'static str) {
+    metrics::counter!("contactd_calls_total", "outcome" => reason).increment(1);
 }
 
 impl Shared {
@@ -278,35 +404,78 @@ impl Shared {
                 (n < self.config.max_calls).then_some(n + 1)
             })
             .ok()
-            .map(|_| ActiveCall(self))
+            .map(|_| {
+                metrics::gauge!("contactd_calls_active").increment(1.0);
+                ActiveCall(self)
+            })
     }
 
-    async fn new_call(self: Arc<Self>, mut tx: Transaction) {
-        let call_id = tx.original.header_value("Call-ID").unwrap_or_default();
-        let Some(source) = source_ip(&tx.original) else {
-            warn!(%call_id, "INVITE with no usable Via: refused");
-            let _ = tx.reply(StatusCode::BadRequest).await;
-            return;
-        };
-        if !self.config.trunks.iter().any(|t| t.contains(source)) {
-            warn!(%call_id, %source, "INVITE from outside the trunk networks: 403");
-            let _ = tx.reply(StatusCode::Forbidden).await;
-            return;
+    /// Our Contact for a dialog: the address and transport the request arrived on, so
+    /// the caller's ACK and BYE come back the same way (`;transport=tcp` on TCP).
+    fn local_contact(tx: &Transaction) -> Option<rsipstack::sip::Uri> {
+        let conn = tx.connection.as_ref()?;
+        let local = conn.get_addr().clone();
+        let mut params = Vec::new();
+        if conn.transport() != rsipstack::sip::Transport::Udp {
+            params.push(rsipstack::sip::Param::Transport(conn.transport()));
         }
+        Some(rsipstack::sip::Uri {
+            scheme: Some(rsipstack::sip::Scheme::Sip),
+            auth: Some(rsipstack::sip::Auth {
+                user: "contactd".into(),
+                password: None,
+            }),
+            host_with_port: local.addr,
+            params,
+            ..Default::default()
+        })
+    }
+
+    async fn new_call(
+        self: Arc<Self>,
+        mut tx: Transaction,
+        peer: SocketAddr,
+        network: TrunkNetwork,
+    ) {
+        let call_id = tx.original.header_value("Call-ID").unwrap_or_default();
+        if !self.invites.allow(peer.ip(), Instant::now()) {
+            debug!(source = %peer.ip(), "INVITE rate limit: 503");
+            refused("rate_limited");
+            return reply_unavailable(&mut tx).await;
+        }
+        let identity = match CallIdentity::parse(&tx.original, true) {
+            Ok(i) => i,
+            Err(e) => {
+                info!(%call_id, error = %e, "INVITE with unreadable headers: 400");
+                refused("bad_request");
+                let warning = Header::Other("Warning".into(), format!("399 contactd \"{e}\""));
+                let _ = tx
+                    .reply_with(StatusCode::BadRequest, vec![warning], None)
+                    .await;
+                return;
+            }
+        };
+        let Some(pending) = self.pending.try_take(peer.ip()) else {
+            info!(source = %peer.ip(), "too many calls being set up from one source: 503");
+            refused("pending_limit");
+            return reply_unavailable(&mut tx).await;
+        };
         let Some(active) = self.admit() else {
             info!(%call_id, "at the call limit or shutting down: 503");
-            let retry = Header::RetryAfter(RETRY_AFTER_SECONDS.into());
-            let _ = tx
-                .reply_with(StatusCode::ServiceUnavailable, vec![retry], None)
-                .await;
-            return;
+            refused("call_limit");
+            return reply_unavailable(&mut tx).await;
         };
         let offer = String::from_utf8_lossy(&tx.original.body).into_owned();
-        let negotiated = match sdp::negotiate(&offer) {
+        let negotiated = match sdp::negotiate(&offer).and_then(|n| match n.remote {
+            Some(r) if r.is_ipv4() != self.config.media_ip.is_ipv4() => Err(SdpError::WrongFamily),
+            _ => Ok(n),
+        }) {
             Ok(n) => n,
             Err(e) => {
                 info!(%call_id, error = %e, "no acceptable offer: 488");
-                let warning = Header::Other("Warning".into(), format!("304 contactd \"{e}\""));
+                refused("not_acceptable");
+                let code = if e == SdpError::WrongFamily { 301 } else { 304 };
+                let warning = Header::Other("Warning".into(), format!("{code} contactd \"{e}\""));
                 let _ = tx
                     .reply_with(StatusCode::NotAcceptableHere, vec![warning], None)
                     .await;
@@ -317,26 +486,23 @@ impl Shared {
             Ok(pair) => pair,
             Err(e) => {
                 warn!(%call_id, error = %e, "no RTP ports: 503");
-                let retry = Header::RetryAfter(RETRY_AFTER_SECONDS.into());
-                let _ = tx
-                    .reply_with(StatusCode::ServiceUnavailable, vec![retry], None)
-                    .await;
-                return;
+                refused("no_ports");
+                return reply_unavailable(&mut tx).await;
             }
         };
         let local_port = rtp.local_addr().map(|a| a.port()).unwrap_or_default();
-        let caller = caller_id(&tx.original);
-        let called = tx
-            .original
-            .header_value("To")
-            .and_then(|v| uri_user(&v))
-            .unwrap_or_default();
+        let carried = match (&self.tcp, tx.connection.as_ref().map(|c| c.is_reliable())) {
+            (Some(tcp), Some(true)) => Some(tcp.carry_dialog(peer)),
+            _ => None,
+        };
 
         let (state_tx, mut states) = self.dialogs.new_dialog_state_channel();
-        let dialog = match self
-            .dialogs
-            .get_or_create_server_invite(&tx, state_tx, None, None)
-        {
+        let dialog = match self.dialogs.get_or_create_server_invite(
+            &tx,
+            state_tx,
+            None,
+            Self::local_contact(&tx),
+        ) {
             Ok(d) => d,
             Err(e) => {
                 warn!(%call_id, error = %e, "cannot create dialog");
@@ -362,6 +528,7 @@ impl Shared {
                 state = states.recv() => match state {
                     Some(DialogState::Terminated(..)) | None => {
                         info!(%call_id, "caller gave up before answer");
+                        refused("cancelled");
                         self.dialogs.remove_dialog(&dialog.id());
                         return;
                     }
@@ -384,27 +551,54 @@ impl Shared {
             self.dialogs.remove_dialog(&dialog.id());
             return;
         }
-        info!(%call_id, ?caller, codec = negotiated.codec.name(), "call answered");
+        // Nothing of the call exists until the caller confirms it.
+        let confirmed = tokio::time::timeout(ACK_WAIT, async {
+            loop {
+                match states.recv().await {
+                    Some(DialogState::Confirmed(..)) => return true,
+                    Some(DialogState::Terminated(..)) | None => return false,
+                    Some(_) => {}
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        if !confirmed {
+            info!(%call_id, "answered but never confirmed by ACK: forgotten");
+            refused("never_confirmed");
+            self.dialogs.remove_dialog(&dialog.id());
+            return;
+        }
+        drop(pending);
+        let answered_at = SystemTime::now();
+        info!(%call_id, codec = negotiated.codec.name(), "call confirmed");
 
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (digits, digit_rx) = mpsc::unbounded_channel();
         let info = CallInfo {
+            key: dialog_key(&call_id, &identity.from_tag, &dialog.id().local_tag),
             call_id: call_id.clone(),
-            caller,
-            called,
+            caller: identity.caller,
+            called: identity.called,
             codec: negotiated.codec,
-            answered_at: SystemTime::now(),
+            answered_at,
         };
         let sink = self.handler.recorder(&info);
         let stop_media = CancellationToken::new();
+        let silent = CancellationToken::new();
         let media = tokio::spawn(media::run(
-            rtp,
-            rtcp,
+            (rtp, rtcp),
             negotiated.clone(),
             command_rx,
             digits.clone(),
             sink,
             stop_media.clone(),
+            MediaPolicy {
+                network,
+                timeout: self.config.media_timeout,
+                call_id: call_id.clone(),
+                on_silence: silent.clone(),
+            },
         ));
         let hangup = CancellationToken::new();
         let ended = CancellationToken::new();
@@ -434,7 +628,7 @@ impl Shared {
                     Some(DialogState::Updated(_, request, handle)) => {
                         // A re-INVITE: hold, resume or a new address.
                         match sdp::negotiate(&String::from_utf8_lossy(&request.body)) {
-                            Ok(n) => {
+                            Ok(n) if n.remote.is_none_or(|r| r.is_ipv4() == self.config.media_ip.is_ipv4()) => {
                                 version += 1;
                                 let answer = sdp::answer(&n, self.config.media_ip, local_port, session_id, version);
                                 let _ = commands.send(MediaCommand::Renegotiated(n));
@@ -446,7 +640,7 @@ impl Shared {
                                 let answer = sdp::answer(&negotiated, self.config.media_ip, local_port, session_id, version);
                                 let _ = handle.respond(StatusCode::OK, Some(vec![content_type()]), Some(answer.into_bytes())).await;
                             }
-                            Err(_) => {
+                            _ => {
                                 let _ = handle.reply(StatusCode::NotAcceptableHere).await;
                             }
                         }
@@ -460,11 +654,23 @@ impl Shared {
                     Some(DialogState::Options(_, _, handle)) => {
                         let _ = handle.reply(StatusCode::OK).await;
                     }
+                    Some(
+                        DialogState::Refer(_, _, handle)
+                        | DialogState::Message(_, _, handle)
+                        | DialogState::Notify(_, _, handle)
+                        | DialogState::Publish(_, _, handle),
+                    ) => {
+                        let _ = handle.reply(StatusCode::MethodNotAllowed).await;
+                    }
                     Some(_) => {}
                 },
                 _ = hangup.cancelled() => {
                     let _ = dialog.bye().await;
                     break CallEnded::WeHungUp;
+                }
+                _ = silent.cancelled() => {
+                    let _ = dialog.bye().await;
+                    break CallEnded::MediaTimeout;
                 }
                 _ = &mut deadline => {
                     info!(%call_id, "maximum call length reached");
@@ -482,132 +688,27 @@ impl Shared {
         let stats = media.await.unwrap_or_default();
         ended.cancel();
         self.dialogs.remove_dialog(&dialog.id());
-        info!(%call_id, ?why, seconds = stats.ticks / 50, late = stats.late, missing = stats.missing, "call ended");
+        drop(carried);
+        metrics::counter!("contactd_calls_total", "outcome" => why.label()).increment(1);
+        info!(%call_id, ?why, seconds = stats.ticks / 50, late = stats.late, missing = stats.missing, wrong_source = stats.wrong_source, "call ended");
         drop(active);
     }
 }
 
-/// The address the INVITE came from: the top Via's `received`, which the transport
-/// adds whenever the packet's source differs from what the Via claims, else the
-/// Via's own host.
-fn source_ip(request: &rsipstack::sip::Request) -> Option<IpAddr> {
-    let via = request.header_value("Via")?;
-    let top = via.split(',').next()?.trim();
-    let mut parts = top.split(';');
-    let sent_by = parts.next()?.split_whitespace().nth(1)?;
-    for param in parts {
-        if let Some(v) = param.trim().strip_prefix("received=") {
-            return v.trim_matches(['[', ']']).parse().ok();
-        }
-    }
-    let host = if let Some(rest) = sent_by.strip_prefix('[') {
-        rest.split(']').next()?
-    } else {
-        sent_by.split(':').next()?
-    };
-    host.parse().ok()
-}
-
-/// The caller's number from P-Asserted-Identity, else From; withheld when the caller
-/// asked for privacy or is anonymous.
-fn caller_id(request: &rsipstack::sip::Request) -> CallerId {
-    let privacy = request
-        .header_value("Privacy")
-        .is_some_and(|p| p.split(';').any(|t| t.trim().eq_ignore_ascii_case("id")));
-    let user = request
-        .header_value("P-Asserted-Identity")
-        .and_then(|v| uri_user(&v))
-        .or_else(|| request.header_value("From").and_then(|v| uri_user(&v)));
-    match user {
-        Some(u) if !privacy && !u.eq_ignore_ascii_case("anonymous") && !u.is_empty() => {
-            CallerId::Number(u)
-        }
-        _ => CallerId::Withheld,
-    }
-}
-
-/// The user part of the first sip:, sips: or tel: URI in a header value.
-fn uri_user(value: &str) -> Option<String> {
-    let lower = value.to_ascii_lowercase();
-    let (start, scheme_len) = ["sips:", "sip:", "tel:"]
-        .iter()
-        .filter_map(|s| lower.find(s).map(|i| (i, s.len())))
-        .min_by_key(|(i, _)| *i)?;
-    let rest = &value[start + scheme_len..];
-    let end = rest.find(['@', ';', '>', ' ', ',']).unwrap_or(rest.len());
-    let user = &rest[..end];
-    if !lower[start..].contains('@') && !lower[start..].starts_with("tel:") {
-        return None;
-    }
-    (user.len() <= 64).then(|| user.to_string())
+/// One dialog's key: the Call-ID with both tags. Another caller reusing a Call-ID
+/// is another dialog (our tag is fresh for each), so never taken for a repeat.
+fn dialog_key(call_id: &str, from_tag: &str, local_tag: &str) -> String {
+    format!("{call_id};from-tag={from_tag};to-tag={local_tag}")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn invite(extra: &str, via: &str) -> rsipstack::sip::Request {
-        let text = format!(
-            "INVITE sip:1000@127.0.0.1 SIP/2.0\r\nVia: {via}\r\n\
-             From: \"Jo\" <sip:07700900123@192.0.2.9>;tag=1\r\nTo: <sip:1000@127.0.0.1>\r\n\
-             Call-ID: abc\r\nCSeq: 1 INVITE\r\n{extra}Content-Length: 0\r\n\r\n"
-        );
-        rsipstack::sip::Request::try_from(text.as_str()).unwrap()
-    }
-
-    const VIA: &str = "SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK1";
-
     #[test]
-    fn caller_identity() {
-        assert_eq!(
-            caller_id(&invite("", VIA)),
-            CallerId::Number("07700900123".into())
-        );
-        let pai = "P-Asserted-Identity: <sip:+447700900999@trunk.example>\r\n";
-        assert_eq!(
-            caller_id(&invite(pai, VIA)),
-            CallerId::Number("+447700900999".into())
-        );
-        let private = format!("{pai}Privacy: id\r\n");
-        assert_eq!(caller_id(&invite(&private, VIA)), CallerId::Withheld);
-        let text = "INVITE sip:1000@h SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bK1\r\n\
-            From: \"Anonymous\" <sip:anonymous@anonymous.invalid>;tag=1\r\nTo: <sip:1000@h>\r\n\
-            Call-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
-        let anonymous = rsipstack::sip::Request::try_from(text).unwrap();
-        assert_eq!(caller_id(&anonymous), CallerId::Withheld);
-    }
-
-    #[test]
-    fn the_source_is_the_received_address_when_the_via_lies() {
-        assert_eq!(
-            source_ip(&invite("", VIA)),
-            Some("192.0.2.9".parse().unwrap())
-        );
-        let lying = "SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK1;received=203.0.113.5;rport=5060";
-        assert_eq!(
-            source_ip(&invite("", lying)),
-            Some("203.0.113.5".parse().unwrap())
-        );
-        assert_eq!(
-            source_ip(&invite("", "SIP/2.0/UDP trunk.example;branch=z9hG4bK1")),
-            None
-        );
-    }
-
-    #[test]
-    fn user_parts() {
-        assert_eq!(
-            uri_user("\"Jo\" <sip:+447700900123@trunk.example;user=phone>").as_deref(),
-            Some("+447700900123")
-        );
-        assert_eq!(
-            uri_user("<tel:+447700900123>").as_deref(),
-            Some("+447700900123")
-        );
-        assert_eq!(
-            uri_user("sipp <sip:sipp@127.0.0.1:5061>;tag=1").as_deref(),
-            Some("sipp")
-        );
-        assert_eq!(uri_user("<sip:trunk.example>"), None);
+    fn each_dialog_has_its_own_key() {
+        let a = dialog_key("abc", "1", "x");
+        let b = dialog_key("abc", "1", "y");
+        assert_ne!(a, b);
     }
 }

@@ -1,0 +1,267 @@
+//! SIP over TCP, accepted by us rather than by the stack, so that every connection is
+//! bounded before it costs anything:
+//!
+//! - connections from outside the trunk networks are closed at accept;
+//! - at most `max_connections` in all and `max_per_source` from one address;
+//! - a connection that carries no dialog and has been silent for `idle` is shut
+//!   down (a connection carrying a call may be silent for the whole call).
+//!
+//! Accepted streams are handed to rsipstack's transport layer, which reads and writes
+//! SIP on them. We keep a duplicate of each socket: shutting it down makes the stack's
+//! reader see end-of-file, so it retires the connection even if the peer never closes.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rsipstack::transaction::endpoint::{EndpointInnerRef, TransportEventInspector};
+use rsipstack::transport::connection::TransportEvent;
+use rsipstack::transport::tcp::TcpConnection;
+use rsipstack::transport::{SipAddr, SipConnection};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::admission::Trunks;
+
+#[derive(Debug, Clone, Copy)]
+pub struct TcpLimits {
+    pub max_connections: usize,
+    pub max_per_source: usize,
+    /// A connection with no dialog and no traffic for this long is closed.
+    pub idle: Duration,
+}
+
+pub struct TcpConnections {
+    limits: TcpLimits,
+    trunks: Trunks,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    per_source: HashMap<IpAddr, usize>,
+    open: HashMap<SocketAddr, Open>,
+}
+
+struct Open {
+    /// A duplicate of the connection's socket, to shut it down.
+    socket: std::net::TcpStream,
+    last_seen: Instant,
+    dialogs: usize,
+}
+
+/// Why a connection was refused at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    NotTrunk,
+    TotalLimit,
+    SourceLimit,
+}
+
+impl Refusal {
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::NotTrunk => "not_trunk",
+            Refusal::TotalLimit => "total_limit",
+            Refusal::SourceLimit => "source_limit",
+        }
+    }
+}
+
+impl TcpConnections {
+    pub fn new(limits: TcpLimits, trunks: Trunks) -> Arc<Self> {
+        Arc::new(TcpConnections {
+            limits,
+            trunks,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.state.lock().expect("not poisoned").open.len()
+    }
+
+    pub fn at_limit(&self) -> bool {
+        self.open() >= self.limits.max_connections
+    }
+
+    fn admit(&self, peer: SocketAddr, socket: std::net::TcpStream) -> Result<(), Refusal> {
+        if !self.trunks.contains(peer.ip()) {
+            return Err(Refusal::NotTrunk);
+        }
+        let mut state = self.state.lock().expect("not poisoned");
+        if state.open.len() >= self.limits.max_connections {
+            return Err(Refusal::TotalLimit);
+        }
+        let from_source = state.per_source.entry(peer.ip()).or_insert(0);
+        if *from_source >= self.limits.max_per_source {
+            return Err(Refusal::SourceLimit);
+        }
+        *from_source += 1;
+        state.open.insert(
+            peer,
+            Open {
+                socket,
+                last_seen: Instant::now(),
+                dialogs: 0,
+            },
+        );
+        metrics::gauge!("contactd_sip_tcp_connections").set(state.open.len() as f64);
+        Ok(())
+    }
+
+    fn closed(&self, peer: SocketAddr) {
+        let mut state = self.state.lock().expect("not poisoned");
+        if state.open.remove(&peer).is_some()
+            && let Some(n) = state.per_source.get_mut(&peer.ip())
+        {
+            *n -= 1;
+            if *n == 0 {
+                state.per_source.remove(&peer.ip());
+            }
+        }
+        metrics::gauge!("contactd_sip_tcp_connections").set(state.open.len() as f64);
+    }
+
+    fn touch(&self, peer: SocketAddr) {
+        let mut state = self.state.lock().expect("not poisoned");
+        if let Some(open) = state.open.get_mut(&peer) {
+            open.last_seen = Instant::now();
+        }
+    }
+
+    /// Marks a dialog on the connection from `peer` for as long as the guard lives:
+    /// such a connection is never closed for being idle.
+    pub fn carry_dialog(self: &Arc<Self>, peer: SocketAddr) -> DialogOnConnection {
+        let mut state = self.state.lock().expect("not poisoned");
+        let carried = match state.open.get_mut(&peer) {
+            Some(open) => {
+                open.dialogs += 1;
+                true
+            }
+            None => false,
+        };
+        DialogOnConnection {
+            owner: carried.then(|| (self.clone(), peer)),
+        }
+    }
+
+    /// Shuts down connections that carry no dialog and have been idle too long.
+    fn close_idle(&self, now: Instant) {
+        let state = self.state.lock().expect("not poisoned");
+        for (peer, open) in &state.open {
+            if open.dialogs == 0 && now.duration_since(open.last_seen) >= self.limits.idle {
+                debug!(%peer, "idle SIP TCP connection closed");
+                metrics::counter!("contactd_sip_tcp_idle_closed_total").increment(1);
+                let _ = open.socket.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    /// Accepts connections until `stop`; each admitted one is served by the stack.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        endpoint: EndpointInnerRef,
+        stop: CancellationToken,
+    ) {
+        let local = match listener.local_addr() {
+            Ok(a) => SipAddr {
+                r#type: Some(rsipstack::sip::Transport::Tcp),
+                addr: a.into(),
+            },
+            Err(e) => {
+                warn!(error = %e, "sip tcp listener has no address");
+                return;
+            }
+        };
+        let sweep_every = (self.limits.idle / 4).max(Duration::from_millis(100));
+        let mut sweep = tokio::time::interval(sweep_every);
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = sweep.tick() => {
+                    self.close_idle(Instant::now());
+                    continue;
+                }
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of descriptors or a connection reset before accept: keep going.
+                        warn!(error = %e, "sip tcp accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let Some(copy) = duplicate(&stream) else {
+                continue;
+            };
+            if let Err(why) = self.admit(peer, copy) {
+                metrics::counter!("contactd_sip_tcp_refused_total", "reason" => why.label())
+                    .increment(1);
+                debug!(%peer, reason = why.label(), "sip tcp connection refused");
+                continue;
+            }
+            match TcpConnection::from_stream(stream, local.clone(), Some(stop.child_token())) {
+                Ok(conn) => endpoint
+                    .transport_layer
+                    .add_connection(SipConnection::Tcp(conn)),
+                Err(e) => {
+                    debug!(%peer, error = %e, "sip tcp connection lost at accept");
+                    self.closed(peer);
+                }
+            }
+        }
+    }
+}
+
+fn duplicate(stream: &tokio::net::TcpStream) -> Option<std::net::TcpStream> {
+    use std::os::fd::AsFd;
+    let fd = stream.as_fd().try_clone_to_owned().ok()?;
+    Some(std::net::TcpStream::from(fd))
+}
+
+/// A dialog carried on a TCP connection; dropped when the call ends.
+pub struct DialogOnConnection {
+    owner: Option<(Arc<TcpConnections>, SocketAddr)>,
+}
+
+impl Drop for DialogOnConnection {
+    fn drop(&mut self) {
+        if let Some((owner, peer)) = self.owner.take() {
+            let mut state = owner.state.lock().expect("not poisoned");
+            if let Some(open) = state.open.get_mut(&peer) {
+                open.dialogs = open.dialogs.saturating_sub(1);
+                open.last_seen = Instant::now();
+            }
+        }
+    }
+}
+
+/// Sees the stack's transport events: traffic keeps a connection alive, and a closed
+/// connection gives its place back.
+pub struct TcpActivity(pub Arc<TcpConnections>);
+
+#[async_trait::async_trait]
+impl TransportEventInspector for TcpActivity {
+    async fn handle(&self, event: TransportEvent) -> Option<TransportEvent> {
+        match &event {
+            TransportEvent::Incoming(_, SipConnection::Tcp(_), from) => {
+                if let Ok(peer) = from.get_socketaddr() {
+                    self.0.touch(peer);
+                }
+            }
+            TransportEvent::Closed(conn @ SipConnection::Tcp(_)) => {
+                if let Some(peer) = conn.get_remote_addr().and_then(|a| a.get_socketaddr().ok()) {
+                    self.0.closed(peer);
+                }
+            }
+            _ => {}
+        }
+        Some(event)
+    }
+}
