@@ -142,6 +142,8 @@ pub struct SipSettings {
     pub ring_ms: u64,
     /// A caller who should be sending audio and is silent this long is hung up.
     pub media_timeout_seconds: u64,
+    /// Timer H: an answered call not ACKed within this never existed.
+    pub ack_timeout_seconds: u64,
     /// INVITEs per second accepted from one source address (bursts of twice that).
     pub invites_per_second: u32,
     /// Calls being set up (ringing or awaiting ACK) from one source address.
@@ -574,6 +576,7 @@ impl Settings {
         }
         for (key, value) in [
             ("sip.media_timeout_seconds", self.sip.media_timeout_seconds),
+            ("sip.ack_timeout_seconds", self.sip.ack_timeout_seconds),
             (
                 "sip.invites_per_second",
                 u64::from(self.sip.invites_per_second),

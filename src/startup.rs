@@ -309,6 +309,7 @@ fn sip_config(settings: &Settings) -> SipConfig {
         max_call_duration: Duration::from_secs(s.max_call_seconds),
         ring: Duration::from_millis(s.ring_ms),
         media_timeout: Duration::from_secs(s.media_timeout_seconds),
+        ack_timeout: Duration::from_secs(s.ack_timeout_seconds),
         invites_per_second: s.invites_per_second,
         max_pending_per_source: s.max_pending_per_source,
         tcp: contactd_sip::TcpLimits {

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{TestApp, sipp, spawn_app_with};
-use contactd::configuration::{Backend, TrunkSetting};
+use contactd::configuration::Backend;
 use contactd::domain::Role;
 use contactd_sip::config::SipTransport;
 use contactd_sip::g711::Codec;
@@ -36,17 +36,9 @@ async fn voice_app_with(
     trunk: &str,
     adjust: impl FnOnce(&mut contactd::configuration::Settings),
 ) -> TestApp {
-    let trunk = TrunkSetting(contactd_sip::TrunkNetwork::parse(trunk).unwrap());
+    let trunk = trunk.to_string();
     spawn_app_with(backend, move |s| {
-        s.sip.listen = vec![
-            contactd::configuration::SipListenSetting(
-                contactd_sip::SipListen::parse("udp:127.0.0.1:0").unwrap(),
-            ),
-            contactd::configuration::SipListenSetting(
-                contactd_sip::SipListen::parse("tcp:127.0.0.1:0").unwrap(),
-            ),
-        ];
-        s.sip.trunks = vec![trunk];
+        common::listen_for_calls(s, &trunk);
         s.sip.ring_ms = ring_ms;
         s.ivr.digit_timeout_seconds = 4;
         adjust(s);
@@ -79,11 +71,7 @@ fn waiting_caller(app: &TestApp, dir: &std::path::Path) -> tokio::task::JoinHand
 }
 
 fn sip_addr(app: &TestApp, transport: SipTransport) -> SocketAddr {
-    app.sip
-        .iter()
-        .find(|l| l.transport == transport)
-        .expect("listening")
-        .addr
+    app.sip_addr(transport)
 }
 
 /// Waits (bounded) until the daemon has finished the recording of `call_count` calls.

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod raw_sip;
 pub mod sipp;
 pub mod twilio;
 
@@ -110,6 +111,19 @@ pub fn test_settings(db: &TestDatabase) -> Settings {
     settings
 }
 
+/// Turns the voice channel on: UDP and TCP on random ports of 127.0.0.1, calls
+/// accepted from `trunk`.
+pub fn listen_for_calls(settings: &mut Settings, trunk: &str) {
+    use contactd::configuration::{SipListenSetting, TrunkSetting};
+    settings.sip.listen = vec![
+        SipListenSetting(contactd_sip::SipListen::parse("udp:127.0.0.1:0").unwrap()),
+        SipListenSetting(contactd_sip::SipListen::parse("tcp:127.0.0.1:0").unwrap()),
+    ];
+    settings.sip.trunks = vec![TrunkSetting(
+        contactd_sip::TrunkNetwork::parse(trunk).unwrap(),
+    )];
+}
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub base: String,
@@ -166,6 +180,15 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
 }
 
 impl TestApp {
+    /// Where the voice channel listens on `transport`.
+    pub fn sip_addr(&self, transport: contactd_sip::config::SipTransport) -> SocketAddr {
+        self.sip
+            .iter()
+            .find(|l| l.transport == transport)
+            .expect("listening")
+            .addr
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

@@ -98,6 +98,9 @@ pub struct SipConfig {
     pub max_call_duration: Duration,
     /// How long a call rings before it is answered (a CANCEL in this time ends it).
     pub ring: Duration,
+    /// Timer H (64 × T1, 32 s by RFC 3261): an answered call whose ACK has not come by
+    /// then never existed.
+    pub ack_timeout: Duration,
     /// A caller who should be sending audio and has sent none for this long is hung up.
     pub media_timeout: Duration,
     /// INVITEs accepted per second from one source address (bursts of twice that).

@@ -56,9 +56,8 @@ pub enum SipError {
 /// Retry-After sent with 503, in seconds.
 const RETRY_AFTER_SECONDS: &str = "30";
 
-/// How long an answered call may wait for its ACK: Timer H (64 × T1 = 32 s), plus a
-/// margin for the stack's own timer to fire first.
-const ACK_WAIT: Duration = Duration::from_secs(34);
+/// Beyond the stack's Timer H, how long we still wait for it to give up on an ACK.
+const ACK_MARGIN: Duration = Duration::from_secs(2);
 
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
 
@@ -166,6 +165,10 @@ impl SipServer {
             (!tcp_listeners.is_empty()).then(|| TcpConnections::new(config.tcp, trunks.clone()));
         let mut builder = EndpointBuilder::new();
         builder
+            .with_option(rsipstack::transaction::endpoint::EndpointOption {
+                t1x64: config.ack_timeout,
+                ..Default::default()
+            })
             .with_transport_layer(transports)
             .with_cancel_token(stack.clone())
             .with_user_agent("contactd");
@@ -552,7 +555,7 @@ impl Shared {
             return;
         }
         // Nothing of the call exists until the caller confirms it.
-        let confirmed = tokio::time::timeout(ACK_WAIT, async {
+        let confirmed = tokio::time::timeout(self.config.ack_timeout + ACK_MARGIN, async {
             loop {
                 match states.recv().await {
                     Some(DialogState::Confirmed(..)) => return true,
