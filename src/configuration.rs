@@ -288,6 +288,9 @@ pub struct ShutdownSettings {
 pub struct LogSettings {
     pub format: LogFormat,
     pub level: String,
+    /// Let SIP messages (with callers' numbers and keyed digits) into the log, for
+    /// debugging only; off, the SIP stack logs warnings alone.
+    pub personal_data: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -477,15 +480,17 @@ impl Settings {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(
+        figment = figment.merge(EnvAsText(
             Env::prefixed(ENV_PREFIX)
                 .filter(|key| !key.as_str().to_ascii_lowercase().ends_with(FILE_SUFFIX))
                 .split("__"),
-        );
+        ));
         for (key, value) in secrets_from_files()? {
             figment = figment.merge(Serialized::default(&key, value));
         }
-        let settings: Settings = figment.extract().map_err(|e| {
+        // Lossy: numbers and booleans may be given as text (as the environment gives
+        // everything), and are read as the key's type.
+        let settings: Settings = figment.extract_lossy().map_err(|e| {
             // figment reports one error per problem; the first is the one to fix.
             let first = e.into_iter().next().map(describe).unwrap_or_default();
             ConfigError::Invalid(first)
@@ -631,6 +636,50 @@ impl Settings {
 
     pub fn grace_period(&self) -> Duration {
         Duration::from_secs(self.shutdown.grace_seconds)
+    }
+}
+
+/// The environment, taken as text: `CONTACTD__SMS__FROM=+441610000000` is a phone
+/// number, not the integer figment would make of it, and `true` or `0123` stay as
+/// written for a string key. Arrays and tables (`["udp:…", "tcp:…"]`) are still
+/// parsed; numeric and boolean keys read their text through the lossy extraction.
+struct EnvAsText(Env);
+
+impl figment::Provider for EnvAsText {
+    fn metadata(&self) -> figment::Metadata {
+        self.0.metadata()
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        use figment::value::Value;
+        let mut dict = figment::value::Dict::new();
+        for (key, text) in self.0.iter() {
+            let parsed: Value = text.parse().expect("parsing a value is infallible");
+            let value = match parsed {
+                Value::Array(..) | Value::Dict(..) => parsed,
+                _ => Value::from(text),
+            };
+            let nested = figment::util::nest(key.as_str(), value)
+                .into_dict()
+                .expect("a non-empty key makes a dict");
+            merge_into(&mut dict, nested);
+        }
+        Ok(figment::Profile::Default.collect(dict))
+    }
+}
+
+/// Merges `from` into `into`, tables recursively (`A__B=1` and `A__C=2` make one `a`).
+fn merge_into(into: &mut figment::value::Dict, from: figment::value::Dict) {
+    use figment::value::Value;
+    for (key, value) in from {
+        match (into.get_mut(&key), value) {
+            (Some(Value::Dict(_, a)), Value::Dict(_, b)) => merge_into(a, b),
+            (_, value) => {
+                into.insert(key, value);
+            }
+        }
     }
 }
 

@@ -75,9 +75,17 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
-        std::fs::create_dir_all(&settings.data_dir).map_err(|source| StartupError::DataDir {
+        private_dir(&settings.data_dir).map_err(|source| StartupError::DataDir {
             dir: settings.data_dir.display().to_string(),
             source,
+        })?;
+        private_dir(&settings.recordings.dir).map_err(|e| {
+            StartupError::Recordings(RecorderError::File(
+                contactd_recordings::RecordingError::Io {
+                    path: settings.recordings.dir.display().to_string(),
+                    source: e,
+                },
+            ))
         })?;
         let store = open_store(&settings).await?;
         let redis = match settings.scheduler.redis_url.get() {
@@ -261,6 +269,28 @@ impl Application {
         tracing::info!("shutdown complete");
         Ok(())
     }
+}
+
+/// Creates `dir` if needed and makes it (and, for SQLite, the database files in it)
+/// private to the daemon's user: 0700 directories, 0600 files, whatever the umask
+/// or an earlier version left.
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if entry.file_type().is_ok_and(|t| t.is_file())
+            && (name.ends_with(".db") || name.ends_with(".db-wal") || name.ends_with(".db-shm"))
+        {
+            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
 }
 
 /// Each call holds two RTP sockets and a recording file, each connection a socket:

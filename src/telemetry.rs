@@ -8,10 +8,22 @@ use tracing_subscriber::EnvFilter;
 use crate::configuration::{LogFormat, LogSettings};
 
 /// Installs the log subscriber once per process; RUST_LOG overrides the level.
+///
+/// The SIP stack logs whole messages (callers' numbers, keyed digits) at info, so it
+/// is held to warnings unless `log.personal_data` is on; RUST_LOG cannot lift that
+/// by accident, since the cap is added to whatever RUST_LOG says.
 pub fn init_logging(settings: &LogSettings) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!("{},tower_http=warn,sqlx=warn", settings.level))
-    });
+    let base = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| format!("{},tower_http=warn,sqlx=warn", settings.level));
+    let directives = if settings.personal_data {
+        base
+    } else {
+        format!("{base},rsipstack=warn")
+    };
+    let filter =
+        EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info,rsipstack=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -61,6 +61,45 @@ async fn configuration_errors_stop_start_up_naming_the_key() {
 }
 
 #[tokio::test]
+async fn environment_values_are_taken_as_the_text_written() {
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    // A phone number, digits only, and `true` are text for string keys; numbers and
+    // booleans given as text still read as numbers and booleans.
+    let (code, _, stderr) = output(
+        contactd(&db, &["check-config"])
+            .env(
+                "CONTACTD__SMS__ACCOUNT_SID",
+                "AC0123456789abcdef0123456789abcdef",
+            )
+            .env("CONTACTD__SMS__AUTH_TOKEN", "0123456789")
+            .env("CONTACTD__SMS__FROM", "+441610000000")
+            .env("CONTACTD__SMS__API_KEY_SECRET", "true")
+            .env("CONTACTD__SIP__MAX_CALLS", "50")
+            .env("CONTACTD__SIP__OPTIONS_FROM_ANYWHERE", "true"),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    // A number key given words is named as the user wrote it.
+    let (code, _, stderr) =
+        output(contactd(&db, &["check-config"]).env("CONTACTD__SIP__MAX_CALLS", "lots"));
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("CONTACTD__SIP__MAX_CALLS") || stderr.contains("sip.max_calls"),
+        "{stderr}"
+    );
+    // And the daemon starts with them.
+    let (code, _, stderr) = output(
+        contactd(&db, &["migrate"])
+            .env("CONTACTD__SMS__FROM", "+441610000000")
+            .env(
+                "CONTACTD__SMS__ACCOUNT_SID",
+                "AC0123456789abcdef0123456789abcdef",
+            )
+            .env("CONTACTD__SMS__AUTH_TOKEN", "0123456789"),
+    );
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[tokio::test]
 async fn unreachable_database_and_redis_are_named() {
     let db = TestDatabase::new(Backend::Sqlite).await;
     // Port 1 on loopback: nothing listens there, so the connection is refused at once.
@@ -305,4 +344,85 @@ async fn recordings_sweep_from_the_command_line() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains(&format!("deleted {id}")), "{stdout}");
     assert!(!file().exists());
+}
+
+#[tokio::test]
+async fn logs_hold_no_personal_data_and_files_are_private() {
+    use common::raw_sip::{self, Dialog, UdpPeer, WAIT};
+    use std::os::unix::fs::PermissionsExt;
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let _notify = UnixDatagram::bind(&socket_path).unwrap();
+    let mut daemon = start(&db, &socket_path);
+    let sip: std::net::SocketAddr = daemon.sip_udp.clone().expect("sip on").parse().unwrap();
+
+    // A call from a resident's number that keys digits, then hangs up.
+    let trunk = UdpPeer::bind("127.0.0.1", sip).await;
+    let media = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut d = Dialog::new("log-check", "UDP", trunk.local(), sip);
+    trunk
+        .send(&d.invite(
+            "07700900123",
+            "",
+            &raw_sip::offer(media.local_addr().unwrap()),
+        ))
+        .await;
+    let ok = trunk.final_response().await;
+    d.learn(&ok);
+    trunk.send(&d.ack()).await;
+    let mut buf = [0u8; 2048];
+    let (_, daemon_media) = tokio::time::timeout(WAIT, media.recv_from(&mut buf))
+        .await
+        .expect("media once confirmed")
+        .unwrap();
+    let (mut seq, ts) = (1u16, 1000u32);
+    for event in [7u8, 4] {
+        for p in raw_sip::key_press(event, &mut seq, ts + u32::from(event) * 800, 42) {
+            media.send_to(&p, daemon_media).await.unwrap();
+        }
+    }
+    trunk.send(&d.bye()).await;
+    wait_for_log(&daemon, "call ended");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(daemon.child.wait().unwrap().code(), Some(0));
+    let lines: Vec<String> = daemon.log.try_iter().collect();
+    for line in &lines {
+        assert!(
+            !line.contains("7700900123"),
+            "a caller's number in the log: {line}"
+        );
+        assert!(
+            !line.contains("INVITE sip:") && !line.contains("raw_message"),
+            "a SIP message in the log: {line}"
+        );
+    }
+
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let data = db.dir().join("data");
+    assert_eq!(mode(&data), 0o700, "data_dir");
+    assert_eq!(mode(&db.dir().join("contactd.db")), 0o600, "the database");
+    let recordings = db.dir().join("recordings");
+    assert_eq!(mode(&recordings), 0o700, "recordings dir");
+    let mut files = Vec::new();
+    let mut stack = vec![recordings.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                assert_eq!(mode(&e.path()), 0o700, "{}", e.path().display());
+                stack.push(e.path());
+            } else {
+                files.push(e.path());
+            }
+        }
+    }
+    assert!(!files.is_empty(), "the call was recorded");
+    for f in files {
+        assert_eq!(mode(&f), 0o600, "{}", f.display());
+    }
 }

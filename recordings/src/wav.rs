@@ -59,13 +59,20 @@ impl RecordingWriter {
     pub fn create(final_path: &Path) -> Result<Self, RecordingError> {
         let part = RecordingsDir::part_path(final_path);
         if let Some(dir) = final_path.parent() {
-            std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+            // Recordings are personal data: only the daemon's user may list or read them.
+            std::os::unix::fs::DirBuilderExt::mode(
+                std::fs::DirBuilder::new().recursive(true),
+                0o700,
+            )
+            .create(dir)
+            .map_err(io_error(dir))?;
         }
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&part)
-            .map_err(io_error(&part))?;
+        let file = std::os::unix::fs::OpenOptionsExt::mode(
+            OpenOptions::new().write(true).create_new(true),
+            0o600,
+        )
+        .open(&part)
+        .map_err(io_error(&part))?;
         let mut file = BufWriter::with_capacity(BUFFER_BYTES, file);
         file.write_all(&header(0)).map_err(io_error(&part))?;
         Ok(RecordingWriter {
