@@ -16,6 +16,7 @@ on_both_backends!(
     roles_are_enforced,
     reads_and_writes_are_audited_and_the_log_is_append_only,
     operations_endpoints,
+    slow_and_idle_clients_cannot_hold_the_listener,
 );
 
 /// Every operation the API offers. A route added without its OpenAPI entry, or an
@@ -254,9 +255,10 @@ async fn reads_and_writes_are_audited_and_the_log_is_append_only(backend: Backen
             )
         })
         .collect();
+    // A contact recorded by staff is on record as theirs, not the channel's.
     for expected in [
-        ("create", "channel:sms"),
-        ("intake", "channel:sms"),
+        ("create", "staff:agent-user"),
+        ("intake", "staff:agent-user"),
         ("read", "staff:quality-user"),
     ] {
         assert!(
@@ -321,4 +323,70 @@ async fn operations_endpoints(backend: Backend) {
     );
     assert!(metrics.contains("route=\"/api/v1/services\""), "{metrics}");
     app.stop().await;
+}
+
+/// Slowloris: clients that open connections and send headers a byte at a time (or
+/// never) are cut after the header-read timeout, and no source holds more than its
+/// share of connections meanwhile; readiness says when the listener is full.
+async fn slow_and_idle_clients_cannot_hold_the_listener(backend: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = common::spawn_app_with(backend, |s| {
+        s.http.max_connections = 4;
+        s.http.max_connections_per_source = 3;
+        s.http.header_read_timeout_seconds = 1;
+    })
+    .await;
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        let mut c = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        slow.push(c);
+    }
+    // A fourth from the same source is closed at once.
+    let mut fourth = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let _ = fourth
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), fourth.read(&mut buf))
+        .await
+        .expect("the refused connection is closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{}", String::from_utf8_lossy(&buf[..n]));
+    // Another source gets the last place, and is told the listener is full.
+    let other = reqwest::Client::builder()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .build()
+        .unwrap();
+    let r = other.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    drop(other);
+    // The slow clients are cut after the header-read timeout.
+    for mut c in slow {
+        let mut rest = Vec::new();
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(10), c.read_to_end(&mut rest))
+                .await;
+        assert!(
+            read.is_ok(),
+            "a client that never finished its headers is still connected"
+        );
+        assert!(
+            !String::from_utf8_lossy(&rest).contains("200 OK"),
+            "a request without its end was served"
+        );
+    }
+    // And the listener serves again.
+    let mut ready = false;
+    for _ in 0..100 {
+        let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+        if r.status() == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ready, "the listener did not recover");
 }

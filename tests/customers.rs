@@ -13,6 +13,7 @@ on_both_backends!(
     consents_keep_when_and_how,
     merging_duplicates_moves_everything_with_an_audit_trail,
     bad_input_is_refused_naming_the_field_and_nothing_is_written,
+    every_table_pointing_at_a_customer_is_handled_by_merge,
 );
 
 async fn record_is_normalised_and_searchable(backend: Backend) {
@@ -530,4 +531,64 @@ async fn bad_input_is_refused_naming_the_field_and_nothing_is_written(backend: B
         "only the read just made"
     );
     app.stop().await;
+}
+
+/// Every table with a `customer_id` column is either moved on merge or deliberately
+/// kept with the merged-away record: a table added later without a decision fails.
+async fn every_table_pointing_at_a_customer_is_handled_by_merge(backend: Backend) {
+    use contactd::store::customers::{KEPT_ON_MERGE, MOVED_ON_MERGE};
+    use sqlx::Row;
+    let app = spawn_app(backend).await;
+    let tables: Vec<String> = match backend {
+        Backend::Sqlite => {
+            let names: Vec<String> = sqlx::query(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_sqlx%'",
+            )
+            .fetch_all(app.store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>("name"))
+            .collect();
+            let mut with_customer = Vec::new();
+            for name in names {
+                let cols = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT name FROM pragma_table_info('{name}')"
+                )))
+                .fetch_all(app.store.pool())
+                .await
+                .unwrap();
+                if cols
+                    .iter()
+                    .any(|c| c.get::<String, _>("name") == "customer_id")
+                {
+                    with_customer.push(name);
+                }
+            }
+            with_customer
+        }
+        Backend::Postgres => sqlx::query(
+            "SELECT CAST(table_name AS TEXT) AS t FROM information_schema.columns \
+             WHERE column_name = 'customer_id' AND table_schema = 'public'",
+        )
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<String, _>("t"))
+        .collect(),
+    };
+    assert!(!tables.is_empty());
+    for table in &tables {
+        assert!(
+            MOVED_ON_MERGE.contains(&table.as_str()) || KEPT_ON_MERGE.contains(&table.as_str()),
+            "{table} has a customer_id but merge neither moves nor keeps it"
+        );
+    }
+    for table in MOVED_ON_MERGE.iter().chain(KEPT_ON_MERGE.iter()) {
+        assert!(
+            tables.iter().any(|t| t == table),
+            "{table} is listed but has no customer_id"
+        );
+    }
 }

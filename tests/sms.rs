@@ -19,6 +19,7 @@ on_both_backends!(
     twilio_is_retried_after_429_and_believed_about_opt_outs,
     status_callbacks_never_move_a_message_backwards,
     texts_join_the_senders_request_by_reference_or_reply,
+    control_characters_and_staff_contacts_cannot_lose_a_text,
 );
 
 async fn sms_app(backend: Backend) -> (TestApp, FakeTwilio) {
@@ -558,4 +559,67 @@ async fn texts_join_the_senders_request_by_reference_or_reply(backend: Backend) 
     );
     assert_eq!(total_requests(&app).await, 3);
     app.stop().await;
+}
+
+async fn control_characters_and_staff_contacts_cannot_lose_a_text(backend: Backend) {
+    let (app, _fake) = sms_app(backend).await;
+    // A signed text of nothing but control characters is stored, as an empty text.
+    let (status, body) = send_text(&app, &text("+447700900123", "\u{1}\u{2}\u{7f}\u{1b}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(app.count("contacts").await, 1);
+
+    // Staff record a contact with a MessageSid Twilio has not delivered yet.
+    let real = text("+447700900456", "Fly-tipping on Mill Lane");
+    let message_sid = field(&real, "MessageSid").to_string();
+    let (status, receipt) = app
+        .post(
+            Role::Agent,
+            "/api/v1/contacts",
+            json!({"channel": "sms", "external_id": message_sid, "from": "+447700900456",
+                   "to": COUNCIL_NUMBER, "content": "noted by phone"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{receipt}");
+    // The real text still arrives, as a contact of its own.
+    let (status, body) = send_text(&app, &real).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        app.count("contacts").await,
+        3,
+        "the text was taken for a redelivery"
+    );
+    // The staff contact is audited as the staff member who recorded it.
+    let row = sqlx::query(sqlx::AssertSqlSafe(
+        "SELECT actor FROM audit_log WHERE entity_id = $1 AND action = 'intake'".to_string(),
+    ))
+    .bind(receipt["request_id"].as_str().unwrap())
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    let actor: String = sqlx::Row::get(&row, "actor");
+    assert_eq!(actor, "staff:agent-user");
+
+    // A special-category request takes no staff contact from a role that may not read it.
+    let customer = app
+        .create_customer(json!({"given_name": "Al", "phones": ["07700 900789"]}))
+        .await;
+    let (status, badge) = app
+        .post(
+            Role::Supervisor,
+            "/api/v1/requests",
+            json!({"customer_id": customer["id"], "service": "blue_badges", "summary": "Renewal"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{badge}");
+    let before = app.count("contacts").await;
+    let (status, refused) = app
+        .post(
+            Role::Agent,
+            "/api/v1/contacts",
+            json!({"channel": "phone", "external_id": "walk-in-1", "from": "07700 900789",
+                   "to": "front desk", "content": "asked about the badge", "reference": badge["reference"]}),
+        )
+        .await;
+    assert_eq!(status, 403, "{refused}");
+    assert_eq!(app.count("contacts").await, before, "nothing half-written");
 }

@@ -39,6 +39,21 @@ pub enum UpdateError<E> {
     Rejected(E),
 }
 
+/// Tables whose rows follow a resident when their duplicate record is merged into
+/// another: everything that happened to or for them.
+pub const MOVED_ON_MERGE: [&str; 4] = ["consents", "service_requests", "contacts", "sms_messages"];
+
+/// Tables whose `customer_id` rows stay with the merged-away record: its own details
+/// (copied into the survivor) and its history, which say what that record was.
+/// A test checks these two lists against the schema, so a new table cannot be missed.
+pub const KEPT_ON_MERGE: [&str; 5] = [
+    "customer_phones",
+    "customer_emails",
+    "customer_addresses",
+    "customer_representatives",
+    "customer_history",
+];
+
 impl Store {
     pub async fn create_customer(
         &self,
@@ -293,7 +308,7 @@ impl Store {
         })?;
         record_changes(&mut tx, actor, survivor, &keep.details, &merged).await?;
         write_details(&mut tx, survivor, &merged).await?;
-        for table in ["consents", "service_requests", "contacts"] {
+        for table in MOVED_ON_MERGE {
             let sql = format!("UPDATE {table} SET customer_id = $1 WHERE customer_id = $2");
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(survivor)
