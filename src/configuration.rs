@@ -217,6 +217,20 @@ pub struct RecordingSettings {
     pub retention_days: u32,
     /// How often expired recordings are deleted.
     pub sweep_interval_minutes: u64,
+    /// Below this much free space (MiB) in `dir`, recordings count as unavailable.
+    pub min_free_mb: u64,
+    /// When recordings cannot be written (a full disk): take calls unrecorded (and
+    /// without the recording notice), or refuse them with 503.
+    pub when_unavailable: WhenUnrecordable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenUnrecordable {
+    /// Answer, say nothing about recording, mark the call unrecorded.
+    Unrecorded,
+    /// Refuse new calls (503) until recordings can be written again.
+    Refuse,
 }
 
 /// The call flow: prompts, timeouts and the service menu.

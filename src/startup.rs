@@ -79,14 +79,11 @@ impl Application {
             dir: settings.data_dir.display().to_string(),
             source,
         })?;
-        private_dir(&settings.recordings.dir).map_err(|e| {
-            StartupError::Recordings(RecorderError::File(
-                contactd_recordings::RecordingError::Io {
-                    path: settings.recordings.dir.display().to_string(),
-                    source: e,
-                },
-            ))
-        })?;
+        // A recordings directory that cannot be made is reported by the recorder's
+        // check (not ready), not fatal.
+        if let Err(e) = private_dir(&settings.recordings.dir) {
+            tracing::error!(dir = %settings.recordings.dir.display(), error = %e, "recordings.dir cannot be used");
+        }
         let store = open_store(&settings).await?;
         let redis = match settings.scheduler.redis_url.get() {
             Some(url) => {
@@ -110,7 +107,15 @@ impl Application {
             store.clone(),
             &settings.recordings.dir,
             settings.recordings.retention_days,
-        );
+        )
+        .with_min_free_bytes(settings.recordings.min_free_mb * 1024 * 1024);
+        // A recordings directory that cannot be written is reported (not ready), not
+        // fatal: the voice channel knows what to do without a recorder.
+        if settings.sip.enabled()
+            && let Some(problem) = recorder.check().await
+        {
+            tracing::error!(%problem, "recordings cannot be written");
+        }
         let repaired = recorder.repair_unfinished().await?;
         if repaired > 0 {
             tracing::warn!(
@@ -127,6 +132,7 @@ impl Application {
                 recorder.clone(),
                 prompts,
                 settings.ivr.clone(),
+                settings.recordings.when_unavailable,
             );
             let server = SipServer::start(sip_config(&settings), Arc::new(voice.clone())).await?;
             for l in server.listening() {
@@ -155,6 +161,7 @@ impl Application {
             redis,
             shutdown: CancellationToken::new(),
             http_connections: Default::default(),
+            recorder: recorder.health().clone(),
             sip: sip.as_ref().map(SipServer::status),
         };
         Ok(Application {
@@ -210,6 +217,7 @@ impl Application {
         let sweeper = tokio::spawn(sweep_periodically(
             self.recorder,
             Duration::from_secs(self.settings.recordings.sweep_interval_minutes.max(1) * 60),
+            self.settings.sip.enabled(),
             token.clone(),
         ));
         let router = api::router(
@@ -351,11 +359,25 @@ fn sip_config(settings: &Settings) -> SipConfig {
     }
 }
 
-/// Deletes expired recordings every `every`, until shutdown.
-async fn sweep_periodically(recorder: Recorder, every: Duration, stop: CancellationToken) {
+const RECORDER_CHECK: Duration = Duration::from_secs(30);
+
+/// Deletes expired recordings every `every`, and checks the recorder, until shutdown.
+async fn sweep_periodically(
+    recorder: Recorder,
+    every: Duration,
+    check_health: bool,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(every);
+    // Whether recordings can be written is checked twice a minute: a disk that fills
+    // (or is freed) between calls is noticed before the next call is answered.
+    let mut health = tokio::time::interval(RECORDER_CHECK);
+    health.tick().await;
     loop {
         tokio::select! {
+            _ = health.tick(), if check_health => {
+                recorder.check().await;
+            }
             _ = tick.tick() => match recorder.sweep(false).await {
                 Ok(r) if !r.purged.is_empty() || !r.failed.is_empty() => {
                     tracing::info!(purged = r.purged.len(), failed = r.failed.len(), kept_on_hold = r.kept_on_hold, "recordings sweep");

@@ -344,6 +344,51 @@ async fn recordings_sweep_from_the_command_line() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains(&format!("deleted {id}")), "{stdout}");
     assert!(!file().exists());
+
+    // A second expired recording whose file is not where it should be (a directory
+    // unmounted, say): an error, and never marked purged.
+    let store = contactd::store::Store::connect(&settings.database)
+        .await
+        .unwrap();
+    let recorder =
+        contactd::recordings::Recorder::new(store.clone(), db.dir().join("recordings"), 365);
+    let recording = recorder
+        .begin("call-2", std::time::SystemTime::now())
+        .unwrap();
+    recorder.register(&recording).await.unwrap();
+    let missing = recording.id.clone();
+    recorder.finish(recording).await.unwrap();
+    sqlx::query("UPDATE recordings SET expires_at = 0 WHERE id = $1")
+        .bind(&missing)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let day = time::OffsetDateTime::now_utc().date();
+    std::fs::remove_file(db.dir().join("recordings").join(format!(
+        "{:04}/{:02}/{:02}/{missing}.wav",
+        day.year(),
+        day.month() as u8,
+        day.day()
+    )))
+    .unwrap();
+    let (code, stdout, stderr) = output(&mut contactd(&db, &["recordings", "sweep"]));
+    assert_eq!(code, 1, "a missing file is an error: {stdout}");
+    assert!(
+        stdout.contains(&format!("could not delete {missing}")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&format!("deleted {missing}")), "{stdout}");
+    assert!(stderr.contains("could not be deleted"), "{stderr}");
+    let status: String = sqlx::Row::get(
+        &sqlx::query("SELECT status FROM recordings WHERE id = $1")
+            .bind(&missing)
+            .fetch_one(store.pool())
+            .await
+            .unwrap(),
+        "status",
+    );
+    assert_eq!(status, "complete", "not marked purged");
+    store.close().await;
 }
 
 #[tokio::test]

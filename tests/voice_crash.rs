@@ -21,6 +21,101 @@ async fn postgres() {
     killed_mid_call_then_restarted(Backend::Postgres).await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_answer_sqlite() {
+    killed_at_answer_with_wreckage_then_restarted(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_answer_postgres() {
+    killed_at_answer_with_wreckage_then_restarted(Backend::Postgres).await
+}
+
+/// SIGKILL as soon as the call is up, before a byte of audio reached the disk, with
+/// other wreckage beside it (a garbage part file, a row whose file is gone): the
+/// daemon starts again, the empty recording is a playable empty file, the rest are
+/// marked lost with their reasons.
+async fn killed_at_answer_with_wreckage_then_restarted(backend: Backend) {
+    use common::raw_sip::{self, Dialog, UdpPeer, WAIT};
+    let db = TestDatabase::new(backend).await;
+    let notify = db.dir().join("notify.sock");
+    let _socket = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    let mut daemon = start(&db, &notify);
+    let sip: std::net::SocketAddr = daemon.sip_udp.clone().unwrap().parse().unwrap();
+    let trunk = UdpPeer::bind("127.0.0.1", sip).await;
+    let media = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut d = Dialog::new("killed-at-answer", "UDP", trunk.local(), sip);
+    trunk
+        .send(&d.invite(
+            "07700900123",
+            "",
+            &raw_sip::offer(media.local_addr().unwrap()),
+        ))
+        .await;
+    let ok = trunk.final_response().await;
+    d.learn(&ok);
+    trunk.send(&d.ack()).await;
+    // The first packet of media: the call is confirmed and its recording started.
+    let mut buf = [0u8; 2048];
+    tokio::time::timeout(WAIT, media.recv_from(&mut buf))
+        .await
+        .expect("media")
+        .unwrap();
+    daemon.child.kill().unwrap(); // SIGKILL
+    daemon.child.wait().unwrap();
+
+    // Wreckage: a part file that is no recording, and a row whose file is gone.
+    let recordings = db.dir().join("recordings");
+    let garbage = recordings.join("2020/01/01/garbage.wav.part");
+    std::fs::create_dir_all(garbage.parent().unwrap()).unwrap();
+    std::fs::write(&garbage, b"this is not a recording at all, just junk").unwrap();
+    let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO recordings (id, call_id, path, status, started_at, expires_at, legal_hold, repaired) \
+         VALUES ('vanished', 'x', '2020/01/02/vanished.wav', 'recording', 0, 1, 0, 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    let mut again = start(&db, &notify);
+    let rows =
+        sqlx::query("SELECT id, path, status, failure, duration_ms FROM recordings ORDER BY id")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(
+        rows.len(),
+        3,
+        "the call, the garbage file, the vanished row"
+    );
+    for row in &rows {
+        let id: String = row.get("id");
+        let status: String = row.get("status");
+        let failure: Option<String> = row.get("failure");
+        let path: String = row.get("path");
+        if id == "vanished" {
+            assert_eq!(status, "lost");
+            assert!(failure.unwrap().contains("recordings.dir"));
+        } else if path.contains("garbage") {
+            assert_eq!(status, "lost");
+            assert!(failure.unwrap().contains("not"), "a reason is given");
+        } else {
+            assert_eq!(status, "complete", "the call's recording");
+            let wav = hound::WavReader::open(recordings.join(&path))
+                .expect("an empty recording is still a playable file");
+            assert_eq!(wav.spec().channels, 2);
+        }
+    }
+    conn.close().await.unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(again.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(again.child.wait().unwrap().code(), Some(0));
+}
+
 /// The unfinished recording file, once it holds `bytes` or more.
 async fn part_file_with(dir: &std::path::Path, bytes: u64) -> std::path::PathBuf {
     for _ in 0..600 {

@@ -38,6 +38,14 @@ impl RecordingsDir {
         PathBuf::from(s)
     }
 
+    /// The recording's file as it is on disk now (finished, or still `.part`), if any.
+    pub fn existing(&self, relative: &Path) -> Option<PathBuf> {
+        let path = self.absolute(relative);
+        [path.clone(), Self::part_path(&path)]
+            .into_iter()
+            .find(|p| p.is_file())
+    }
+
     /// Deletes a recording's file (finished or not). A file already gone is not an
     /// error: deletion is what was wanted.
     pub fn delete(&self, relative: &Path) -> Result<(), RecordingError> {

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::Path;
 
 use crate::layout::PART_SUFFIX;
-use crate::wav::{FinishedRecording, HEADER_LEN, finish_file};
+use crate::wav::{FinishedRecording, HEADER_LEN, finish_file, header};
 use crate::{RecordingError, io_error};
 
 /// Repairs `part` (a `.wav.part` file) into its final `.wav` name.
@@ -27,13 +27,20 @@ pub fn repair(part: &Path) -> Result<FinishedRecording, RecordingError> {
         .write(true)
         .open(part)
         .map_err(io_error(part))?;
-    let mut head = [0u8; 12];
-    file.read_exact(&mut head)
-        .map_err(|_| not_ours("it is shorter than a WAV header"))?;
+    let len = file.metadata().map_err(io_error(part))?.len();
+    let mut head = vec![0u8; len.min(HEADER_LEN) as usize];
+    file.read_exact(&mut head).map_err(io_error(part))?;
+    if len < HEADER_LEN {
+        // Killed before the first buffer reached the disk: nothing, or part of our
+        // own header. An empty recording, still a playable file.
+        if head[..] != header(0)[..head.len()] {
+            return Err(not_ours("it is shorter than a WAV header and not ours"));
+        }
+        return finish_file(&mut file, part, Path::new(final_name), 0);
+    }
     if &head[0..4] != b"RIFF" || &head[8..12] != b"WAVE" {
         return Err(not_ours("it has no RIFF/WAVE header"));
     }
-    let len = file.metadata().map_err(io_error(part))?.len();
     let data = len.saturating_sub(HEADER_LEN) / 4 * 4;
     finish_file(&mut file, part, Path::new(final_name), data)
 }
@@ -76,10 +83,25 @@ mod tests {
     }
 
     #[test]
+    fn a_file_killed_before_its_first_write_becomes_an_empty_recording() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, bytes) in [("empty", &b""[..]), ("torn", &header(0)[..20])] {
+            let part = dir.path().join(format!("{name}.wav.part"));
+            std::fs::write(&part, bytes).unwrap();
+            let fixed = repair(&part).unwrap();
+            assert_eq!((fixed.duration_ms, fixed.size_bytes), (0, HEADER_LEN));
+            let reader = hound::WavReader::open(dir.path().join(format!("{name}.wav"))).unwrap();
+            assert_eq!(reader.duration(), 0);
+        }
+    }
+
+    #[test]
     fn refuses_files_that_are_not_recordings() {
         let dir = tempfile::tempdir().unwrap();
         let part = dir.path().join("x.wav.part");
         std::fs::write(&part, b"hello, not a wav file at all").unwrap();
+        assert!(matches!(repair(&part), Err(RecordingError::NotOurs { .. })));
+        std::fs::write(&part, b"junk").unwrap();
         assert!(matches!(repair(&part), Err(RecordingError::NotOurs { .. })));
     }
 }

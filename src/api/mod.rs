@@ -62,6 +62,8 @@ pub struct AppState {
     pub http_connections: Arc<crate::http::HttpConnections>,
     /// The voice channel's load, when it is on.
     pub sip: Option<contactd_sip::SipStatus>,
+    /// Whether call recordings can be written.
+    pub recorder: crate::recordings::RecorderHealth,
 }
 
 #[derive(OpenApi)]

@@ -41,6 +41,10 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if state.shutdown.is_cancelled() {
         return unavailable("shutting down");
     }
+    if let Some(problem) = state.recorder.problem() {
+        tracing::warn!(%problem, "readiness: recordings cannot be written");
+        return unavailable("recordings cannot be written");
+    }
     if state.http_connections.at_limit() {
         return unavailable("http connection limit reached");
     }

@@ -62,6 +62,13 @@ pub async fn download(
                 "this recording was deleted at the end of its retention period",
             ));
         }
+        RecordingStatus::Lost => {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "gone",
+                "this recording was lost (its row says why); there is no audio",
+            ));
+        }
         RecordingStatus::Recording => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,

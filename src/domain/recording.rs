@@ -6,11 +6,13 @@ use utoipa::ToSchema;
 use super::{Timestamp, UnknownValue};
 
 super::text_enum! {
-    /// A recording's life: written during the call, complete after it, purged at expiry.
+    /// A recording's life: written during the call, complete after it, purged at
+    /// expiry; lost when a crash left nothing readable (the reason is kept).
     RecordingStatus {
         Recording = "recording",
         Complete = "complete",
         Purged = "purged",
+        Lost = "lost",
     }
 }
 
@@ -33,6 +35,8 @@ pub struct Recording {
     pub legal_hold_reason: Option<String>,
     /// Rebuilt after the daemon stopped mid-call.
     pub repaired: bool,
+    /// Why the recording is incomplete or lost (a full disk, an unreadable file).
+    pub failure: Option<String>,
     pub purged_at: Option<Timestamp>,
     /// Relative to the recordings directory.
     #[serde(skip)]

@@ -11,7 +11,7 @@ use crate::domain::request::TimelineKind;
 use crate::domain::{Actor, Channel, Reference, Timestamp};
 
 const COLUMNS: &str = "id, call_id, contact_id, request_id, path, status, started_at, ended_at, duration_ms, \
-     size_bytes, sha256, expires_at, legal_hold, legal_hold_reason, repaired, purged_at";
+     size_bytes, sha256, expires_at, legal_hold, legal_hold_reason, repaired, purged_at, failure";
 
 /// What a finished file tells the store.
 pub struct Completion<'a> {
@@ -20,6 +20,8 @@ pub struct Completion<'a> {
     pub size_bytes: i64,
     pub sha256: &'a str,
     pub repaired: bool,
+    /// Set when the recording stopped early (a write failed mid-call).
+    pub failure: Option<&'a str>,
 }
 
 impl Store {
@@ -53,7 +55,7 @@ impl Store {
         let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE recordings SET status = $1, ended_at = $2, duration_ms = $3, size_bytes = $4, sha256 = $5, \
-             repaired = $6 WHERE id = $7 AND status = $8",
+             repaired = $6, failure = $7 WHERE id = $8 AND status = $9",
         )
         .bind(RecordingStatus::Complete.as_str())
         .bind(c.ended_at.millis())
@@ -61,6 +63,7 @@ impl Store {
         .bind(c.size_bytes)
         .bind(c.sha256)
         .bind(i64::from(c.repaired))
+        .bind(c.failure)
         .bind(id)
         .bind(RecordingStatus::Recording.as_str())
         .execute(&mut *tx)
@@ -148,9 +151,41 @@ impl Store {
         Ok((rows.iter().map(from_row).collect::<StoreResult<_>>()?, held))
     }
 
-    /// Records that a recording's file was deleted. A hold placed since the sweep
-    /// read the row wins: then nothing is marked and `false` is returned.
-    pub async fn mark_purged(&self, actor: &Actor, id: &str) -> StoreResult<bool> {
+    /// Records that a recording being written could not be recovered, and why.
+    pub async fn mark_recording_lost(&self, id: &str, why: &str) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE recordings SET status = $1, ended_at = $2, failure = $3 WHERE id = $4 AND status = $5",
+        )
+        .bind(RecordingStatus::Lost.as_str())
+        .bind(Timestamp::now().millis())
+        .bind(why)
+        .bind(id)
+        .bind(RecordingStatus::Recording.as_str())
+        .execute(&mut *tx)
+        .await?;
+        audit::record(
+            &mut tx,
+            &Actor::System,
+            Action::Update,
+            Entity::Recording,
+            id,
+            Some(&format!("lost: {why}")),
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    /// Purges an expired recording: the row is marked purged, then `delete` removes
+    /// the file, and only if it succeeds is the change committed. A hold placed since
+    /// the sweep read the row wins (its row lock waits for us, or we see it): then
+    /// nothing is deleted and `Ok(false)` is returned.
+    pub async fn purge_recording<E>(
+        &self,
+        actor: &Actor,
+        id: &str,
+        delete: impl FnOnce() -> Result<(), E>,
+    ) -> StoreResult<Result<bool, E>> {
         let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE recordings SET status = $1, purged_at = $2 WHERE id = $3 AND status = $4 AND legal_hold = 0",
@@ -162,7 +197,10 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
-            return Ok(false);
+            return Ok(Ok(false));
+        }
+        if let Err(e) = delete() {
+            return Ok(Err(e));
         }
         audit::record(
             &mut tx,
@@ -174,7 +212,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Ok(true))
     }
 
     pub async fn recordings_of_request(
@@ -309,6 +347,7 @@ fn from_row(r: &sqlx::any::AnyRow) -> StoreResult<Recording> {
         legal_hold: flag(r, "legal_hold")?,
         legal_hold_reason: r.try_get("legal_hold_reason")?,
         repaired: flag(r, "repaired")?,
+        failure: r.try_get("failure")?,
         purged_at: timestamp_opt(r, "purged_at")?,
         path: r.try_get("path")?,
     })

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use contactd_sip::{Call, CallHandler, CallInfo, CallerId, FrameSink};
 use tokio_util::task::TaskTracker;
 
-use crate::configuration::IvrSettings;
+use crate::configuration::{IvrSettings, WhenUnrecordable};
 use crate::domain::{Channel, LongText, PhoneNumber, ShortText, Timestamp};
 use crate::intake::{InboundContact, Intake, Origin, Sender};
 use crate::recordings::{ActiveRecording, Recorder};
@@ -34,6 +34,7 @@ struct Inner {
     recorder: Recorder,
     prompts: Prompts,
     ivr: IvrSettings,
+    when_unrecordable: WhenUnrecordable,
     /// Recordings started for calls whose handler has not yet picked them up.
     starting: Mutex<HashMap<String, ActiveRecording>>,
     calls: TaskTracker,
@@ -46,6 +47,7 @@ impl VoiceChannel {
         recorder: Recorder,
         prompts: Prompts,
         ivr: IvrSettings,
+        when_unrecordable: WhenUnrecordable,
     ) -> Self {
         VoiceChannel {
             inner: Arc::new(Inner {
@@ -54,6 +56,7 @@ impl VoiceChannel {
                 recorder,
                 prompts,
                 ivr,
+                when_unrecordable,
                 starting: Mutex::new(HashMap::new()),
                 calls: TaskTracker::new(),
             }),
@@ -72,7 +75,7 @@ impl CallHandler for VoiceChannel {
         let key = external_id(&info.key);
         match self.inner.recorder.begin(key.as_str(), info.answered_at) {
             Ok(recording) => {
-                let sink = Recorder::sink(&recording);
+                let sink = self.inner.recorder.sink(&recording);
                 self.inner
                     .starting
                     .lock()
@@ -85,6 +88,11 @@ impl CallHandler for VoiceChannel {
                 None
             }
         }
+    }
+
+    fn taking_calls(&self) -> bool {
+        self.inner.when_unrecordable == WhenUnrecordable::Unrecorded
+            || self.inner.recorder.health().problem().is_none()
     }
 
     fn handle(&self, call: Call) -> Pin<Box<dyn Future<Output = ()> + Send>> {

@@ -72,6 +72,10 @@ pub trait CallHandler: Send + Sync + 'static {
     fn recorder(&self, info: &CallInfo) -> Option<Box<dyn FrameSink>>;
     /// Runs the call (greeting, menus, routing). Called once the call is answered.
     fn handle(&self, call: Call) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+    /// Whether new calls can be taken now (asked before answering; no: 503).
+    fn taking_calls(&self) -> bool {
+        true
+    }
 }
 
 pub struct Call {

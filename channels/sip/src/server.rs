@@ -463,6 +463,11 @@ impl Shared {
             refused("pending_limit");
             return reply_unavailable(&mut tx).await;
         };
+        if !self.handler.taking_calls() {
+            info!(%call_id, "the daemon cannot take calls now: 503");
+            refused("not_taking_calls");
+            return reply_unavailable(&mut tx).await;
+        }
         let Some(active) = self.admit() else {
             info!(%call_id, "at the call limit or shutting down: 503");
             refused("call_limit");
