@@ -59,6 +59,10 @@ enum UserCommand {
         #[arg(long, value_parser = parse_role)]
         role: Role,
     },
+    /// Disable a staff user: their tokens stop working at once.
+    Disable { name: String },
+    /// Enable a disabled staff user again (their unrevoked tokens work again).
+    Enable { name: String },
 }
 
 #[derive(Subcommand)]
@@ -67,7 +71,50 @@ enum TokenCommand {
     Create {
         #[arg(long)]
         user: String,
+        /// How long the token lives: e.g. `8h`, `30d`, or `never`.
+        #[arg(long, default_value = "90d", value_parser = parse_lifetime)]
+        expires_in: Lifetime,
     },
+    /// Revoke a token (give the token itself), or every token of a user (`--user`).
+    Revoke {
+        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        token: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+/// A token's lifetime from the command line.
+#[derive(Debug, Clone, Copy)]
+struct Lifetime(Option<std::time::Duration>);
+
+fn parse_lifetime(s: &str) -> Result<Lifetime, String> {
+    if s.eq_ignore_ascii_case("never") {
+        return Ok(Lifetime(None));
+    }
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?}: write a number and a unit (m, h, d), or never"))?;
+    let seconds = match unit {
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: the unit is m, h or d")),
+    };
+    if n == 0 || n > 3650 * 86_400 / seconds {
+        return Err(format!("{s:?}: between one unit and ten years"));
+    }
+    Ok(Lifetime(Some(std::time::Duration::from_secs(n * seconds))))
+}
+
+fn no_such_user(e: crate::store::StoreError, name: &str) -> anyhow::Error {
+    match e {
+        crate::store::StoreError::NotFound => {
+            anyhow::anyhow!("no active staff user named {name:?}")
+        }
+        other => other.into(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -147,18 +194,63 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let user = store.add_staff_user(&name, role).await?;
             println!("added {} ({})", user.name, user.role);
         }
+        Command::User {
+            command: command @ (UserCommand::Disable { .. } | UserCommand::Enable { .. }),
+        } => {
+            let (name, disabled) = match command {
+                UserCommand::Disable { name } => (name, true),
+                UserCommand::Enable { name } => (name, false),
+                UserCommand::Add { .. } => unreachable!("matched above"),
+            };
+            let store = startup::open_store(&settings).await?;
+            store
+                .set_staff_disabled(&name, disabled)
+                .await
+                .map_err(|e| no_such_user(e, &name))?;
+            let verb = if disabled { "disabled" } else { "enabled" };
+            println!("{verb} {name}");
+        }
         Command::Token {
-            command: TokenCommand::Create { user },
+            command: TokenCommand::Create { user, expires_in },
         } => {
             let store = startup::open_store(&settings).await?;
-            let token = store.create_token(&user).await.map_err(|e| match e {
-                crate::store::StoreError::NotFound => {
-                    anyhow::anyhow!("no active staff user named {user:?}")
+            let expires = expires_in.0.map(|d| {
+                crate::domain::Timestamp::from_millis(
+                    crate::domain::Timestamp::now().millis() + d.as_millis() as i64,
+                )
+            });
+            let token = store
+                .create_token_until(&user, expires)
+                .await
+                .map_err(|e| no_such_user(e, &user))?;
+            match expires {
+                Some(at) => {
+                    println!("token for {user}, valid until {at} (shown once; store it now):")
                 }
-                other => other.into(),
-            })?;
-            println!("token for {user} (shown once; store it now):");
+                None => {
+                    println!("token for {user}, valid until revoked (shown once; store it now):")
+                }
+            }
             println!("{token}");
+        }
+        Command::Token {
+            command: TokenCommand::Revoke { token, user },
+        } => {
+            let store = startup::open_store(&settings).await?;
+            match (token, user) {
+                (Some(token), _) => {
+                    anyhow::ensure!(store.revoke_token(&token).await?, "no live token matches");
+                    println!("revoked the token");
+                }
+                (None, Some(user)) => {
+                    let n = store
+                        .revoke_tokens_of(&user)
+                        .await
+                        .map_err(|e| no_such_user(e, &user))?;
+                    println!("revoked {n} token(s) of {user}");
+                }
+                (None, None) => anyhow::bail!("give a token or --user"),
+            }
         }
         Command::Recordings {
             command: RecordingsCommand::Sweep { dry_run },

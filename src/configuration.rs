@@ -267,6 +267,8 @@ pub struct HttpSettings {
     pub max_connections_per_source: usize,
     /// A client must send its request headers within this (idle keep-alive too).
     pub header_read_timeout_seconds: u64,
+    /// When set, `/metrics` answers only to `Authorization: Bearer <this>`.
+    pub metrics_token: Secret,
 }
 
 #[derive(Debug, Clone, Deserialize)]

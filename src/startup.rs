@@ -162,6 +162,8 @@ impl Application {
             shutdown: CancellationToken::new(),
             http_connections: Default::default(),
             recorder: recorder.health().clone(),
+            metrics_token: (!settings.http.metrics_token.is_empty())
+                .then(|| settings.http.metrics_token.expose().to_string()),
             sip: sip.as_ref().map(SipServer::status),
         };
         Ok(Application {

@@ -17,6 +17,7 @@ on_both_backends!(
     reads_and_writes_are_audited_and_the_log_is_append_only,
     operations_endpoints,
     slow_and_idle_clients_cannot_hold_the_listener,
+    metrics_can_require_a_token,
 );
 
 /// Every operation the API offers. A route added without its OpenAPI entry, or an
@@ -389,4 +390,30 @@ async fn slow_and_idle_clients_cannot_hold_the_listener(backend: Backend) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(ready, "the listener did not recover");
+}
+
+async fn metrics_can_require_a_token(backend: Backend) {
+    let app = common::spawn_app_with(backend, |s| {
+        s.http.metrics_token = contactd::configuration::Secret::new("scrape-secret");
+    })
+    .await;
+    let r = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth("scrape-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("contactd_"));
 }

@@ -471,3 +471,110 @@ async fn logs_hold_no_personal_data_and_files_are_private() {
         assert_eq!(mode(&f), 0o600, "{}", f.display());
     }
 }
+
+#[tokio::test]
+async fn tokens_expire_and_can_be_revoked_and_users_disabled() {
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let (code, _, stderr) = output(&mut contactd(
+        &db,
+        &["user", "add", "sam", "--role", "agent"],
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    let token = |args: &[&str]| {
+        let mut all = vec!["token", "create", "--user", "sam"];
+        all.extend_from_slice(args);
+        let (code, stdout, stderr) = output(&mut contactd(&db, &all));
+        assert_eq!(code, 0, "{stderr}");
+        stdout.lines().last().unwrap().to_string()
+    };
+    let (code, _, stderr) = output(&mut contactd(
+        &db,
+        &["token", "create", "--user", "sam", "--expires-in", "soon"],
+    ));
+    assert_ne!(
+        code, 0,
+        "a lifetime that is no lifetime is refused: {stderr}"
+    );
+    let short = token(&["--expires-in", "1h"]);
+    let forever = token(&["--expires-in", "never"]);
+    let default = token(&[]);
+
+    let settings = {
+        let mut s = contactd::configuration::Settings::load(None).unwrap();
+        s.database.url = contactd::configuration::DatabaseUrl::parse(&db.url).unwrap();
+        s
+    };
+    let store = contactd::store::Store::connect(&settings.database)
+        .await
+        .unwrap();
+    let live = |t: String| {
+        let store = store.clone();
+        async move { store.authenticate(&t).await.unwrap().is_some() }
+    };
+    assert!(
+        live(short.clone()).await && live(forever.clone()).await && live(default.clone()).await
+    );
+    let expiries: Vec<Option<i64>> =
+        sqlx::query("SELECT expires_at FROM api_tokens ORDER BY created_at")
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| sqlx::Row::get(r, "expires_at"))
+            .collect();
+    assert!(
+        expiries[0].is_some() && expiries[1].is_none() && expiries[2].is_some(),
+        "{expiries:?}"
+    );
+    // The clock moves past the short token's expiry (the test moves it, not waits).
+    sqlx::query("UPDATE api_tokens SET expires_at = 1 WHERE expires_at = $1")
+        .bind(expiries[0].unwrap())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert!(!live(short).await, "an expired token authenticates nobody");
+
+    let (code, _, stderr) = output(&mut contactd(&db, &["token", "revoke", &default]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        !live(default.clone()).await,
+        "a revoked token authenticates nobody"
+    );
+    let (code, _, _) = output(&mut contactd(&db, &["token", "revoke", &default]));
+    assert_eq!(code, 1, "revoking twice says so");
+
+    let (code, _, stderr) = output(&mut contactd(&db, &["user", "disable", "sam"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        !live(forever.clone()).await,
+        "a disabled user's tokens stop working"
+    );
+    let (code, _, _) = output(&mut contactd(&db, &["token", "create", "--user", "sam"]));
+    assert_eq!(code, 1, "no new tokens for a disabled user");
+    let (code, _, stderr) = output(&mut contactd(&db, &["user", "enable", "sam"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(live(forever.clone()).await);
+    let (code, stdout, stderr) = output(&mut contactd(&db, &["token", "revoke", "--user", "sam"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("revoked 2 token"),
+        "the expired one and the last live one: {stdout}"
+    );
+    assert!(!live(forever).await);
+    let (code, _, _) = output(&mut contactd(&db, &["user", "disable", "nobody"]));
+    assert_eq!(code, 1);
+    let audited: i64 = sqlx::Row::get(
+        &sqlx::query(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM audit_log WHERE entity = 'staff_user'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap(),
+        "n",
+    );
+    assert!(
+        audited >= 7,
+        "every token and user change is audited ({audited})"
+    );
+    store.close().await;
+}

@@ -64,6 +64,8 @@ pub struct AppState {
     pub sip: Option<contactd_sip::SipStatus>,
     /// Whether call recordings can be written.
     pub recorder: crate::recordings::RecorderHealth,
+    /// When set, `/metrics` needs it as a bearer token.
+    pub metrics_token: Option<String>,
 }
 
 #[derive(OpenApi)]

@@ -68,10 +68,27 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     (StatusCode::OK, Json(Health { status: "ok" }))
 }
 
-/// Prometheus metrics in the text exposition format.
+/// Prometheus metrics in the text exposition format. With `http.metrics_token` set,
+/// only a scraper presenting it (`Authorization: Bearer …`) gets them.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, content_type = "text/plain", body = String)))]
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    responses((status = 200, content_type = "text/plain", body = String),
+        (status = 401, description = "http.metrics_token is set and was not presented")))]
+pub async fn metrics(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    if let Some(expected) = &state.metrics_token {
+        let presented = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        // Digests compared, so the comparison's time says nothing about the token.
+        use sha2::Digest;
+        if sha2::Sha256::digest(presented.as_bytes()) != sha2::Sha256::digest(expected.as_bytes()) {
+            return super::error::ApiError::unauthorized().into_response();
+        }
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -79,6 +96,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+        .into_response()
 }
 
 /// This document.

@@ -47,6 +47,7 @@ pub enum Entity {
     Customer,
     Request,
     Recording,
+    StaffUser,
 }
 
 impl Entity {
@@ -55,6 +56,7 @@ impl Entity {
             Entity::Customer => "customer",
             Entity::Request => "request",
             Entity::Recording => "recording",
+            Entity::StaffUser => "staff_user",
         }
     }
 }

@@ -6,8 +6,9 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
+use super::audit::{self, Action, Entity};
 use super::{Store, StoreError, StoreResult, new_id, parsed};
-use crate::domain::{Role, StaffIdentity, Timestamp};
+use crate::domain::{Actor, Role, StaffIdentity, Timestamp};
 
 /// The prefix makes a leaked token recognisable to secret scanners.
 const TOKEN_PREFIX: &str = "cd_";
@@ -41,8 +42,18 @@ impl Store {
         })
     }
 
-    /// Creates a token for `user` and returns it; this is the only time it is seen.
+    /// Creates a token for `user` that lives until revoked; see [`Store::create_token_until`].
     pub async fn create_token(&self, user: &str) -> StoreResult<String> {
+        self.create_token_until(user, None).await
+    }
+
+    /// Creates a token for `user`, valid until `expires` (if given), and returns it;
+    /// this is the only time it is seen.
+    pub async fn create_token_until(
+        &self,
+        user: &str,
+        expires: Option<Timestamp>,
+    ) -> StoreResult<String> {
         let row = sqlx::query("SELECT id FROM staff_users WHERE name = $1 AND disabled = 0")
             .bind(user)
             .fetch_optional(self.pool())
@@ -52,16 +63,115 @@ impl Store {
         let mut secret = [0u8; 32];
         rand::rng().fill_bytes(&mut secret);
         let token = format!("{TOKEN_PREFIX}{}", hex::encode(secret));
+        let mut tx = self.begin().await?;
         sqlx::query(
-            "INSERT INTO api_tokens (id, user_id, token_sha256, created_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO api_tokens (id, user_id, token_sha256, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(new_id())
-        .bind(user_id)
+        .bind(&user_id)
         .bind(token_digest(&token))
         .bind(Timestamp::now().millis())
-        .execute(self.pool())
+        .bind(expires.map(Timestamp::millis))
+        .execute(&mut *tx)
         .await?;
+        let detail = match expires {
+            Some(at) => format!("token created, expires {at}"),
+            None => "token created, no expiry".into(),
+        };
+        audit::record(
+            &mut tx,
+            &Actor::System,
+            Action::Create,
+            Entity::StaffUser,
+            &user_id,
+            Some(&detail),
+        )
+        .await?;
+        tx.commit().await?;
         Ok(token)
+    }
+
+    /// Revokes one token (given as the secret itself); false if no live token matched.
+    pub async fn revoke_token(&self, token: &str) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(
+            "SELECT user_id FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL",
+        )
+        .bind(token_digest(token))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let user_id: String = row.try_get("user_id")?;
+        sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE token_sha256 = $2")
+            .bind(Timestamp::now().millis())
+            .bind(token_digest(token))
+            .execute(&mut *tx)
+            .await?;
+        audit::record(
+            &mut tx,
+            &Actor::System,
+            Action::Update,
+            Entity::StaffUser,
+            &user_id,
+            Some("token revoked"),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Revokes every live token of `user`; returns how many.
+    pub async fn revoke_tokens_of(&self, user: &str) -> StoreResult<u64> {
+        let mut tx = self.begin().await?;
+        let user_id = user_id(&mut tx, user).await?;
+        let done = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(Timestamp::now().millis())
+        .bind(&user_id)
+        .execute(&mut *tx)
+        .await?;
+        let detail = format!("{} token(s) revoked", done.rows_affected());
+        audit::record(
+            &mut tx,
+            &Actor::System,
+            Action::Update,
+            Entity::StaffUser,
+            &user_id,
+            Some(&detail),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Disables (or enables again) a staff user: a disabled user's tokens stop working
+    /// at once.
+    pub async fn set_staff_disabled(&self, user: &str, disabled: bool) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let user_id = user_id(&mut tx, user).await?;
+        sqlx::query("UPDATE staff_users SET disabled = $1 WHERE id = $2")
+            .bind(i64::from(disabled))
+            .bind(&user_id)
+            .execute(&mut *tx)
+            .await?;
+        let detail = if disabled {
+            "user disabled"
+        } else {
+            "user enabled"
+        };
+        audit::record(
+            &mut tx,
+            &Actor::System,
+            Action::Update,
+            Entity::StaffUser,
+            &user_id,
+            Some(detail),
+        )
+        .await?;
+        tx.commit().await
     }
 
     /// The staff member a presented token belongs to, if it is live.
@@ -71,9 +181,11 @@ impl Store {
         }
         let row = sqlx::query(
             "SELECT u.id, u.name, u.role FROM api_tokens t JOIN staff_users u ON u.id = t.user_id \
-             WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL AND u.disabled = 0",
+             WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL AND u.disabled = 0 \
+             AND (t.expires_at IS NULL OR t.expires_at > $2)",
         )
         .bind(token_digest(token))
+        .bind(Timestamp::now().millis())
         .fetch_optional(self.pool())
         .await?;
         row.map(|r| {
@@ -85,4 +197,13 @@ impl Store {
         })
         .transpose()
     }
+}
+
+async fn user_id(conn: &mut sqlx::AnyConnection, name: &str) -> StoreResult<String> {
+    let row = sqlx::query("SELECT id FROM staff_users WHERE name = $1")
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    Ok(row.try_get("id")?)
 }
