@@ -119,6 +119,17 @@ impl Intake {
     }
 
     pub async fn receive(&self, contact: &InboundContact) -> Result<IntakeOutcome, IntakeError> {
+        let outcome = self.take_in(contact).await;
+        if let Err(IntakeError::Store(e)) = &outcome {
+            // A contact that could not be stored: the night shift's first page.
+            tracing::error!(channel = contact.channel.as_str(), error = %e, "intake failed");
+            metrics::counter!("contactd_intake_failures_total", "channel" => contact.channel.as_str())
+                .increment(1);
+        }
+        outcome
+    }
+
+    async fn take_in(&self, contact: &InboundContact) -> Result<IntakeOutcome, IntakeError> {
         let actor = match &contact.origin {
             Origin::Channel => Actor::Channel(contact.channel),
             Origin::Staff { actor, .. } => actor.clone(),

@@ -124,6 +124,11 @@ impl Application {
             );
         }
         ensure_open_files(&settings)?;
+        telemetry::describe_metrics(&telemetry::Limits {
+            calls: settings.sip.max_calls,
+            sip_tcp_connections: settings.sip.max_tcp_connections,
+            http_connections: settings.http.max_connections,
+        });
         let (sip, voice) = if settings.sip.enabled() {
             let prompts = Prompts::load(&settings.ivr.prompts_dir)?;
             let voice = VoiceChannel::new(

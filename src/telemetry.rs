@@ -46,3 +46,135 @@ pub fn metrics_handle() -> PrometheusHandle {
         })
         .clone()
 }
+
+/// The limits the night shift compares the live counts against.
+pub struct Limits {
+    pub calls: usize,
+    pub sip_tcp_connections: usize,
+    pub http_connections: usize,
+}
+
+/// Describes every metric the daemon keeps and starts its counters at zero, so that a
+/// scrape shows them all from the start (an alert on a counter that does not exist
+/// yet never fires), and publishes the configured limits beside the live counts.
+pub fn describe_metrics(limits: &Limits) {
+    use metrics::{describe_counter, describe_gauge};
+    let counters: &[(&str, &str, &[(&str, &str)])] = &[
+        (
+            "contactd_calls_total",
+            "Calls ended or refused, by outcome",
+            &[
+                ("outcome", "completed"),
+                ("outcome", "caller_hung_up"),
+                ("outcome", "never_confirmed"),
+                ("outcome", "media_timeout"),
+                ("outcome", "rate_limited"),
+                ("outcome", "call_limit"),
+            ],
+        ),
+        (
+            "contactd_sip_refused_total",
+            "SIP requests refused, by reason",
+            &[("reason", "not_trunk")],
+        ),
+        (
+            "contactd_sip_tcp_refused_total",
+            "SIP TCP connections refused at accept",
+            &[
+                ("reason", "not_trunk"),
+                ("reason", "total_limit"),
+                ("reason", "source_limit"),
+            ],
+        ),
+        (
+            "contactd_sip_tcp_idle_closed_total",
+            "Idle SIP TCP connections closed",
+            &[],
+        ),
+        (
+            "contactd_rtp_packets_received_total",
+            "RTP packets taken from callers",
+            &[],
+        ),
+        (
+            "contactd_rtp_packets_lost_total",
+            "RTP packets that never came (played as silence)",
+            &[],
+        ),
+        (
+            "contactd_rtp_packets_dropped_total",
+            "RTP packets dropped, by reason",
+            &[("reason", "wrong_source")],
+        ),
+        (
+            "contactd_recordings_started_total",
+            "Recordings started",
+            &[],
+        ),
+        (
+            "contactd_recordings_written_total",
+            "Recordings finished",
+            &[],
+        ),
+        (
+            "contactd_recordings_failed_total",
+            "Recording failures, by stage",
+            &[
+                ("stage", "create"),
+                ("stage", "write"),
+                ("stage", "finish"),
+                ("stage", "repair"),
+            ],
+        ),
+        (
+            "contactd_recordings_repaired_total",
+            "Recordings repaired after a crash",
+            &[],
+        ),
+        (
+            "contactd_recordings_swept_total",
+            "Expired recordings deleted",
+            &[],
+        ),
+        (
+            "contactd_recordings_sweep_errors_total",
+            "Expired recordings the sweep could not delete",
+            &[],
+        ),
+        (
+            "contactd_intake_failures_total",
+            "Contacts that could not be stored",
+            &[("channel", "phone"), ("channel", "sms")],
+        ),
+        (
+            "contactd_http_connections_refused_total",
+            "HTTP connections refused at a limit",
+            &[],
+        ),
+    ];
+    for (name, help, labels) in counters {
+        describe_counter!(*name, *help);
+        if labels.is_empty() {
+            metrics::counter!(*name).increment(0);
+        }
+        for (k, v) in *labels {
+            metrics::counter!(*name, *k => *v).increment(0);
+        }
+    }
+    describe_gauge!("contactd_calls_active", "Calls up now");
+    describe_gauge!(
+        "contactd_sip_tcp_connections",
+        "SIP TCP connections open now"
+    );
+    describe_gauge!("contactd_http_connections", "HTTP connections open now");
+    describe_gauge!(
+        "contactd_recorder_healthy",
+        "1 when recordings can be written"
+    );
+    metrics::gauge!("contactd_calls_active").increment(0.0);
+    metrics::gauge!("contactd_sip_tcp_connections").increment(0.0);
+    metrics::gauge!("contactd_http_connections").increment(0.0);
+    metrics::gauge!("contactd_calls_limit").set(limits.calls as f64);
+    metrics::gauge!("contactd_sip_tcp_connections_limit").set(limits.sip_tcp_connections as f64);
+    metrics::gauge!("contactd_http_connections_limit").set(limits.http_connections as f64);
+}

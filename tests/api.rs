@@ -323,6 +323,27 @@ async fn operations_endpoints(backend: Backend) {
         "{metrics}"
     );
     assert!(metrics.contains("route=\"/api/v1/services\""), "{metrics}");
+    // What a night shift pages on is there from the start, with its limits beside it.
+    for name in [
+        "contactd_calls_active",
+        "contactd_calls_total",
+        "contactd_calls_limit",
+        "contactd_rtp_packets_received_total",
+        "contactd_rtp_packets_lost_total",
+        "contactd_rtp_packets_dropped_total{reason=\"wrong_source\"}",
+        "contactd_recordings_written_total",
+        "contactd_recordings_failed_total",
+        "contactd_recordings_repaired_total",
+        "contactd_recordings_swept_total",
+        "contactd_recordings_sweep_errors_total",
+        "contactd_intake_failures_total",
+        "contactd_http_connections",
+        "contactd_http_connections_limit",
+        "contactd_sip_tcp_connections",
+        "contactd_sip_tcp_connections_limit",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
     app.stop().await;
 }
 
