@@ -59,7 +59,10 @@ pub struct Limits {
 /// yet never fires), and publishes the configured limits beside the live counts.
 pub fn describe_metrics(limits: &Limits) {
     use metrics::{describe_counter, describe_gauge};
-    let counters: &[(&str, &str, &[(&str, &str)])] = &[
+    // The recorder first: metrics touched before it exists are lost.
+    metrics_handle();
+    type Labels = &'static [(&'static str, &'static str)];
+    let counters: &[(&str, &str, Labels)] = &[
         (
             "contactd_calls_total",
             "Calls ended or refused, by outcome",
