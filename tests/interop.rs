@@ -1,0 +1,220 @@
+//! Calls from a user agent nobody here wrote: Debian's baresip, over UDP and TCP. It
+//! plays a 440 Hz tone, keys `*` then `1` (RFC 4733), and records what it hears. The
+//! call must complete with audio both ways and the keys taken: the request opened for
+//! the chosen service, the caller's tone on the recording's left, our prompts in
+//! baresip's ears. baresip names its own interface address in its SDP while its RTP
+//! leaves from 127.0.0.1, so this is also a caller whose SDP and RTP source differ.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{TestApp, spawn_app_with};
+use contactd::configuration::Backend;
+use contactd_sip::config::SipTransport;
+use sqlx::Row;
+
+on_both_backends!(baresip_calls_over_udp_and_tcp_complete_with_audio_and_keys);
+
+/// baresip's configuration: a sine source, ALSA's null device as the speaker, and
+/// `sndfile` keeping both directions as WAV files.
+fn baresip_config(dir: &Path) {
+    let config = format!(
+        "poll_method epoll\nsip_listen 127.0.0.1:0\n\
+         audio_player alsa,null\naudio_alert alsa,null\naudio_source ausine,440\n\
+         ausrc_srate 48000\nausrc_channels 2\nauplay_srate 48000\n\
+         module_path /usr/lib/baresip/modules\n\
+         module stdio.so\nmodule g711.so\nmodule ausine.so\nmodule alsa.so\nmodule sndfile.so\n\
+         module_app account.so\nmodule_app menu.so\n\
+         snd_path {}\nrtp_timeout 0\n",
+        dir.join("heard").display()
+    );
+    std::fs::create_dir_all(dir.join("heard")).unwrap();
+    std::fs::write(dir.join("config"), config).unwrap();
+    std::fs::write(
+        dir.join("accounts"),
+        "<sip:07700900123@127.0.0.1>;regint=0;audio_codecs=PCMU/8000/1\n",
+    )
+    .unwrap();
+}
+
+struct Baresip {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Baresip {
+    fn dial(dir: &Path, uri: &str) -> Baresip {
+        let mut child = Command::new("baresip")
+            .arg("-f")
+            .arg(dir)
+            .arg("-e")
+            .arg(format!("/dial {uri}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("baresip is installed (scripts/test installs Debian's baresip-core)");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // baresip ends its status lines with \r: split on both.
+            let mut reader = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            while reader.read_until(b'\n', &mut buf).unwrap_or(0) > 0 {
+                for part in String::from_utf8_lossy(&buf).split('\r') {
+                    let _ = tx.send(part.to_string());
+                }
+                buf.clear();
+            }
+        });
+        Baresip { child, lines }
+    }
+
+    fn wait_for(&self, needle: &str, within: Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// Types keys at baresip's console: in a call, each is sent as RFC 4733.
+    fn keys(&mut self, keys: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        for k in keys.chars() {
+            stdin.write_all(k.to_string().as_bytes()).unwrap();
+            stdin.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(400));
+        }
+    }
+}
+
+impl Drop for Baresip {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Root-mean-square level and dominant frequency (by zero crossings) of one channel.
+fn level_and_pitch(path: &Path, channel: usize) -> (f64, f64) {
+    let mut reader = hound::WavReader::open(path).unwrap();
+    let spec = reader.spec();
+    let samples: Vec<i16> = reader
+        .samples::<i16>()
+        .map(Result::unwrap)
+        .skip(channel)
+        .step_by(spec.channels as usize)
+        .collect();
+    let rms = (samples.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>()
+        / samples.len().max(1) as f64)
+        .sqrt();
+    let crossings = samples
+        .windows(2)
+        .filter(|w| (w[0] < 0) != (w[1] < 0))
+        .count() as f64;
+    let seconds = samples.len() as f64 / f64::from(spec.sample_rate);
+    (rms, crossings / 2.0 / seconds.max(0.001))
+}
+
+async fn one_call(app: &TestApp, transport: SipTransport, calls_before: i64) {
+    let dir = tempfile::tempdir().unwrap();
+    baresip_config(dir.path());
+    let addr = app.sip_addr(transport);
+    let uri = match transport {
+        SipTransport::Udp => format!("sip:1000@{addr}"),
+        SipTransport::Tcp => format!("sip:1000@{addr};transport=tcp"),
+    };
+    let path = dir.path().to_path_buf();
+    let call = tokio::task::spawn_blocking(move || {
+        let mut baresip = Baresip::dial(&path, &uri);
+        assert!(
+            baresip.wait_for("Call established", Duration::from_secs(20)),
+            "baresip's call was not established"
+        );
+        baresip.keys("*1");
+        // The daemon logs the call, reads back the new reference, says goodbye and
+        // hangs up.
+        assert!(
+            baresip.wait_for("terminated", Duration::from_secs(60)),
+            "the daemon never ended baresip's call"
+        );
+    });
+    call.await.unwrap();
+
+    // The keys chose waste from the menu.
+    let mut rows = Vec::new();
+    for _ in 0..200 {
+        rows = sqlx::query(
+            "SELECT r.service_code, c.content FROM contacts c \
+             JOIN service_requests r ON r.id = c.request_id ORDER BY c.created_at",
+        )
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap();
+        if rows.len() as i64 > calls_before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let last = rows.last().expect("the call became a contact");
+    let service: String = last.get("service_code");
+    let content: String = last.get("content");
+    assert_eq!(service, "waste", "{content}");
+
+    // Audio both ways: baresip's tone on our recording's left, our prompts in
+    // what baresip heard.
+    let mut recordings = Vec::new();
+    for _ in 0..200 {
+        recordings = sqlx::query(
+            "SELECT path FROM recordings WHERE status = 'complete' ORDER BY started_at",
+        )
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap();
+        if recordings.len() as i64 > calls_before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let recording = app
+        .db
+        .dir()
+        .join("recordings")
+        .join(recordings.last().unwrap().get::<String, _>("path"));
+    let (caller_level, caller_pitch) = level_and_pitch(&recording, 0);
+    assert!(
+        caller_level > 1000.0,
+        "the caller is silent on the recording"
+    );
+    assert!(
+        (400.0..480.0).contains(&caller_pitch),
+        "the caller's tone is at {caller_pitch} Hz"
+    );
+    let heard = std::fs::read_dir(dir.path().join("heard"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+        .expect("baresip kept what it heard");
+    let (heard_level, _) = level_and_pitch(&heard, 0);
+    assert!(heard_level > 300.0, "baresip heard nothing ({heard_level})");
+}
+
+async fn baresip_calls_over_udp_and_tcp_complete_with_audio_and_keys(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        common::listen_for_calls(s, "127.0.0.1/32");
+        s.ivr.digit_timeout_seconds = 4;
+    })
+    .await;
+    one_call(&app, SipTransport::Udp, 0).await;
+    one_call(&app, SipTransport::Tcp, 1).await;
+}
