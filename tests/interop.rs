@@ -1,9 +1,10 @@
-//! Calls from a user agent nobody here wrote: Debian's baresip, over UDP and TCP. It
-//! plays a 440 Hz tone, keys `*` then `1` (RFC 4733), and records what it hears. The
-//! call must complete with audio both ways and the keys taken: the request opened for
-//! the chosen service, the caller's tone on the recording's left, our prompts in
-//! baresip's ears. baresip names its own interface address in its SDP while its RTP
-//! leaves from 127.0.0.1, so this is also a caller whose SDP and RTP source differ.
+//! Calls from user agents nobody here wrote: Debian's baresip and PJSIP (PyPI
+//! pjsua2-python), over UDP and TCP. Each plays a 440 Hz tone, keys `*` then `1`
+//! (RFC 4733), and records what it hears. The call must complete with audio both ways
+//! and the keys taken: the request opened for the chosen service, the caller's tone
+//! on the recording's left, our prompts in the caller's ears. baresip names its own
+//! interface address in its SDP while its RTP leaves from 127.0.0.1, so it is also a
+//! caller whose SDP and RTP source differ.
 
 mod common;
 
@@ -17,7 +18,17 @@ use contactd::configuration::Backend;
 use contactd_sip::config::SipTransport;
 use sqlx::Row;
 
-on_both_backends!(baresip_calls_over_udp_and_tcp_complete_with_audio_and_keys);
+on_both_backends!(
+    baresip_calls_over_udp_and_tcp_complete_with_audio_and_keys,
+    pjsip_calls_over_udp_and_tcp_complete_with_audio_and_keys,
+);
+
+/// Which independent caller places a call.
+#[derive(Clone, Copy)]
+enum Peer {
+    Baresip,
+    Pjsip,
+}
 
 /// baresip's configuration: a sine source, ALSA's null device as the speaker, and
 /// `sndfile` keeping both directions as WAV files.
@@ -125,30 +136,94 @@ fn level_and_pitch(path: &Path, channel: usize) -> (f64, f64) {
     (rms, crossings / 2.0 / seconds.max(0.001))
 }
 
-async fn one_call(app: &TestApp, transport: SipTransport, calls_before: i64) {
+/// A call from baresip: dial, key `*1` once established, wait for our hang-up.
+fn baresip_call(dir: &Path, uri: &str) -> std::path::PathBuf {
+    baresip_config(dir);
+    let mut baresip = Baresip::dial(dir, uri);
+    assert!(
+        baresip.wait_for("Call established", Duration::from_secs(20)),
+        "baresip's call was not established"
+    );
+    baresip.keys("*1");
+    // The daemon logs the call, reads back the new reference, says goodbye and
+    // hangs up.
+    assert!(
+        baresip.wait_for("terminated", Duration::from_secs(60)),
+        "the daemon never ended baresip's call"
+    );
+    std::fs::read_dir(dir.join("heard"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+        .expect("baresip kept what it heard")
+}
+
+/// A call from PJSIP, driven by tests/peers/pjsua_caller.py.
+fn pjsip_call(dir: &Path, uri: &str, transport: SipTransport) -> std::path::PathBuf {
+    let tone = dir.join("tone.wav");
+    let mut w = hound::WavWriter::create(
+        &tone,
+        hound::WavSpec {
+            channels: 1,
+            sample_rate: 8000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        },
+    )
+    .unwrap();
+    for i in 0..8000 * 40 {
+        let s = (2.0 * std::f64::consts::PI * 440.0 * f64::from(i) / 8000.0).sin() * 8000.0;
+        w.write_sample(s as i16).unwrap();
+    }
+    w.finalize().unwrap();
+    let heard = dir.join("heard.wav");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/pjsua_caller.py");
+    let kind = match transport {
+        SipTransport::Udp => "udp",
+        SipTransport::Tcp => "tcp",
+    };
+    let out = Command::new("python3")
+        .arg(script)
+        .args([uri, kind])
+        .arg(&tone)
+        .arg(&heard)
+        .arg("*1")
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: serde_json::Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "PJSIP's caller gave no result (pip install pjsua2-python; scripts/test installs it): {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert_eq!(result["connected"], true, "{result}");
+    assert_eq!(
+        result["disconnected_by_peer"], true,
+        "the daemon hangs up: {result}"
+    );
+    heard
+}
+
+async fn one_call(app: &TestApp, peer: Peer, transport: SipTransport, calls_before: i64) {
     let dir = tempfile::tempdir().unwrap();
-    baresip_config(dir.path());
     let addr = app.sip_addr(transport);
     let uri = match transport {
         SipTransport::Udp => format!("sip:1000@{addr}"),
         SipTransport::Tcp => format!("sip:1000@{addr};transport=tcp"),
     };
     let path = dir.path().to_path_buf();
-    let call = tokio::task::spawn_blocking(move || {
-        let mut baresip = Baresip::dial(&path, &uri);
-        assert!(
-            baresip.wait_for("Call established", Duration::from_secs(20)),
-            "baresip's call was not established"
-        );
-        baresip.keys("*1");
-        // The daemon logs the call, reads back the new reference, says goodbye and
-        // hangs up.
-        assert!(
-            baresip.wait_for("terminated", Duration::from_secs(60)),
-            "the daemon never ended baresip's call"
-        );
-    });
-    call.await.unwrap();
+    let heard = tokio::task::spawn_blocking(move || match peer {
+        Peer::Baresip => baresip_call(&path, &uri),
+        Peer::Pjsip => pjsip_call(&path, &uri, transport),
+    })
+    .await
+    .unwrap();
 
     // The keys chose waste from the menu.
     let mut rows = Vec::new();
@@ -199,22 +274,27 @@ async fn one_call(app: &TestApp, transport: SipTransport, calls_before: i64) {
         (400.0..480.0).contains(&caller_pitch),
         "the caller's tone is at {caller_pitch} Hz"
     );
-    let heard = std::fs::read_dir(dir.path().join("heard"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
-        .expect("baresip kept what it heard");
     let (heard_level, _) = level_and_pitch(&heard, 0);
-    assert!(heard_level > 300.0, "baresip heard nothing ({heard_level})");
+    assert!(
+        heard_level > 300.0,
+        "the caller heard nothing ({heard_level})"
+    );
 }
 
-async fn baresip_calls_over_udp_and_tcp_complete_with_audio_and_keys(backend: Backend) {
+async fn calls_from(backend: Backend, peer: Peer) {
     let app = spawn_app_with(backend, |s| {
         common::listen_for_calls(s, "127.0.0.1/32");
         s.ivr.digit_timeout_seconds = 4;
     })
     .await;
-    one_call(&app, SipTransport::Udp, 0).await;
-    one_call(&app, SipTransport::Tcp, 1).await;
+    one_call(&app, peer, SipTransport::Udp, 0).await;
+    one_call(&app, peer, SipTransport::Tcp, 1).await;
+}
+
+async fn baresip_calls_over_udp_and_tcp_complete_with_audio_and_keys(backend: Backend) {
+    calls_from(backend, Peer::Baresip).await
+}
+
+async fn pjsip_calls_over_udp_and_tcp_complete_with_audio_and_keys(backend: Backend) {
+    calls_from(backend, Peer::Pjsip).await
 }
