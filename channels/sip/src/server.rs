@@ -313,10 +313,6 @@ async fn accept_loop(
         };
         let network = shared.trunks.network_of(peer.ip());
         let method = tx.original.method;
-        if method == Method::Ack {
-            // An ACK the stack did not match to a transaction: nothing to answer.
-            continue;
-        }
         let initial = tx
             .original
             .to_header()
@@ -325,6 +321,10 @@ async fn accept_loop(
             .is_none();
         let allowed = network.is_some()
             || (method == Method::Options && initial && shared.config.options_from_anywhere);
+        if !allowed && method == Method::Ack {
+            // Nothing is ever answered to an ACK.
+            continue;
+        }
         if !allowed {
             metrics::counter!("contactd_sip_refused_total", "reason" => "not_trunk").increment(1);
             debug!(source = %peer.ip(), %method, "request from outside the trunk networks: 403");
@@ -348,6 +348,8 @@ async fn accept_loop(
                         .await;
                 });
             }
+            // An ACK outside any dialog: nothing to do, nothing to answer.
+            Method::Ack if initial => {}
             _ if initial => {
                 // REGISTER, SUBSCRIBE, MESSAGE, …: nothing here creates state for them.
                 tokio::spawn(async move {
@@ -365,6 +367,8 @@ async fn accept_loop(
                         }
                     });
                 }
+                // An ACK matching nothing is dropped: it is never answered.
+                _ if method == Method::Ack => {}
                 _ => {
                     tokio::spawn(async move {
                         let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
