@@ -314,18 +314,8 @@ async fn recordings_sweep_from_the_command_line() {
         .unwrap();
     let recorder =
         contactd::recordings::Recorder::new(store.clone(), db.dir().join("recordings"), 365);
-    let recording = recorder
-        .begin("call-1", std::time::SystemTime::now())
-        .unwrap();
-    recorder.register(&recording).await.unwrap();
-    let id = recording.id.clone();
-    recorder.finish(recording).await.unwrap();
-    sqlx::query("UPDATE recordings SET expires_at = 0")
-        .execute(store.pool())
-        .await
-        .unwrap();
-    store.close().await;
-    let file = || {
+    let id = expired_recording(&recorder, &store, "call-1").await;
+    let file_of = |id: &str| {
         let day = time::OffsetDateTime::now_utc().date();
         db.dir().join("recordings").join(format!(
             "{:04}/{:02}/{:02}/{id}.wav",
@@ -334,6 +324,7 @@ async fn recordings_sweep_from_the_command_line() {
             day.day()
         ))
     };
+    let file = || file_of(&id);
     assert!(file().exists());
 
     let (code, stdout, stderr) = output(&mut contactd(&db, &["recordings", "sweep", "--dry-run"]));
@@ -347,30 +338,8 @@ async fn recordings_sweep_from_the_command_line() {
 
     // A second expired recording whose file is not where it should be (a directory
     // unmounted, say): an error, and never marked purged.
-    let store = contactd::store::Store::connect(&settings.database)
-        .await
-        .unwrap();
-    let recorder =
-        contactd::recordings::Recorder::new(store.clone(), db.dir().join("recordings"), 365);
-    let recording = recorder
-        .begin("call-2", std::time::SystemTime::now())
-        .unwrap();
-    recorder.register(&recording).await.unwrap();
-    let missing = recording.id.clone();
-    recorder.finish(recording).await.unwrap();
-    sqlx::query("UPDATE recordings SET expires_at = 0 WHERE id = $1")
-        .bind(&missing)
-        .execute(store.pool())
-        .await
-        .unwrap();
-    let day = time::OffsetDateTime::now_utc().date();
-    std::fs::remove_file(db.dir().join("recordings").join(format!(
-        "{:04}/{:02}/{:02}/{missing}.wav",
-        day.year(),
-        day.month() as u8,
-        day.day()
-    )))
-    .unwrap();
+    let missing = expired_recording(&recorder, &store, "call-2").await;
+    std::fs::remove_file(file_of(&missing)).unwrap();
     let (code, stdout, stderr) = output(&mut contactd(&db, &["recordings", "sweep"]));
     assert_eq!(code, 1, "a missing file is an error: {stdout}");
     assert!(
@@ -391,9 +360,27 @@ async fn recordings_sweep_from_the_command_line() {
     store.close().await;
 }
 
+/// A finished recording of a call now, made expired, as the daemon would leave it.
+async fn expired_recording(
+    recorder: &contactd::recordings::Recorder,
+    store: &contactd::store::Store,
+    call: &str,
+) -> String {
+    let recording = recorder.begin(call, std::time::SystemTime::now()).unwrap();
+    recorder.register(&recording).await.unwrap();
+    let id = recording.id.clone();
+    recorder.finish(recording).await.unwrap();
+    sqlx::query("UPDATE recordings SET expires_at = 0 WHERE id = $1")
+        .bind(&id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    id
+}
+
 #[tokio::test]
 async fn logs_hold_no_personal_data_and_files_are_private() {
-    use common::raw_sip::{self, Dialog, UdpPeer, WAIT};
+    use common::raw_sip::{self, ConfirmedCall};
     use std::os::unix::fs::PermissionsExt;
     let db = TestDatabase::new(Backend::Sqlite).await;
     let dir = tempfile::tempdir().unwrap();
@@ -403,31 +390,14 @@ async fn logs_hold_no_personal_data_and_files_are_private() {
     let sip: std::net::SocketAddr = daemon.sip_udp.clone().expect("sip on").parse().unwrap();
 
     // A call from a resident's number that keys digits, then hangs up.
-    let trunk = UdpPeer::bind("127.0.0.1", sip).await;
-    let media = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut d = Dialog::new("log-check", "UDP", trunk.local(), sip);
-    trunk
-        .send(&d.invite(
-            "07700900123",
-            "",
-            &raw_sip::offer(media.local_addr().unwrap()),
-        ))
-        .await;
-    let ok = trunk.final_response().await;
-    d.learn(&ok);
-    trunk.send(&d.ack()).await;
-    let mut buf = [0u8; 2048];
-    let (_, daemon_media) = tokio::time::timeout(WAIT, media.recv_from(&mut buf))
-        .await
-        .expect("media once confirmed")
-        .unwrap();
+    let call = ConfirmedCall::place(sip, "07700900123").await;
     let (mut seq, ts) = (1u16, 1000u32);
     for event in [7u8, 4] {
         for p in raw_sip::key_press(event, &mut seq, ts + u32::from(event) * 800, 42) {
-            media.send_to(&p, daemon_media).await.unwrap();
+            call.media.send_to(&p, call.daemon_media).await.unwrap();
         }
     }
-    trunk.send(&d.bye()).await;
+    call.hang_up().await;
     wait_for_log(&daemon, "call ended");
 
     nix::sys::signal::kill(

@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::raw_sip::{self, Dialog, UdpPeer, status};
+use common::raw_sip::{self, ConfirmedCall, Dialog, UdpPeer, status};
 use common::{TestApp, spawn_app_with};
 use contactd::configuration::{Backend, WhenUnrecordable};
 use contactd_sip::config::SipTransport;
@@ -67,27 +66,7 @@ async fn readiness(app: &TestApp) -> (u16, String) {
 
 /// A call that talks (440 Hz) for `seconds`, then hangs up.
 async fn talking_call(app: &TestApp, seconds: u32) {
-    let udp = app.sip_addr(SipTransport::Udp);
-    let trunk = UdpPeer::bind("127.0.0.1", udp).await;
-    let media = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut d = Dialog::new(
-        &format!("disk-{}", uuid::Uuid::new_v4().simple()),
-        "UDP",
-        trunk.local(),
-        udp,
-    );
-    trunk
-        .send(&d.invite(
-            "07700900123",
-            "",
-            &raw_sip::offer(media.local_addr().unwrap()),
-        ))
-        .await;
-    let ok = trunk.final_response().await;
-    assert_eq!(status(&ok), 200, "{ok}");
-    d.learn(&ok);
-    trunk.send(&d.ack()).await;
-    let daemon_media: SocketAddr = raw_sip::sdp_media(raw_sip::body(&ok));
+    let call = ConfirmedCall::place(app.sip_addr(SipTransport::Udp), "07700900123").await;
     let mut clock = tokio::time::interval(Duration::from_millis(20));
     for i in 0..seconds * 50 {
         clock.tick().await;
@@ -98,9 +77,9 @@ async fn talking_call(app: &TestApp, seconds: u32) {
             7,
             &raw_sip::tone_frame(440.0, i * 160),
         );
-        media.send_to(&p, daemon_media).await.unwrap();
+        call.media.send_to(&p, call.daemon_media).await.unwrap();
     }
-    trunk.send(&d.bye()).await;
+    call.hang_up().await;
 }
 
 async fn rows(app: &TestApp) -> Vec<(String, Option<String>)> {

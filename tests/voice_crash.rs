@@ -36,31 +36,14 @@ async fn killed_at_answer_postgres() {
 /// daemon starts again, the empty recording is a playable empty file, the rest are
 /// marked lost with their reasons.
 async fn killed_at_answer_with_wreckage_then_restarted(backend: Backend) {
-    use common::raw_sip::{self, Dialog, UdpPeer, WAIT};
+    use common::raw_sip::ConfirmedCall;
     let db = TestDatabase::new(backend).await;
     let notify = db.dir().join("notify.sock");
     let _socket = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
     let mut daemon = start(&db, &notify);
     let sip: std::net::SocketAddr = daemon.sip_udp.clone().unwrap().parse().unwrap();
-    let trunk = UdpPeer::bind("127.0.0.1", sip).await;
-    let media = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut d = Dialog::new("killed-at-answer", "UDP", trunk.local(), sip);
-    trunk
-        .send(&d.invite(
-            "07700900123",
-            "",
-            &raw_sip::offer(media.local_addr().unwrap()),
-        ))
-        .await;
-    let ok = trunk.final_response().await;
-    d.learn(&ok);
-    trunk.send(&d.ack()).await;
-    // The first packet of media: the call is confirmed and its recording started.
-    let mut buf = [0u8; 2048];
-    tokio::time::timeout(WAIT, media.recv_from(&mut buf))
-        .await
-        .expect("media")
-        .unwrap();
+    // Once the call's first media arrives, it is confirmed and its recording started.
+    let _call = ConfirmedCall::place(sip, "07700900123").await;
     daemon.child.kill().unwrap(); // SIGKILL
     daemon.child.wait().unwrap();
 

@@ -78,15 +78,7 @@ impl Store {
             Some(at) => format!("token created, expires {at}"),
             None => "token created, no expiry".into(),
         };
-        audit::record(
-            &mut tx,
-            &Actor::System,
-            Action::Create,
-            Entity::StaffUser,
-            &user_id,
-            Some(&detail),
-        )
-        .await?;
+        operator_changed(&mut tx, Action::Create, &user_id, &detail).await?;
         tx.commit().await?;
         Ok(token)
     }
@@ -109,15 +101,7 @@ impl Store {
             .bind(token_digest(token))
             .execute(&mut *tx)
             .await?;
-        audit::record(
-            &mut tx,
-            &Actor::System,
-            Action::Update,
-            Entity::StaffUser,
-            &user_id,
-            Some("token revoked"),
-        )
-        .await?;
+        operator_changed(&mut tx, Action::Update, &user_id, "token revoked").await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -134,15 +118,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let detail = format!("{} token(s) revoked", done.rows_affected());
-        audit::record(
-            &mut tx,
-            &Actor::System,
-            Action::Update,
-            Entity::StaffUser,
-            &user_id,
-            Some(&detail),
-        )
-        .await?;
+        operator_changed(&mut tx, Action::Update, &user_id, &detail).await?;
         tx.commit().await?;
         Ok(done.rows_affected())
     }
@@ -162,15 +138,7 @@ impl Store {
         } else {
             "user enabled"
         };
-        audit::record(
-            &mut tx,
-            &Actor::System,
-            Action::Update,
-            Entity::StaffUser,
-            &user_id,
-            Some(detail),
-        )
-        .await?;
+        operator_changed(&mut tx, Action::Update, &user_id, detail).await?;
         tx.commit().await
     }
 
@@ -206,4 +174,23 @@ async fn user_id(conn: &mut sqlx::AnyConnection, name: &str) -> StoreResult<Stri
         .await?
         .ok_or(StoreError::NotFound)?;
     Ok(row.try_get("id")?)
+}
+
+/// Staff accounts and tokens are changed by an operator at the command line: the
+/// audit says so, on the staff user's row.
+async fn operator_changed(
+    conn: &mut sqlx::AnyConnection,
+    action: Action,
+    user_id: &str,
+    detail: &str,
+) -> StoreResult<()> {
+    audit::record(
+        conn,
+        &Actor::System,
+        action,
+        Entity::StaffUser,
+        user_id,
+        Some(detail),
+    )
+    .await
 }

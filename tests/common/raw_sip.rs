@@ -374,3 +374,51 @@ pub fn key_press(event: u8, sequence: &mut u16, timestamp: u32, ssrc: u32) -> Ve
     }
     out
 }
+
+/// A call placed over UDP from 127.0.0.1 and confirmed: INVITE, 200, ACK.
+pub struct ConfirmedCall {
+    pub trunk: UdpPeer,
+    pub dialog: Dialog,
+    /// Our RTP socket (the address our offer named).
+    pub media: UdpSocket,
+    /// Where the daemon takes this call's RTP.
+    pub daemon_media: SocketAddr,
+}
+
+impl ConfirmedCall {
+    /// Places the call to `sip` from `caller` and returns once the daemon's first RTP
+    /// packet arrives: the call is confirmed, its media (and recording) started.
+    pub async fn place(sip: SocketAddr, caller: &str) -> ConfirmedCall {
+        let trunk = UdpPeer::bind("127.0.0.1", sip).await;
+        let media = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut dialog = Dialog::new(
+            &format!("call-{}", uuid::Uuid::new_v4().simple()),
+            "UDP",
+            trunk.local(),
+            sip,
+        );
+        trunk
+            .send(&dialog.invite(caller, "", &offer(media.local_addr().unwrap())))
+            .await;
+        let ok = trunk.final_response().await;
+        assert_eq!(status(&ok), 200, "{ok}");
+        dialog.learn(&ok);
+        trunk.send(&dialog.ack()).await;
+        let daemon_media = sdp_media(body(&ok));
+        let mut buf = [0u8; 2048];
+        tokio::time::timeout(WAIT, media.recv_from(&mut buf))
+            .await
+            .expect("media once the call is confirmed")
+            .unwrap();
+        ConfirmedCall {
+            trunk,
+            dialog,
+            media,
+            daemon_media,
+        }
+    }
+
+    pub async fn hang_up(&self) {
+        self.trunk.send(&self.dialog.bye()).await;
+    }
+}
