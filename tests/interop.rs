@@ -1,10 +1,10 @@
-//! Calls from user agents nobody here wrote: Debian's baresip and PJSIP (PyPI
-//! pjsua2-python), over UDP and TCP. Each plays a 440 Hz tone, keys `*` then `1`
+//! Calls from user agents nobody here wrote: Debian's baresip and linphonec, and PJSIP
+//! (PyPI pjsua2-python), over UDP and TCP. Each plays a 440 Hz tone, keys `*` then `1`
 //! (RFC 4733), and records what it hears. The call must complete with audio both ways
 //! and the keys taken: the request opened for the chosen service, the caller's tone
-//! on the recording's left, our prompts in the caller's ears. baresip names its own
-//! interface address in its SDP while its RTP leaves from 127.0.0.1, so it is also a
-//! caller whose SDP and RTP source differ.
+//! on the recording's left, our prompts in the caller's ears. baresip and linphone
+//! name their machine's interface address in their SDP while their RTP leaves from
+//! 127.0.0.1, so they are also callers whose SDP and RTP source differ.
 
 mod common;
 
@@ -21,6 +21,7 @@ use sqlx::Row;
 on_both_backends!(
     baresip_calls_over_udp_and_tcp_complete_with_audio_and_keys,
     pjsip_calls_over_udp_and_tcp_complete_with_audio_and_keys,
+    linphone_calls_over_udp_and_tcp_complete_with_audio_and_keys,
 );
 
 /// Which independent caller places a call.
@@ -28,6 +29,7 @@ on_both_backends!(
 enum Peer {
     Baresip,
     Pjsip,
+    Linphone,
 }
 
 /// baresip's configuration: a sine source, ALSA's null device as the speaker, and
@@ -52,23 +54,20 @@ fn baresip_config(dir: &Path) {
     .unwrap();
 }
 
-struct Baresip {
+/// A console user agent (baresip, linphonec) driven through its standard input.
+struct Console {
     child: Child,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
-impl Baresip {
-    fn dial(dir: &Path, uri: &str) -> Baresip {
-        let mut child = Command::new("baresip")
-            .arg("-f")
-            .arg(dir)
-            .arg("-e")
-            .arg(format!("/dial {uri}"))
+impl Console {
+    fn spawn(command: &mut Command, what: &str) -> Console {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("baresip is installed (scripts/test installs Debian's baresip-core)");
+            .unwrap_or_else(|e| panic!("{what} runs (scripts/test installs it): {e}"));
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -82,7 +81,7 @@ impl Baresip {
                 buf.clear();
             }
         });
-        Baresip { child, lines }
+        Console { child, lines }
     }
 
     fn wait_for(&self, needle: &str, within: Duration) -> bool {
@@ -97,18 +96,32 @@ impl Baresip {
         false
     }
 
-    /// Types keys at baresip's console: in a call, each is sent as RFC 4733.
-    fn keys(&mut self, keys: &str) {
+    /// Types `text` at the console, a piece at a time.
+    fn type_in(&mut self, pieces: &[&str]) {
         let stdin = self.child.stdin.as_mut().unwrap();
-        for k in keys.chars() {
-            stdin.write_all(k.to_string().as_bytes()).unwrap();
+        for piece in pieces {
+            stdin.write_all(piece.as_bytes()).unwrap();
             stdin.flush().unwrap();
             std::thread::sleep(Duration::from_millis(400));
         }
     }
 }
 
-impl Drop for Baresip {
+impl Console {
+    /// Waits (bounded) for the program to exit by itself.
+    fn exited(&mut self, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the user agent did not exit");
+    }
+}
+
+impl Drop for Console {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -139,12 +152,20 @@ fn level_and_pitch(path: &Path, channel: usize) -> (f64, f64) {
 /// A call from baresip: dial, key `*1` once established, wait for our hang-up.
 fn baresip_call(dir: &Path, uri: &str) -> std::path::PathBuf {
     baresip_config(dir);
-    let mut baresip = Baresip::dial(dir, uri);
+    let mut baresip = Console::spawn(
+        Command::new("baresip")
+            .arg("-f")
+            .arg(dir)
+            .arg("-e")
+            .arg(format!("/dial {uri}")),
+        "baresip",
+    );
     assert!(
         baresip.wait_for("Call established", Duration::from_secs(20)),
         "baresip's call was not established"
     );
-    baresip.keys("*1");
+    // In a call, each key typed at baresip's console is sent as RFC 4733.
+    baresip.type_in(&["*", "1"]);
     // The daemon logs the call, reads back the new reference, says goodbye and
     // hangs up.
     assert!(
@@ -159,8 +180,56 @@ fn baresip_call(dir: &Path, uri: &str) -> std::path::PathBuf {
         .expect("baresip kept what it heard")
 }
 
-/// A call from PJSIP, driven by tests/peers/pjsua_caller.py.
-fn pjsip_call(dir: &Path, uri: &str, transport: SipTransport) -> std::path::PathBuf {
+/// A call from linphonec: IPv4, WAV files for its sound card, dial, key `*` and `1`
+/// once connected, wait for our hang-up.
+fn linphone_call(dir: &Path, uri: &str) -> std::path::PathBuf {
+    let tone = tone_wav(dir);
+    let heard = dir.join("heard.wav");
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        dir.join("linphonerc"),
+        format!(
+            "[sip]\nsip_port={}\nsip_tcp_port={tcp}\nauto_net_state_mon=0\n[rtp]\naudio_rtp_port={}\n",
+            common::sipp::free_udp_port(),
+            common::sipp::free_udp_port()
+        ),
+    )
+    .unwrap();
+    let mut linphone = Console::spawn(
+        Command::new("linphonec")
+            .arg("-c")
+            .arg(dir.join("linphonerc"))
+            .env("HOME", dir),
+        "linphonec",
+    );
+    linphone.type_in(&[
+        "ipv6 disable\n",
+        "soundcard use files\n",
+        &format!("play {}\n", tone.display()),
+        &format!("record {}\n", heard.display()),
+        &format!("call {uri}\n"),
+    ]);
+    assert!(
+        linphone.wait_for("connected", Duration::from_secs(20)),
+        "linphone's call was not connected"
+    );
+    linphone.type_in(&["*\n", "1\n"]);
+    assert!(
+        linphone.wait_for("ended", Duration::from_secs(60)),
+        "the daemon never ended linphone's call"
+    );
+    // linphone finishes its recording's header as it exits.
+    linphone.type_in(&["quit\n"]);
+    linphone.exited(Duration::from_secs(20));
+    heard
+}
+
+/// Forty seconds of a 440 Hz tone, 8 kHz mono, for callers that play a file.
+fn tone_wav(dir: &Path) -> std::path::PathBuf {
     let tone = dir.join("tone.wav");
     let mut w = hound::WavWriter::create(
         &tone,
@@ -177,6 +246,12 @@ fn pjsip_call(dir: &Path, uri: &str, transport: SipTransport) -> std::path::Path
         w.write_sample(s as i16).unwrap();
     }
     w.finalize().unwrap();
+    tone
+}
+
+/// A call from PJSIP, driven by tests/peers/pjsua_caller.py.
+fn pjsip_call(dir: &Path, uri: &str, transport: SipTransport) -> std::path::PathBuf {
+    let tone = tone_wav(dir);
     let heard = dir.join("heard.wav");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/pjsua_caller.py");
     let kind = match transport {
@@ -210,6 +285,32 @@ fn pjsip_call(dir: &Path, uri: &str, transport: SipTransport) -> std::path::Path
     heard
 }
 
+/// The same for what a caller recorded, read leniently: a user agent's own WAV writer
+/// may leave its header's sizes stale (the samples after the `data` tag count).
+fn heard_level_and_pitch(path: &Path) -> (f64, f64) {
+    let bytes = std::fs::read(path).unwrap();
+    let channels = usize::from(u16::from_le_bytes([bytes[22], bytes[23]])).max(1);
+    let rate = u32::from_le_bytes([bytes[24], bytes[25], bytes[26], bytes[27]]);
+    let data = bytes
+        .windows(4)
+        .position(|w| w == b"data")
+        .expect("a data chunk")
+        + 8;
+    let samples: Vec<i16> = bytes[data..]
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .step_by(channels)
+        .collect();
+    let rms = (samples.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>()
+        / samples.len().max(1) as f64)
+        .sqrt();
+    let crossings = samples
+        .windows(2)
+        .filter(|w| (w[0] < 0) != (w[1] < 0))
+        .count() as f64;
+    (rms, crossings / 2.0 / (samples.len() as f64 / f64::from(rate)).max(0.001))
+}
+
 async fn one_call(app: &TestApp, peer: Peer, transport: SipTransport, calls_before: i64) {
     let dir = tempfile::tempdir().unwrap();
     let addr = app.sip_addr(transport);
@@ -221,6 +322,7 @@ async fn one_call(app: &TestApp, peer: Peer, transport: SipTransport, calls_befo
     let heard = tokio::task::spawn_blocking(move || match peer {
         Peer::Baresip => baresip_call(&path, &uri),
         Peer::Pjsip => pjsip_call(&path, &uri, transport),
+        Peer::Linphone => linphone_call(&path, &uri),
     })
     .await
     .unwrap();
@@ -274,7 +376,7 @@ async fn one_call(app: &TestApp, peer: Peer, transport: SipTransport, calls_befo
         (400.0..480.0).contains(&caller_pitch),
         "the caller's tone is at {caller_pitch} Hz"
     );
-    let (heard_level, _) = level_and_pitch(&heard, 0);
+    let (heard_level, _) = heard_level_and_pitch(&heard);
     assert!(
         heard_level > 300.0,
         "the caller heard nothing ({heard_level})"
@@ -297,4 +399,8 @@ async fn baresip_calls_over_udp_and_tcp_complete_with_audio_and_keys(backend: Ba
 
 async fn pjsip_calls_over_udp_and_tcp_complete_with_audio_and_keys(backend: Backend) {
     calls_from(backend, Peer::Pjsip).await
+}
+
+async fn linphone_calls_over_udp_and_tcp_complete_with_audio_and_keys(backend: Backend) {
+    calls_from(backend, Peer::Linphone).await
 }
