@@ -308,7 +308,10 @@ fn heard_level_and_pitch(path: &Path) -> (f64, f64) {
         .windows(2)
         .filter(|w| (w[0] < 0) != (w[1] < 0))
         .count() as f64;
-    (rms, crossings / 2.0 / (samples.len() as f64 / f64::from(rate)).max(0.001))
+    (
+        rms,
+        crossings / 2.0 / (samples.len() as f64 / f64::from(rate)).max(0.001),
+    )
 }
 
 async fn one_call(app: &TestApp, peer: Peer, transport: SipTransport, calls_before: i64) {

@@ -430,7 +430,7 @@ async fn tcp_calls_keep_their_transport_and_unsafe_offers_get_488(backend: Backe
 
 async fn tcp_connections_are_bounded_and_idle_ones_closed(backend: Backend) {
     let app = app_with(backend, |s| {
-        s.sip.max_tcp_connections = 3;
+        s.sip.max_tcp_connections = 2;
         s.sip.max_tcp_connections_per_source = 2;
         s.sip.tcp_idle_seconds = 1;
     })
@@ -448,10 +448,17 @@ async fn tcp_connections_are_bounded_and_idle_ones_closed(backend: Backend) {
         c.send(&options).await.unwrap();
         assert_eq!(status(&c.final_response().await), 200);
     }
+    // At the limit: not ready, and a third connection is refused.
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        503,
+        "at the SIP TCP limit the daemon is not ready"
+    );
     let mut third = TcpPeer::connect("127.0.0.1", tcp).await.unwrap();
     assert!(
         third.closed_within(WAIT).await,
-        "a third connection from one source is refused"
+        "a third connection is refused"
     );
     // Silent connections carrying no call are closed.
     assert!(
