@@ -463,6 +463,12 @@ async fn the_call_limit_and_the_maximum_call_length(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let first = waiting_caller(&app, dir.path());
     calls_up(&app, 1).await;
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(
+        ready.status(),
+        503,
+        "at the call limit the daemon is not ready"
+    );
     let busy = sipp::scenario("uac_rejected.xml", &[("CODECS", "0"), ("STATUS", "503")]);
     let run = one_call(&app, dir.path(), &busy).await;
     assert!(
