@@ -28,37 +28,43 @@ pub struct HttpLimits {
     pub header_read_timeout: Duration,
 }
 
-/// Open connections, in all and per source; shared with `/readyz`.
-#[derive(Default)]
+/// Open connections, in all and per source, against their limits; shared with
+/// `/readyz`.
 pub struct HttpConnections {
-    per_source: Mutex<HashMap<IpAddr, usize>>,
-    total: std::sync::atomic::AtomicUsize,
-    max: std::sync::atomic::AtomicUsize,
+    limits: HttpLimits,
+    open: Mutex<Open>,
+}
+
+#[derive(Default)]
+struct Open {
+    total: usize,
+    per_source: HashMap<IpAddr, usize>,
 }
 
 impl HttpConnections {
-    pub fn open(&self) -> usize {
-        self.total.load(std::sync::atomic::Ordering::SeqCst)
+    pub fn new(limits: HttpLimits) -> Arc<Self> {
+        Arc::new(HttpConnections {
+            limits,
+            open: Mutex::new(Open::default()),
+        })
     }
 
     pub fn at_limit(&self) -> bool {
-        let max = self.max.load(std::sync::atomic::Ordering::SeqCst);
-        max > 0 && self.open() >= max
+        self.open.lock().expect("not poisoned").total >= self.limits.max_connections
     }
 
-    fn admit(self: &Arc<Self>, ip: IpAddr, limits: &HttpLimits) -> Option<ConnectionSlot> {
-        use std::sync::atomic::Ordering;
-        let mut per_source = self.per_source.lock().expect("not poisoned");
-        if self.total.load(Ordering::SeqCst) >= limits.max_connections {
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
+        let mut open = self.open.lock().expect("not poisoned");
+        if open.total >= self.limits.max_connections {
             return None;
         }
-        let n = per_source.entry(ip).or_insert(0);
-        if *n >= limits.max_per_source {
+        let n = open.per_source.entry(ip).or_insert(0);
+        if *n >= self.limits.max_per_source {
             return None;
         }
         *n += 1;
-        let total = self.total.fetch_add(1, Ordering::SeqCst) + 1;
-        metrics::gauge!("contactd_http_connections").set(total as f64);
+        open.total += 1;
+        metrics::gauge!("contactd_http_connections").set(open.total as f64);
         Some(ConnectionSlot {
             owner: self.clone(),
             ip,
@@ -66,6 +72,7 @@ impl HttpConnections {
     }
 }
 
+/// A connection's place, given back when it closes.
 struct ConnectionSlot {
     owner: Arc<HttpConnections>,
     ip: IpAddr,
@@ -73,16 +80,15 @@ struct ConnectionSlot {
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        use std::sync::atomic::Ordering;
-        let mut per_source = self.owner.per_source.lock().expect("not poisoned");
-        if let Some(n) = per_source.get_mut(&self.ip) {
+        let mut open = self.owner.open.lock().expect("not poisoned");
+        if let Some(n) = open.per_source.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
-                per_source.remove(&self.ip);
+                open.per_source.remove(&self.ip);
             }
         }
-        let total = self.owner.total.fetch_sub(1, Ordering::SeqCst) - 1;
-        metrics::gauge!("contactd_http_connections").set(total as f64);
+        open.total -= 1;
+        metrics::gauge!("contactd_http_connections").set(open.total as f64);
     }
 }
 
@@ -90,23 +96,20 @@ impl Drop for ConnectionSlot {
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    limits: HttpLimits,
     connections: Arc<HttpConnections>,
     stop: CancellationToken,
     grace: Duration,
 ) {
-    connections
-        .max
-        .store(limits.max_connections, std::sync::atomic::Ordering::SeqCst);
+    let header_read_timeout = connections.limits.header_read_timeout;
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(header_read_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(limits.header_read_timeout);
+        .keep_alive_interval(header_read_timeout);
     let graceful = GracefulShutdown::new();
     // After the grace period, connections still open are cut.
     let cut = CancellationToken::new();
@@ -124,7 +127,7 @@ pub async fn serve(
                 }
             },
         };
-        let Some(slot) = connections.admit(peer.ip(), &limits) else {
+        let Some(slot) = connections.admit(peer.ip()) else {
             metrics::counter!("contactd_http_connections_refused_total").increment(1);
             drop(stream);
             continue;

@@ -160,34 +160,30 @@ impl Intake {
         let (customer_id, identity, candidates) =
             self.identify(&mut tx, &actor, &contact.from).await?;
 
-        let owned = match (contact.reference, &contact.origin) {
-            (Some(reference), Origin::Channel) => match requests::lock(&mut tx, reference).await {
-                Ok(id)
-                    if requests::sender_owns(
-                        &mut tx,
-                        &id,
-                        contact.from.as_text(),
-                        Timestamp::now(),
-                    )
-                    .await? =>
-                {
-                    Some(id)
+        let owned = match contact.reference {
+            None => None,
+            Some(reference) => {
+                let id = match requests::lock(&mut tx, reference).await {
+                    Ok(id) => id,
+                    Err(StoreError::NotFound) => {
+                        return Err(IntakeError::UnknownReference(reference));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                // Staff were authorised above; a resident must own the request.
+                let theirs = match &contact.origin {
+                    Origin::Staff { .. } => true,
+                    Origin::Channel => {
+                        let from = contact.from.as_text();
+                        requests::sender_owns(&mut tx, &id, from, Timestamp::now()).await?
+                    }
+                };
+                if !theirs {
+                    metrics::counter!("contactd_intake_foreign_references_total", "channel" => contact.channel.as_str())
+                        .increment(1);
                 }
-                Ok(_) => {
-                    metrics::counter!("contactd_intake_foreign_references_total", "channel" => contact.channel.as_str()).increment(1);
-                    None
-                }
-                Err(StoreError::NotFound) => return Err(IntakeError::UnknownReference(reference)),
-                Err(e) => return Err(e.into()),
-            },
-            (Some(reference), Origin::Staff { .. }) => match requests::lock(&mut tx, reference)
-                .await
-            {
-                Ok(id) => Some(id),
-                Err(StoreError::NotFound) => return Err(IntakeError::UnknownReference(reference)),
-                Err(e) => return Err(e.into()),
-            },
-            (None, _) => None,
+                theirs.then_some(id)
+            }
         };
         // A reference given but not the sender's: a request of its own, for staff to join.
         let foreign_reference = contact.reference.is_some() && owned.is_none();
@@ -338,11 +334,7 @@ impl Intake {
 /// The idempotence key of a contact recorded by staff: its own key space, so that no
 /// staff entry can take a channel's id (a MessageSid, a call) before the real contact.
 pub fn staff_key(external_id: &ShortText) -> ShortText {
-    ShortText::parse(&format!("staff/{external_id}")).unwrap_or_else(|_| {
-        use sha2::Digest;
-        let hash = hex::encode(sha2::Sha256::digest(external_id.as_str().as_bytes()));
-        ShortText::parse(&format!("staff/sha256:{hash}")).expect("a hash fits")
-    })
+    ShortText::key("staff/", external_id.as_str())
 }
 
 /// A new request's summary: the contact's first non-empty line, cut to fit.

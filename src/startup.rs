@@ -165,7 +165,11 @@ impl Application {
             metrics: telemetry::metrics_handle(),
             redis,
             shutdown: CancellationToken::new(),
-            http_connections: Default::default(),
+            http_connections: crate::http::HttpConnections::new(crate::http::HttpLimits {
+                max_connections: settings.http.max_connections,
+                max_per_source: settings.http.max_connections_per_source,
+                header_read_timeout: Duration::from_secs(settings.http.header_read_timeout_seconds),
+            }),
             recorder: recorder.health().clone(),
             metrics_token: (!settings.http.metrics_token.is_empty())
                 .then(|| settings.http.metrics_token.expose().to_string()),
@@ -232,17 +236,9 @@ impl Application {
             self.settings.http.max_body_bytes,
             Duration::from_secs(self.settings.http.request_timeout_seconds),
         );
-        let limits = crate::http::HttpLimits {
-            max_connections: self.settings.http.max_connections,
-            max_per_source: self.settings.http.max_connections_per_source,
-            header_read_timeout: Duration::from_secs(
-                self.settings.http.header_read_timeout_seconds,
-            ),
-        };
         let mut server = tokio::spawn(crate::http::serve(
             self.listener,
             router,
-            limits,
             http_connections,
             token.clone(),
             grace,

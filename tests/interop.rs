@@ -108,6 +108,21 @@ impl Console {
 }
 
 impl Console {
+    /// Once the console says `connected`, types `keys`; then waits for it to say
+    /// `ended`: the daemon logs the call, reads back the new reference, says goodbye
+    /// and hangs up.
+    fn key_through_the_call(&mut self, connected: &str, keys: &[&str], ended: &str) {
+        assert!(
+            self.wait_for(connected, Duration::from_secs(20)),
+            "the call never said {connected:?}"
+        );
+        self.type_in(keys);
+        assert!(
+            self.wait_for(ended, Duration::from_secs(60)),
+            "the daemon never ended the call ({ended:?})"
+        );
+    }
+
     /// Waits (bounded) for the program to exit by itself.
     fn exited(&mut self, within: Duration) {
         let deadline = std::time::Instant::now() + within;
@@ -160,18 +175,8 @@ fn baresip_call(dir: &Path, uri: &str) -> std::path::PathBuf {
             .arg(format!("/dial {uri}")),
         "baresip",
     );
-    assert!(
-        baresip.wait_for("Call established", Duration::from_secs(20)),
-        "baresip's call was not established"
-    );
     // In a call, each key typed at baresip's console is sent as RFC 4733.
-    baresip.type_in(&["*", "1"]);
-    // The daemon logs the call, reads back the new reference, says goodbye and
-    // hangs up.
-    assert!(
-        baresip.wait_for("terminated", Duration::from_secs(60)),
-        "the daemon never ended baresip's call"
-    );
+    baresip.key_through_the_call("Call established", &["*", "1"], "terminated");
     std::fs::read_dir(dir.join("heard"))
         .unwrap()
         .flatten()
@@ -213,15 +218,7 @@ fn linphone_call(dir: &Path, uri: &str) -> std::path::PathBuf {
         &format!("record {}\n", heard.display()),
         &format!("call {uri}\n"),
     ]);
-    assert!(
-        linphone.wait_for("connected", Duration::from_secs(20)),
-        "linphone's call was not connected"
-    );
-    linphone.type_in(&["*\n", "1\n"]);
-    assert!(
-        linphone.wait_for("ended", Duration::from_secs(60)),
-        "the daemon never ended linphone's call"
-    );
+    linphone.key_through_the_call("connected", &["*\n", "1\n"], "ended");
     // linphone finishes its recording's header as it exits.
     linphone.type_in(&["quit\n"]);
     linphone.exited(Duration::from_secs(20));

@@ -56,6 +56,17 @@ impl<const MAX: usize, const MULTILINE: bool> Text<MAX, MULTILINE> {
         Self::parse(&cut).ok()
     }
 
+    /// An identifier as given if it is a valid value, else `prefix` and its SHA-256:
+    /// for keys from outside (a SIP dialog, a staff system's id) that must stay unique
+    /// whatever their length.
+    pub fn key(prefix: &str, id: &str) -> Self {
+        Self::parse(&format!("{prefix}{id}")).unwrap_or_else(|_| {
+            use sha2::Digest;
+            let digest = hex::encode(sha2::Sha256::digest(id.as_bytes()));
+            Text(format!("{prefix}sha256:{digest}"))
+        })
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -33,6 +33,15 @@ impl Timestamp {
         self.0
     }
 
+    /// The UTC calendar day this instant falls on.
+    pub fn utc_date(self) -> CalendarDate {
+        CalendarDate(
+            time::OffsetDateTime::from_unix_timestamp(self.0.div_euclid(1000))
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+                .date(),
+        )
+    }
+
     pub fn plus_days(self, days: i64) -> Self {
         Timestamp(self.0 + days * 86_400_000)
     }

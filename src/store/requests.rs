@@ -554,15 +554,8 @@ pub(crate) async fn sender_owns(
     sender: &str,
     now: Timestamp,
 ) -> StoreResult<bool> {
-    let today = time::OffsetDateTime::from_unix_timestamp(now.millis() / 1000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-        .date();
-    let today = format!(
-        "{:04}-{:02}-{:02}",
-        today.year(),
-        u8::from(today.month()),
-        today.day()
-    );
+    // Dates are stored as YYYY-MM-DD, so text order is date order.
+    let today = now.utc_date().to_string();
     let row = sqlx::query(
         "SELECT r.id FROM service_requests r WHERE r.id = $1 AND r.customer_id IS NOT NULL AND ( \
            EXISTS (SELECT 1 FROM customer_phones p WHERE p.customer_id = r.customer_id AND p.e164 = $2) \

@@ -172,15 +172,7 @@ impl Inner {
 /// A call's idempotence key, from its dialog key (Call-ID and tags); a long one is
 /// hashed to fit, keeping it unique.
 fn external_id(dialog_key: &str) -> ShortText {
-    let call_id = dialog_key;
-    ShortText::parse(call_id).unwrap_or_else(|_| {
-        use sha2::Digest;
-        ShortText::parse(&format!(
-            "sha256:{}",
-            hex::encode(sha2::Sha256::digest(call_id.as_bytes()))
-        ))
-        .expect("a hash fits")
-    })
+    ShortText::key("", dialog_key)
 }
 
 fn sender(caller: &CallerId) -> Sender {
