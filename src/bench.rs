@@ -60,6 +60,12 @@ fn contact(run: &str, i: usize, reference: Option<Reference>, from: Sender) -> I
         content: LongText::parse("Bin not collected on Tuesday").expect("long"),
         reference,
         service: None,
+        thread: crate::intake::ThreadHints {
+            sender_proven: true,
+            ..Default::default()
+        },
+        acknowledge: None,
+        message: None,
     }
 }
 

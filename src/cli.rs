@@ -308,8 +308,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 "contacts and concurrency must be positive"
             );
             let store = startup::open_store(&settings).await?;
-            let intake =
-                crate::intake::Intake::new(store.clone(), settings.intake.default_service.clone());
+            let tokens = startup::reply_tokens(&store).await?;
+            let outbound = crate::outbound::Outbound::new(store.clone(), &settings, tokens)
+                .map_err(anyhow::Error::msg)?;
+            let intake = crate::intake::Intake::new(store.clone(), &settings, outbound);
             println!("backend: {:?}", store.backend());
             for case in [crate::bench::Case::NewRequest, crate::bench::Case::Attach] {
                 let report = crate::bench::run(intake.clone(), case, contacts, concurrency).await?;

@@ -56,6 +56,7 @@ pub struct Settings {
     pub intake: IntakeSettings,
     pub sip: SipSettings,
     pub sms: SmsSettings,
+    pub email: EmailSettings,
     pub recordings: RecordingSettings,
     pub ivr: IvrSettings,
     pub shutdown: ShutdownSettings,
@@ -90,6 +91,127 @@ pub struct SmsSettings {
 impl SmsSettings {
     pub fn enabled(&self) -> bool {
         !self.account_sid.is_empty()
+    }
+}
+
+/// The email channel. Receiving is on when `domains` names what to accept; sending
+/// when `relay_url` is set. Neither: the channel is off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSettings {
+    /// Where the SMTP receiver listens.
+    pub smtp_listen: SocketAddr,
+    /// Domains (`council.example`) or whole addresses (`contact@council.example`)
+    /// accepted in RCPT TO; anything else gets 550.
+    pub domains: Vec<String>,
+    /// `smtp://[user:pass@]host[:port]` or `smtps://…`: the relay for outgoing mail.
+    pub relay_url: Secret,
+    /// The council's address as residents see it: `Council <contact@council.example>`.
+    pub from: String,
+    /// Replies come back to `local+<token>@domain`. Turn off for mailboxes without
+    /// plus-addressing (Exchange often); the token still travels in Message-IDs.
+    pub plus_addressing: bool,
+    /// The largest message accepted (SIZE; bigger gets 552).
+    pub max_message_bytes: usize,
+    pub max_recipients: usize,
+    pub max_connections: usize,
+    pub max_connections_per_source: usize,
+    /// A client silent this long between commands (or lines of DATA) is disconnected.
+    pub command_timeout_seconds: u64,
+    /// A whole session may last at most this long.
+    pub session_timeout_seconds: u64,
+    /// Automatic replies: at most this many to one address a day (auto-responder
+    /// ping-pong stops here), and one per sender per request per day.
+    pub max_acknowledgements_per_day: u32,
+    /// Sent when an email opens a new request; `{reference}` is replaced.
+    pub acknowledgement_subject: String,
+    pub acknowledgement: String,
+    /// Relay timeouts and retries for outgoing mail.
+    pub relay_timeout_seconds: u64,
+}
+
+impl EmailSettings {
+    /// Mail is received (the SMTP listener runs).
+    pub fn receiving(&self) -> bool {
+        !self.domains.is_empty()
+    }
+
+    /// Mail is sent through the relay.
+    pub fn sending(&self) -> bool {
+        !self.relay_url.is_empty()
+    }
+
+    /// The council's address from `from`, split: (display name, local part, domain).
+    pub fn from_parts(&self) -> Option<(Option<String>, String, String)> {
+        let s = self.from.trim();
+        let (name, addr) = match (s.rfind('<'), s.ends_with('>')) {
+            (Some(i), true) => (
+                Some(s[..i].trim().trim_matches('"').to_string()),
+                &s[i + 1..s.len() - 1],
+            ),
+            _ => (None, s),
+        };
+        let (local, domain) = addr.trim().rsplit_once('@')?;
+        (!local.is_empty() && domain.contains('.')).then(|| {
+            (
+                name.filter(|n| !n.is_empty()),
+                local.to_string(),
+                domain.to_ascii_lowercase(),
+            )
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("email.{key}: {why}")));
+        if !self.receiving() && !self.sending() {
+            return Ok(());
+        }
+        if self.from_parts().is_none() {
+            return bad(
+                "from",
+                "the council's address, e.g. Council <contact@council.example>",
+            );
+        }
+        for d in &self.domains {
+            let domain = d.rsplit('@').next().unwrap_or_default();
+            if d.trim() != d || !domain.contains('.') || d.contains(char::is_whitespace) {
+                return bad(
+                    "domains",
+                    &format!("{d:?} is neither a domain nor an address"),
+                );
+            }
+        }
+        if self.sending() {
+            let url = self.relay_url.expose();
+            if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+                return bad("relay_url", "must start smtp:// or smtps://");
+            }
+        }
+        if !self.acknowledgement.contains("{reference}")
+            && !self.acknowledgement_subject.contains("{reference}")
+        {
+            return bad(
+                "acknowledgement",
+                "the subject or the text must contain {reference}",
+            );
+        }
+        for (key, value) in [
+            ("max_message_bytes", self.max_message_bytes as u64),
+            ("max_recipients", self.max_recipients as u64),
+            ("max_connections", self.max_connections as u64),
+            (
+                "max_connections_per_source",
+                self.max_connections_per_source as u64,
+            ),
+            ("command_timeout_seconds", self.command_timeout_seconds),
+            ("session_timeout_seconds", self.session_timeout_seconds),
+            ("relay_timeout_seconds", self.relay_timeout_seconds),
+        ] {
+            if value == 0 {
+                return bad(key, "must be at least 1");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -595,6 +717,7 @@ impl Settings {
                 return bad("sms.acknowledgement", "must contain {reference}");
             }
         }
+        self.email.validate()?;
         for (key, value) in [
             ("sip.media_timeout_seconds", self.sip.media_timeout_seconds),
             ("sip.ack_timeout_seconds", self.sip.ack_timeout_seconds),

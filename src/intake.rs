@@ -9,25 +9,41 @@
 //! 2. Identity: the sender's E.164 number or normalised email address. One live record
 //!    holding it: that resident. None: a new record. Several: nobody is guessed; the
 //!    request is flagged for staff (`identity_review`).
-//! 3. Request: an explicit reference attaches to that request (an unknown one is
-//!    refused, so the channel can say so) — from a channel only when the sender owns it
-//!    (their number or address is on the request's resident, or on a representative of
-//!    theirs still in time); a reference that is not the sender's opens a request of
-//!    its own, flagged for staff to join them, so nobody can add to (or learn of)
-//!    someone else's request by keying its number. Otherwise a new request is opened
-//!    for the contact's service, or the default service.
+//! 3. Request, in this order:
+//!    - an explicit reference (keyed, in a text, an email's `[SR-…]` subject tag)
+//!      attaches to that request (an unknown one is refused, so the channel can say so)
+//!      — from a channel only when the sender owns it (their number or address is on
+//!      the request's resident, or on a representative of theirs still in time) and
+//!      the channel proved the sender's address;
+//!    - then the thread ([`ThreadHints`]): a reply token of ours (the recipient
+//!      address, a Message-ID we sent), a Message-ID we sent or one this sender sent
+//!      before (proven senders only), or a text within the reply window of one we sent;
+//!    - otherwise a new request for the contact's service, or the default service.
+//!    - a reference or thread that was named but not honoured (someone else's, or an
+//!      unproven sender's) opens a request of its own, flagged for staff to join
+//!      them, so nobody can add to (or learn of) someone else's request by quoting
+//!      its number.
+//! 4. Acknowledgement: a new request is acknowledged on the channel it came by, when
+//!    the channel says the contact may be answered (never automatic mail), at most
+//!    `max_acknowledgements_per_day` to one address. The acknowledgement is written to
+//!    the outbox in the same transaction as the contact, so it cannot be lost.
 //!
 //! A contact recorded by staff is audited as that staff member, may attach to a
 //! special-category request only if they may read it, and has its own key space
 //! (`staff/…`), so it can never claim a channel's id and pre-empt a real contact.
 
-use crate::configuration::ServiceCode;
+use std::time::Duration;
+
+use crate::configuration::{ServiceCode, Settings};
+use crate::domain::message::{Direction, MessagePurpose, status};
 use crate::domain::request::TimelineKind;
 use crate::domain::{
     Actor, Channel, EmailAddress, IdentityMatch, LongText, PhoneNumber, Reference, ShortText,
     Timestamp,
 };
+use crate::outbound::{Outbound, OutboundMessage, Recipient};
 use crate::store::audit::{self, Action, Entity};
+use crate::store::messages::{self, NewMessage};
 use crate::store::requests::{Event, Opening, SpecialCategoryAccess};
 use crate::store::{Store, StoreError, contacts, customers, lock_key, requests, services};
 
@@ -79,6 +95,56 @@ pub struct InboundContact {
     pub reference: Option<Reference>,
     /// The service the resident chose (IVR menu, web form), if any.
     pub service: Option<ServiceCode>,
+    /// What the channel knows of the conversation this contact continues.
+    pub thread: ThreadHints,
+    /// Where an acknowledgement of a new request would go; `None` when the contact
+    /// must not be answered automatically (a call; automatic mail and bounces).
+    pub acknowledge: Option<Recipient>,
+    /// For a text channel's message: kept with the messages sent, so replies thread.
+    pub message: Option<ReceivedMessage>,
+}
+
+/// Thread hints a channel found in a contact; intake decides what they are worth.
+#[derive(Debug, Clone, Default)]
+pub struct ThreadHints {
+    /// The sender's address is proven: the channel authenticated it (an email whose
+    /// DMARC passed; a trunk's or Twilio's caller id). An unproven sender's explicit
+    /// reference is never trusted; only a reply token joins its contact to a request.
+    pub sender_proven: bool,
+    /// A reply token of ours that verified (the channel checked its HMAC).
+    pub reply_token: Option<Reference>,
+    /// Message-IDs the contact answers: In-Reply-To, then References.
+    pub answers: Vec<String>,
+    /// SMS: a text within this long of one we sent joins that message's request.
+    pub reply_window: Option<Duration>,
+}
+
+/// A received message's own details (its text is the contact's content).
+#[derive(Debug, Clone, Default)]
+pub struct ReceivedMessage {
+    pub subject: Option<String>,
+    /// An email's Message-ID, with its angle brackets.
+    pub internet_message_id: Option<String>,
+}
+
+/// How new requests are acknowledged, per channel.
+#[derive(Debug, Clone)]
+pub struct Acknowledgements {
+    pub sms_text: String,
+    pub email_subject: String,
+    pub email_text: String,
+    pub max_per_address_per_day: u32,
+}
+
+impl Acknowledgements {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Acknowledgements {
+            sms_text: settings.sms.acknowledgement.clone(),
+            email_subject: settings.email.acknowledgement_subject.clone(),
+            email_text: settings.email.acknowledgement.clone(),
+            max_per_address_per_day: settings.email.max_acknowledgements_per_day,
+        }
+    }
 }
 
 /// What intake did with a contact.
@@ -108,13 +174,17 @@ pub enum IntakeError {
 pub struct Intake {
     store: Store,
     default_service: ServiceCode,
+    outbound: Outbound,
+    acknowledgements: std::sync::Arc<Acknowledgements>,
 }
 
 impl Intake {
-    pub fn new(store: Store, default_service: ServiceCode) -> Self {
+    pub fn new(store: Store, settings: &Settings, outbound: Outbound) -> Self {
         Intake {
             store,
-            default_service,
+            default_service: settings.intake.default_service.clone(),
+            outbound,
+            acknowledgements: std::sync::Arc::new(Acknowledgements::from_settings(settings)),
         }
     }
 
@@ -160,34 +230,8 @@ impl Intake {
         let (customer_id, identity, candidates) =
             self.identify(&mut tx, &actor, &contact.from).await?;
 
-        let owned = match contact.reference {
-            None => None,
-            Some(reference) => {
-                let id = match requests::lock(&mut tx, reference).await {
-                    Ok(id) => id,
-                    Err(StoreError::NotFound) => {
-                        return Err(IntakeError::UnknownReference(reference));
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                // Staff were authorised above; a resident must own the request.
-                let theirs = match &contact.origin {
-                    Origin::Staff { .. } => true,
-                    Origin::Channel => {
-                        let from = contact.from.as_text();
-                        requests::sender_owns(&mut tx, &id, from, Timestamp::now()).await?
-                    }
-                };
-                if !theirs {
-                    metrics::counter!("contactd_intake_foreign_references_total", "channel" => contact.channel.as_str())
-                        .increment(1);
-                }
-                theirs.then_some(id)
-            }
-        };
-        // A reference given but not the sender's: a request of its own, for staff to join.
-        let foreign_reference = contact.reference.is_some() && owned.is_none();
-        let (request, opened) = match owned {
+        let routed = self.route(&mut tx, contact).await?;
+        let (request, opened) = match routed.request_id {
             Some(id) => (requests::read(&mut tx, &id).await?, false),
             None => {
                 let code = contact.service.as_ref().unwrap_or(&self.default_service);
@@ -203,7 +247,7 @@ impl Intake {
                         service: &service,
                         summary: &summary,
                         special_category: false,
-                        identity_review: customer_id.is_none() || foreign_reference,
+                        identity_review: customer_id.is_none() || routed.not_honoured,
                         opened_via: contact.channel,
                     },
                 )
@@ -243,6 +287,44 @@ impl Intake {
             },
         )
         .await?;
+        if let Some(m) = &contact.message {
+            messages::insert(
+                &mut tx,
+                &actor,
+                &NewMessage {
+                    channel: contact.channel,
+                    direction: Direction::In,
+                    request_id: Some(&request.id),
+                    customer_id: customer_id.as_deref(),
+                    contact_id: Some(&contact_id),
+                    address: contact.from.as_text(),
+                    subject: m.subject.as_deref(),
+                    body: contact.content.as_str(),
+                    html: None,
+                    purpose: MessagePurpose::Reply,
+                    internet_message_id: m.internet_message_id.as_deref(),
+                    thread_ids: &contact.thread.answers,
+                    status: status::RECEIVED,
+                    status_rank: status::FINAL_RANK,
+                    due_at: None,
+                },
+            )
+            .await?;
+        }
+        let acknowledged = match (&contact.acknowledge, opened) {
+            (Some(to), true) => {
+                self.acknowledge(
+                    &mut tx,
+                    &actor,
+                    contact,
+                    to,
+                    &request,
+                    customer_id.as_deref(),
+                )
+                .await?
+            }
+            _ => false,
+        };
         let detail = format!("contact {contact_id}");
         audit::record(
             &mut tx,
@@ -254,6 +336,9 @@ impl Intake {
         )
         .await?;
         tx.commit().await?;
+        if acknowledged {
+            self.outbound.wake();
+        }
         metrics::counter!("contactd_intake_contacts_total", "channel" => contact.channel.as_str(),
             "outcome" => if opened { "opened" } else { "attached" })
         .increment(1);
@@ -266,6 +351,148 @@ impl Intake {
             opened_request: opened,
             redelivery: false,
         })
+    }
+
+    /// Which existing request the contact joins, if any (see the rules above).
+    async fn route(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        contact: &InboundContact,
+    ) -> Result<Routed, IntakeError> {
+        let from = contact.from.as_text();
+        let hints = &contact.thread;
+        let mut not_honoured = false;
+        if let Some(reference) = contact.reference {
+            let id = match (requests::lock(tx, reference).await, &contact.origin) {
+                (Ok(id), _) => id,
+                (Err(StoreError::NotFound), Origin::Staff { .. }) => {
+                    return Err(IntakeError::UnknownReference(reference));
+                }
+                // A resident's mistyped or invented number: their contact is kept, on
+                // a request of its own for staff to look at.
+                (Err(StoreError::NotFound), Origin::Channel) => {
+                    return Ok(Routed {
+                        request_id: None,
+                        not_honoured: true,
+                    });
+                }
+                (Err(e), _) => return Err(e.into()),
+            };
+            // Staff were authorised before the transaction; a resident must own the
+            // request, with an address the channel proved.
+            let theirs = match &contact.origin {
+                Origin::Staff { .. } => true,
+                Origin::Channel => {
+                    hints.sender_proven
+                        && requests::sender_owns(tx, &id, from, Timestamp::now()).await?
+                }
+            };
+            if theirs {
+                return Ok(Routed::join(id));
+            }
+            metrics::counter!("contactd_intake_foreign_references_total", "channel" => contact.channel.as_str())
+                .increment(1);
+            not_honoured = true;
+        }
+        if let Some(reference) = hints.reply_token {
+            // The token is ours and unforgeable: whoever holds it was sent it.
+            match requests::lock(tx, reference).await {
+                Ok(id) => return Ok(Routed::join(id)),
+                Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for m in messages::by_internet_ids(tx, &hints.answers).await? {
+            let ours = m.direction == Direction::Out;
+            let sender_own = m.address == from && hints.sender_proven;
+            if ours || sender_own {
+                return Ok(Routed::join(m.request_id));
+            }
+            // Someone else's message, or an unproven sender's claim to their own.
+            not_honoured = true;
+        }
+        if let Some(window) = hints.reply_window {
+            let since =
+                Timestamp::from_millis(Timestamp::now().millis() - window.as_millis() as i64);
+            if let Some(id) =
+                messages::recent_outbound_request(tx, contact.channel, from, since).await?
+            {
+                return Ok(Routed::join(id));
+            }
+        }
+        Ok(Routed {
+            request_id: None,
+            not_honoured,
+        })
+    }
+
+    /// Queues the acknowledgement of a new request, unless the sender has had their
+    /// share today. Returns whether one was queued.
+    async fn acknowledge(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        actor: &Actor,
+        contact: &InboundContact,
+        to: &Recipient,
+        request: &crate::domain::request::ServiceRequest,
+        customer_id: Option<&str>,
+    ) -> Result<bool, IntakeError> {
+        if !self.outbound.can_send(to.channel()) {
+            return Ok(false);
+        }
+        let acks = &self.acknowledgements;
+        let reference = request.reference.to_string();
+        let (subject, body) = match to {
+            Recipient::Sms(_) => (None, acks.sms_text.replace("{reference}", &reference)),
+            Recipient::Email(address) => {
+                let day_ago = Timestamp::from_millis(Timestamp::now().millis() - 86_400_000);
+                let sent = messages::acknowledgements_since(tx, address.as_str(), day_ago).await?;
+                if sent >= i64::from(acks.max_per_address_per_day) {
+                    tracing::info!(
+                        reference = %request.reference,
+                        "acknowledgement not sent: this address has had its share today"
+                    );
+                    return Ok(false);
+                }
+                let theirs = contact
+                    .message
+                    .as_ref()
+                    .and_then(|m| m.subject.as_deref())
+                    .unwrap_or_default();
+                let subject = acks
+                    .email_subject
+                    .replace("{reference}", &reference)
+                    .replace("{subject}", theirs);
+                (
+                    Some(subject),
+                    acks.email_text.replace("{reference}", &reference),
+                )
+            }
+        };
+        let html = subject
+            .as_ref()
+            .map(|_| crate::outbound::html_from_text(&body));
+        self.outbound
+            .queue(
+                tx,
+                actor,
+                &OutboundMessage {
+                    to: to.clone(),
+                    subject,
+                    body,
+                    html,
+                    purpose: MessagePurpose::Acknowledgement,
+                    request: Some((request.id.clone(), request.reference)),
+                    customer_id: customer_id.map(str::to_string),
+                },
+                Timestamp::now(),
+            )
+            .await
+            .map_err(|e| match e {
+                crate::outbound::OutboundError::Store(e) => IntakeError::Store(e),
+                other => IntakeError::Store(StoreError::Corrupt(other.to_string())),
+            })?;
+        Ok(true)
     }
 
     /// The first delivery's outcome, for a redelivered contact.
@@ -328,6 +555,22 @@ impl Intake {
             1 => (ids.into_iter().next(), IdentityMatch::Matched, Vec::new()),
             _ => (None, IdentityMatch::Ambiguous, ids),
         })
+    }
+}
+
+/// Where intake's routing landed.
+struct Routed {
+    request_id: Option<String>,
+    /// A reference or thread was named but not honoured: flag the new request.
+    not_honoured: bool,
+}
+
+impl Routed {
+    fn join(request_id: String) -> Self {
+        Routed {
+            request_id: Some(request_id),
+            not_honoured: false,
+        }
     }
 }
 

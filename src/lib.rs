@@ -11,8 +11,10 @@
 //!   requests, roles — so the inside never re-validates
 //! - [`store`]: SQL on SQLite or PostgreSQL behind one repository layer
 //! - [`intake`]: the single entry point for every channel's contacts
-//! - [`outbound`]: every text the council sends (opt-outs and consent enforced)
-//! - [`voice`]: what happens on a call (notice, menus, routing through intake)
+//! - [`outbound`]: the outbox: everything the council sends, on every channel
+//!   (opt-outs and consent enforced, never lost, never resent blind)
+//! - [`channels`]: the hub side of each channel (voice, sms, email) and the one
+//!   contract startup starts and stops them by
 //! - [`recordings`]: call recordings' life: start, finish, crash repair, expiry
 //! - [`api`]: the staff API, health, metrics and OpenAPI; [`http`]: its listener
 //!   (connection limits, header-read timeout, graceful drain)
@@ -22,6 +24,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod channels;
 pub mod cli;
 pub mod configuration;
 pub mod domain;
@@ -34,4 +37,3 @@ pub mod shutdown;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
-pub mod voice;

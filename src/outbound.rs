@@ -1,23 +1,94 @@
-//! Messages the council sends. Every text goes through here, so the rules hold for
-//! all of them: never to a number that has opted out (STOP), never without the
-//! consent its purpose needs, always recorded, on the request's timeline when it is
-//! about one, whatever happened to it.
+//! Everything the council sends, on every channel, goes through here: the outbox.
+//!
+//! A message is first written `pending` in the transaction that causes it ([`Outbound::queue`]:
+//! an intake that opens a request, a staff reply), so it cannot be lost between the
+//! cause and the send. The dispatcher ([`Outbound::dispatch`]) claims due messages
+//! with a lease, sends each through its channel, and settles it: handed over, refused,
+//! retried later with backoff (nothing left), or `unknown` (it may have gone — never
+//! resent blind). A staff reply is delivered at once by the request that wrote it
+//! ([`Outbound::send_now`]); the outbox is its safety net.
+//!
+//! The rules hold for every message: never to a number that has opted out, never
+//! without the consent its purpose needs, always recorded and on the request's
+//! timeline, whatever happened to it. Those statuses are the council's own
+//! (`domain::message::status`); delivery statuses are the provider's.
 
-use contactd_sms::{Credentials, MessageStatus, OutboundSms, SendError, TwilioClient};
+use std::sync::Arc;
+use std::time::Duration;
+
+use contactd_email::{Address, MailSender, Mailbox, OutgoingMail, SendFailure};
+use contactd_sms::{Credentials, OutboundSms, SendError, TwilioClient};
+use sqlx::AnyConnection;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::configuration::Settings;
-use crate::domain::message::{MessagePurpose, SmsMessage};
-use crate::domain::{Actor, PhoneNumber};
-use crate::store::sms::NewMessage;
+use crate::domain::message::{Direction, Message, MessagePurpose, status};
+use crate::domain::thread::ReplyTokens;
+use crate::domain::{Actor, Channel, EmailAddress, PhoneNumber, Reference, Timestamp};
+use crate::store::messages::{self, Claimed, NewMessage};
 use crate::store::{Store, StoreError};
 
-#[derive(Clone)]
-pub struct Outbound {
-    store: Store,
-    sms: Option<SmsSender>,
+/// Where a message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    Sms(PhoneNumber),
+    Email(EmailAddress),
+}
+
+impl Recipient {
+    pub fn channel(&self) -> Channel {
+        match self {
+            Recipient::Sms(_) => Channel::Sms,
+            Recipient::Email(_) => Channel::Email,
+        }
+    }
+
+    fn address(&self) -> &str {
+        match self {
+            Recipient::Sms(p) => p.as_str(),
+            Recipient::Email(e) => e.as_str(),
+        }
+    }
+}
+
+/// A message the council wants to send.
+#[derive(Debug, Clone)]
+pub struct OutboundMessage {
+    pub to: Recipient,
+    /// Email only.
+    pub subject: Option<String>,
+    pub body: String,
+    /// Email only: the HTML alternative.
+    pub html: Option<String>,
+    pub purpose: MessagePurpose,
+    /// The request it is about: (id, reference).
+    pub request: Option<(String, Reference)>,
+    pub customer_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    #[error("the {0} channel is not configured for sending")]
+    ChannelOff(Channel),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 #[derive(Clone)]
+pub struct Outbound {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    sms: Option<SmsSender>,
+    email: Option<EmailSender>,
+    tokens: ReplyTokens,
+    /// Rung after a commit that queued something, so it goes at once.
+    wake: Notify,
+}
+
 struct SmsSender {
     client: TwilioClient,
     from: Option<String>,
@@ -26,19 +97,24 @@ struct SmsSender {
     validity_period: u32,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum OutboundError {
-    #[error("the SMS channel is not configured")]
-    SmsOff,
-    #[error(transparent)]
-    Store(#[from] StoreError),
+struct EmailSender {
+    sender: MailSender,
+    from: Mailbox,
+    local: String,
+    domain: String,
+    plus_addressing: bool,
 }
 
-/// Status "pending": recorded, not yet answered by Twilio.
-const PENDING: &str = "pending";
+/// How long a claim lasts: longer than any send takes (Twilio's bounded retries,
+/// the relay's timeout), so a live dispatcher never loses its claim.
+const LEASE: Duration = Duration::from_secs(120);
+/// Retries of a send that left nothing behind, then it is failed.
+const MAX_ATTEMPTS: i64 = 8;
+/// How often the dispatcher looks, when nothing wakes it.
+const IDLE_POLL: Duration = Duration::from_secs(5);
 
 impl Outbound {
-    pub fn new(store: Store, settings: &Settings) -> Result<Self, String> {
+    pub fn new(store: Store, settings: &Settings, tokens: ReplyTokens) -> Result<Self, String> {
         let s = &settings.sms;
         let sms = if s.enabled() {
             let credentials = if s.api_key_sid.is_empty() {
@@ -52,7 +128,8 @@ impl Outbound {
                     password: s.api_key_secret.expose().to_string(),
                 }
             };
-            let client = TwilioClient::new(&s.api_base, &s.account_sid, credentials)?;
+            let client = TwilioClient::new(&s.api_base, &s.account_sid, credentials)
+                .map_err(|e| format!("sms.api_base: {e}"))?;
             let base = settings.http.public_url.as_str().trim_end_matches('/');
             Some(SmsSender {
                 client,
@@ -65,119 +142,390 @@ impl Outbound {
         } else {
             None
         };
-        Ok(Outbound { store, sms })
+        let e = &settings.email;
+        let email = match (e.sending(), e.from_parts()) {
+            (true, Some((name, local, domain))) => {
+                let address =
+                    Address::new(&local, &domain).map_err(|x| format!("email.from: {x}"))?;
+                Some(EmailSender {
+                    sender: MailSender::new(
+                        e.relay_url.expose(),
+                        Duration::from_secs(e.relay_timeout_seconds),
+                    )?,
+                    from: Mailbox::new(name, address),
+                    local,
+                    domain,
+                    plus_addressing: e.plus_addressing,
+                })
+            }
+            _ => None,
+        };
+        Ok(Outbound {
+            inner: Arc::new(Inner {
+                store,
+                sms,
+                email,
+                tokens,
+                wake: Notify::new(),
+            }),
+        })
     }
 
-    pub async fn send_sms(
+    pub fn tokens(&self) -> &ReplyTokens {
+        &self.inner.tokens
+    }
+
+    /// Whether messages to `channel` can be sent.
+    pub fn can_send(&self, channel: Channel) -> bool {
+        match channel {
+            Channel::Sms => self.inner.sms.is_some(),
+            Channel::Email => self.inner.email.is_some(),
+            _ => false,
+        }
+    }
+
+    /// Writes `m` into the outbox in the caller's transaction, held back at once if
+    /// the rules forbid it. Ring [`Outbound::wake`] after the commit.
+    pub async fn queue(
+        &self,
+        conn: &mut AnyConnection,
+        actor: &Actor,
+        m: &OutboundMessage,
+        due: Timestamp,
+    ) -> Result<String, OutboundError> {
+        let channel = m.to.channel();
+        if !self.can_send(channel) {
+            return Err(OutboundError::ChannelOff(channel));
+        }
+        let held_back = match &m.to {
+            Recipient::Sms(p) if messages::sms_suppressed(conn, p.as_str()).await? => {
+                Some(status::SUPPRESSED)
+            }
+            _ => match (m.purpose.consent(), &m.customer_id) {
+                (None, _) => None,
+                (Some(c), Some(id)) if messages::consent_given(conn, id, c).await? => None,
+                (Some(_), _) => Some(status::NO_CONSENT),
+            },
+        };
+        let (message_id, thread_ids) = match (&self.inner.email, &m.to) {
+            (Some(email), Recipient::Email(_)) => {
+                let token = m.request.as_ref().map(|(_, r)| self.inner.tokens.issue(*r));
+                let unique = uuid::Uuid::now_v7().simple().to_string();
+                let id = match token {
+                    Some(t) => format!("<{t}.{unique}@{}>", email.domain),
+                    None => format!("<{unique}@{}>", email.domain),
+                };
+                let thread = match &m.request {
+                    Some((request_id, _)) => messages::thread_of(conn, request_id).await?,
+                    None => Vec::new(),
+                };
+                (Some(id), thread)
+            }
+            _ => (None, Vec::new()),
+        };
+        let (state, rank) = match held_back {
+            Some(s) => (s, status::FINAL_RANK),
+            None => (status::PENDING, 0),
+        };
+        let id = messages::insert(
+            conn,
+            actor,
+            &NewMessage {
+                channel,
+                direction: Direction::Out,
+                request_id: m.request.as_ref().map(|(id, _)| id.as_str()),
+                customer_id: m.customer_id.as_deref(),
+                contact_id: None,
+                address: m.to.address(),
+                subject: m.subject.as_deref(),
+                body: &m.body,
+                html: m.html.as_deref(),
+                purpose: m.purpose,
+                internet_message_id: message_id.as_deref(),
+                thread_ids: &thread_ids,
+                status: state,
+                status_rank: rank,
+                due_at: held_back.is_none().then_some(due),
+            },
+        )
+        .await?;
+        if let Some(why) = held_back {
+            tracing::info!(message = %id, status = why, "message not sent");
+            metrics::counter!("contactd_messages_sent_total", "channel" => channel.as_str(), "outcome" => why)
+                .increment(1);
+        }
+        Ok(id)
+    }
+
+    /// Lets the dispatcher know something is due now.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Queues `m` and delivers it before returning (a staff member waits to see the
+    /// outcome). Should this request die mid-way, the outbox still has it.
+    pub async fn send_now(
         &self,
         actor: &Actor,
-        to: &PhoneNumber,
-        body: &str,
-        purpose: MessagePurpose,
-        request_id: Option<&str>,
-        customer_id: Option<&str>,
-    ) -> Result<SmsMessage, OutboundError> {
-        let sms = self.sms.as_ref().ok_or(OutboundError::SmsOff)?;
-        let held_back = if self.store.sms_suppressed(to).await? {
-            Some(MessageStatus::Suppressed)
-        } else {
-            match (purpose.consent(), customer_id) {
-                (None, _) => None,
-                (Some(c), Some(id)) if self.store.consent_given(id, c).await? => None,
-                (Some(_), _) => Some(MessageStatus::NoConsent),
-            }
-        };
-        let (status, rank) = match held_back {
-            Some(s) => (s.as_str(), s.rank()),
-            None => (PENDING, 0),
-        };
-        let message = self
-            .store
-            .record_message(
-                actor,
-                &NewMessage {
-                    request_id,
-                    customer_id,
-                    to,
-                    body,
-                    purpose,
-                    status,
-                    status_rank: rank,
-                },
-            )
-            .await?;
-        if let Some(why) = held_back {
-            tracing::info!(message = %message.id, status = why.as_str(), "text not sent");
-            metrics::counter!("contactd_sms_sent_total", "outcome" => why.as_str()).increment(1);
-            return Ok(message);
+        m: &OutboundMessage,
+    ) -> Result<Message, OutboundError> {
+        let store = &self.inner.store;
+        let mut tx = store.begin().await?;
+        // Not due for the dispatcher until the lease would have run out: this request
+        // sends it, unless it dies first.
+        let due = Timestamp::from_millis(Timestamp::now().millis() + LEASE.as_millis() as i64);
+        let id = self.queue(&mut tx, actor, m, due).await?;
+        tx.commit().await?;
+        if let Some(claimed) = store.claim_message(Some(&id), LEASE).await? {
+            self.deliver(claimed).await?;
         }
+        Ok(store.message(&id).await?)
+    }
+
+    /// Sends due messages until `stop`; a send in progress finishes first.
+    pub async fn dispatch(self, stop: CancellationToken) {
+        let store = &self.inner.store;
+        loop {
+            if let Err(e) = self.dispatch_due().await {
+                tracing::error!(error = %e, "the outbox could not be read");
+            }
+            let wait = match store.next_message_due().await {
+                Ok(Some(at)) => {
+                    let ms = (at.millis() - Timestamp::now().millis()).max(0) as u64;
+                    Duration::from_millis(ms).min(IDLE_POLL)
+                }
+                _ => IDLE_POLL,
+            };
+            tokio::select! {
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+
+    async fn dispatch_due(&self) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        let expired = store.expire_message_leases().await?;
+        if expired > 0 {
+            tracing::warn!(
+                messages = expired,
+                "sends interrupted by a stop are marked unknown for staff to check"
+            );
+        }
+        while let Some(claimed) = store.claim_message(None, LEASE).await? {
+            self.deliver(claimed).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a claimed message and settles it.
+    async fn deliver(&self, c: Claimed) -> Result<(), StoreError> {
+        let outcome = match c.channel {
+            Channel::Sms => self.deliver_sms(&c).await,
+            Channel::Email => self.deliver_email(&c).await,
+            other => Delivery::Refused {
+                code: None,
+                why: format!("{other} messages cannot be sent"),
+            },
+        };
+        let channel = c.channel.as_str();
+        let store = &self.inner.store;
+        match outcome {
+            Delivery::HandedOver {
+                provider_id,
+                status,
+                rank,
+            } => {
+                metrics::counter!("contactd_messages_sent_total", "channel" => channel, "outcome" => "sent")
+                    .increment(1);
+                store
+                    .message_handed_over(&c.id, &provider_id, status, rank)
+                    .await?;
+            }
+            Delivery::Retry(why) if c.attempts < MAX_ATTEMPTS => {
+                // 30 s, 1, 2, 4 … minutes: a relay or provider outage is ridden out.
+                let backoff = 30_000i64 << (c.attempts - 1).clamp(0, 10);
+                tracing::warn!(message = %c.id, attempt = c.attempts, error = %why, "send failed; will retry");
+                let at = Timestamp::from_millis(Timestamp::now().millis() + backoff);
+                store.retry_message_later(&c.id, at, &why).await?;
+            }
+            Delivery::Retry(why) => {
+                tracing::warn!(message = %c.id, error = %why, "message not sent after the last retry");
+                metrics::counter!("contactd_messages_sent_total", "channel" => channel, "outcome" => "failed")
+                    .increment(1);
+                store
+                    .message_failed(&c.id, status::FAILED, status::FINAL_RANK, None, Some(&why))
+                    .await?;
+            }
+            Delivery::Refused { code, why } => {
+                tracing::warn!(message = %c.id, ?code, error = %why, "the provider refused a message");
+                metrics::counter!("contactd_messages_sent_total", "channel" => channel, "outcome" => "failed")
+                    .increment(1);
+                store
+                    .message_failed(&c.id, status::FAILED, status::FINAL_RANK, code, Some(&why))
+                    .await?;
+            }
+            Delivery::OptedOut { code } => {
+                // Twilio knows of a STOP we missed: believe it.
+                if let Ok(number) = PhoneNumber::parse(&c.address) {
+                    store
+                        .set_sms_suppressed(
+                            &Actor::System,
+                            &number,
+                            true,
+                            "Twilio 21610: recipient opted out",
+                        )
+                        .await?;
+                }
+                metrics::counter!("contactd_messages_sent_total", "channel" => channel, "outcome" => "opted_out")
+                    .increment(1);
+                store
+                    .message_failed(
+                        &c.id,
+                        status::SUPPRESSED,
+                        status::FINAL_RANK,
+                        Some(code),
+                        None,
+                    )
+                    .await?;
+            }
+            Delivery::Unknown(why) => {
+                tracing::error!(message = %c.id, error = %why, "no answer to a send; kept as unknown");
+                metrics::counter!("contactd_messages_sent_total", "channel" => channel, "outcome" => "unknown")
+                    .increment(1);
+                store
+                    .message_failed(&c.id, status::UNKNOWN, 0, None, Some(&why))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn deliver_sms(&self, c: &Claimed) -> Delivery {
+        let Some(sms) = &self.inner.sms else {
+            return Delivery::Retry("the SMS channel is not configured".into());
+        };
         let outbound = OutboundSms {
-            to: to.as_str(),
+            to: &c.address,
             from: sms.from.as_deref(),
             messaging_service_sid: sms.messaging_service_sid.as_deref(),
-            body,
+            body: &c.body,
             status_callback: Some(&sms.status_callback),
             validity_period: Some(sms.validity_period),
         };
-        let result = sms.client.send(&outbound).await;
-        let outcome = match &result {
-            Ok(_) => "sent",
-            Err(SendError::OptedOut) => "opted_out",
-            Err(_) => "failed",
-        };
-        metrics::counter!("contactd_sms_sent_total", "outcome" => outcome).increment(1);
-        Ok(match result {
-            Ok(sent) => {
-                self.store
-                    .message_handed_over(
-                        &message.id,
-                        &sent.sid,
-                        sent.status.as_str(),
-                        sent.status.rank(),
-                    )
-                    .await?
-            }
-            Err(SendError::OptedOut) => {
-                // Twilio knows of a STOP we missed: believe it.
-                self.store
-                    .set_sms_suppressed(
-                        &Actor::System,
-                        to,
-                        true,
-                        "Twilio 21610: recipient opted out",
-                    )
-                    .await?;
-                let s = MessageStatus::Suppressed;
-                self.store
-                    .message_failed(
-                        &message.id,
-                        s.as_str(),
-                        s.rank(),
-                        Some(contactd_sms::client::OPTED_OUT),
-                    )
-                    .await?
-            }
-            Err(SendError::Rejected { code, .. }) => {
-                tracing::warn!(message = %message.id, ?code, "Twilio refused a text");
-                let s = MessageStatus::Failed;
-                self.store
-                    .message_failed(&message.id, s.as_str(), s.rank(), code)
-                    .await?
-            }
-            Err(e @ SendError::Unavailable { .. }) => {
-                tracing::error!(message = %message.id, error = %e, "text not sent");
-                let s = MessageStatus::Failed;
-                self.store
-                    .message_failed(&message.id, s.as_str(), s.rank(), None)
-                    .await?
-            }
-            Err(SendError::Unknown(e)) => {
-                // Perhaps sent: kept as "unknown" for someone to check, never resent blind.
-                tracing::error!(message = %message.id, error = %e, "no answer from Twilio");
-                self.store
-                    .message_failed(&message.id, "unknown", 0, None)
-                    .await?
-            }
-        })
+        match sms.client.send(&outbound).await {
+            Ok(sent) => Delivery::HandedOver {
+                provider_id: sent.sid,
+                status: sent.status.as_str(),
+                rank: sent.status.rank(),
+            },
+            Err(SendError::OptedOut) => Delivery::OptedOut {
+                code: contactd_sms::client::OPTED_OUT,
+            },
+            Err(e @ SendError::Rejected { code, .. }) => Delivery::Refused {
+                code,
+                why: e.to_string(),
+            },
+            // The client already retried a few times within the request; the outbox
+            // keeps trying later.
+            Err(e @ SendError::Unavailable { .. }) => Delivery::Retry(e.to_string()),
+            Err(SendError::Unknown(e)) => Delivery::Unknown(e),
+        }
     }
+
+    async fn deliver_email(&self, c: &Claimed) -> Delivery {
+        let Some(email) = &self.inner.email else {
+            return Delivery::Retry("sending email is not configured".into());
+        };
+        let Ok(to) = c.address.parse::<Address>() else {
+            return Delivery::Refused {
+                code: None,
+                why: format!("{} is not an address mail can be sent to", c.address),
+            };
+        };
+        let token = c
+            .request_id
+            .as_ref()
+            .and(c.internet_message_id.as_deref())
+            .and_then(|id| self.inner.tokens.find_in(id))
+            .map(|r| self.inner.tokens.issue(r));
+        let reply_to = match (&token, email.plus_addressing) {
+            (Some(t), true) => Address::new(format!("{}+{t}", email.local), &email.domain).ok(),
+            _ => None,
+        };
+        let bounce_local = format!("{}+bounce-{}", email.local, c.id.replace('-', ""));
+        let Ok(envelope_from) = Address::new(bounce_local, &email.domain) else {
+            return Delivery::Refused {
+                code: None,
+                why: "the envelope sender cannot be formed".into(),
+            };
+        };
+        let message_id = c
+            .internet_message_id
+            .clone()
+            .unwrap_or_else(|| format!("<{}@{}>", c.id, email.domain));
+        let mail = OutgoingMail {
+            from: email.from.clone(),
+            to,
+            reply_to,
+            envelope_from,
+            subject: c.subject.clone().unwrap_or_default(),
+            text: c.body.clone(),
+            html: c.html.clone(),
+            message_id: message_id.clone(),
+            references: c.thread_ids.clone(),
+            automatic: c.purpose == MessagePurpose::Acknowledgement,
+        };
+        match email.sender.send(&mail).await {
+            Ok(()) => Delivery::HandedOver {
+                provider_id: message_id,
+                status: "sent",
+                rank: 4,
+            },
+            Err(SendFailure::Transient(why)) => Delivery::Retry(why),
+            Err(SendFailure::Refused(why)) => Delivery::Refused { code: None, why },
+            Err(SendFailure::Unknown(why)) => Delivery::Unknown(why),
+        }
+    }
+}
+
+/// What a channel made of a send.
+enum Delivery {
+    HandedOver {
+        provider_id: String,
+        status: &'static str,
+        rank: i64,
+    },
+    /// Nothing left; trying again later may work.
+    Retry(String),
+    Refused {
+        code: Option<i64>,
+        why: String,
+    },
+    OptedOut {
+        code: i64,
+    },
+    /// It may have gone.
+    Unknown(String),
+}
+
+/// The HTML alternative of a plain-text message: the same words, escaped, one
+/// paragraph per blank-line-separated block (one template gives both parts).
+pub fn html_from_text(text: &str) -> String {
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let paragraphs: Vec<String> = text
+        .split("\n\n")
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| format!("<p>{}</p>", escape(p.trim()).replace('\n', "<br>")))
+        .collect();
+    format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"></head><body>{}</body></html>",
+        paragraphs.join("")
+    )
 }

@@ -8,19 +8,21 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use std::sync::Arc;
-
-use contactd_sip::{SipConfig, SipListen, SipServer};
+use contactd_sip::SipListen;
 
 use crate::api::{self, AppState};
+use crate::channels::sms::SmsChannel;
+use crate::channels::voice::VoiceChannel;
+use crate::channels::voice::prompts::PromptError;
+use crate::channels::{self, Hub, Running};
 use crate::configuration::{Settings, redact};
+use crate::domain::thread::ReplyTokens;
 use crate::intake::Intake;
+use crate::outbound::Outbound;
 use crate::recordings::{Recorder, RecorderError};
 use crate::scheduler::{SchedulerError, SchedulerLink};
 use crate::store::{Store, StoreError};
 use crate::telemetry;
-use crate::voice::VoiceChannel;
-use crate::voice::prompts::{PromptError, Prompts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -43,8 +45,8 @@ pub enum StartupError {
     Prompts(#[from] PromptError),
     #[error(transparent)]
     Sip(#[from] contactd_sip::SipError),
-    #[error("sms.api_base: {0}")]
-    Sms(String),
+    #[error("{0}")]
+    Outbound(String),
     #[error("{0}")]
     OpenFiles(String),
 }
@@ -64,13 +66,25 @@ pub async fn open_store(settings: &Settings) -> Result<Store, StartupError> {
     Ok(store)
 }
 
+/// The key that signs reply tokens, shared by every instance through the database.
+pub async fn reply_tokens(store: &Store) -> Result<ReplyTokens, StartupError> {
+    let key = store
+        .hub_secret("reply_tokens")
+        .await
+        .map_err(|source| StartupError::Database {
+            url: "(the configured database)".into(),
+            source,
+        })?;
+    Ok(ReplyTokens::new(&key))
+}
+
 pub struct Application {
     listener: TcpListener,
     state: AppState,
     settings: Settings,
     recorder: Recorder,
-    sip: Option<SipServer>,
     voice: Option<VoiceChannel>,
+    channels: Running,
 }
 
 impl Application {
@@ -102,20 +116,16 @@ impl Application {
                 addr: settings.http.listen,
                 source,
             })?;
-        let intake = Intake::new(store.clone(), settings.intake.default_service.clone());
+        let tokens = reply_tokens(&store).await?;
+        let outbound =
+            Outbound::new(store.clone(), &settings, tokens).map_err(StartupError::Outbound)?;
+        let intake = Intake::new(store.clone(), &settings, outbound.clone());
         let recorder = Recorder::new(
             store.clone(),
             &settings.recordings.dir,
             settings.recordings.retention_days,
         )
         .with_min_free_bytes(settings.recordings.min_free_mb * 1024 * 1024);
-        // A recordings directory that cannot be written is reported (not ready), not
-        // fatal: the voice channel knows what to do without a recorder.
-        if settings.sip.enabled()
-            && let Some(problem) = recorder.check().await
-        {
-            tracing::error!(%problem, "recordings cannot be written");
-        }
         let repaired = recorder.repair_unfinished().await?;
         if repaired > 0 {
             tracing::warn!(
@@ -129,33 +139,17 @@ impl Application {
             sip_tcp_connections: settings.sip.max_tcp_connections,
             http_connections: settings.http.max_connections,
         });
-        let (sip, voice) = if settings.sip.enabled() {
-            let prompts = Prompts::load(&settings.ivr.prompts_dir)?;
-            let voice = VoiceChannel::new(
-                store.clone(),
-                intake.clone(),
-                recorder.clone(),
-                prompts,
-                settings.ivr.clone(),
-                settings.recordings.when_unavailable,
-            );
-            let server = SipServer::start(sip_config(&settings), Arc::new(voice.clone())).await?;
-            for l in server.listening() {
-                tracing::info!("sip listening on {:?} {}", l.transport, l.addr);
-            }
-            (Some(server), Some(voice))
-        } else {
-            tracing::info!("sip: off (no trunks configured)");
-            (None, None)
+        let hub = Hub {
+            store: store.clone(),
+            intake: intake.clone(),
+            outbound: outbound.clone(),
+            recorder: recorder.clone(),
         };
-        let outbound =
-            crate::outbound::Outbound::new(store.clone(), &settings).map_err(StartupError::Sms)?;
-        let sms = crate::api::webhooks::SmsWebhooks::new(&settings.sms, &settings.http.public_url);
-        if sms.is_some() {
-            tracing::info!("sms: Twilio account {}", settings.sms.account_sid);
-        } else {
-            tracing::info!("sms: off (no account configured)");
-        }
+        let voice = channels::start::<VoiceChannel>(&hub, &settings).await?;
+        let sms = channels::start::<SmsChannel>(&hub, &settings).await?;
+        let mut running = Running::default();
+        running.add(&voice);
+        running.add(&sms);
         let state = AppState {
             intake,
             store,
@@ -173,23 +167,23 @@ impl Application {
             recorder: recorder.health().clone(),
             metrics_token: (!settings.http.metrics_token.is_empty())
                 .then(|| settings.http.metrics_token.expose().to_string()),
-            sip: sip.as_ref().map(SipServer::status),
+            sip: voice.as_ref().map(VoiceChannel::status),
         };
         Ok(Application {
             listener,
             state,
             settings,
             recorder,
-            sip,
             voice,
+            channels: running,
         })
     }
 
     /// Where the voice channel listens (empty when it is off).
     pub fn sip_listening(&self) -> Vec<SipListen> {
-        self.sip
+        self.voice
             .as_ref()
-            .map(|s| s.listening().to_vec())
+            .map(|v| v.listening().to_vec())
             .unwrap_or_default()
     }
 
@@ -223,7 +217,8 @@ impl Application {
         let addr = self.local_addr();
         let store = self.state.store.clone();
         let grace = self.settings.grace_period();
-        let (sip, voice) = (self.sip, self.voice);
+        let channels = self.channels;
+        let dispatcher = tokio::spawn(self.state.outbound.clone().dispatch(token.clone()));
         let http_connections = self.state.http_connections.clone();
         let sweeper = tokio::spawn(sweep_periodically(
             self.recorder,
@@ -256,26 +251,18 @@ impl Application {
             }
             _ = token.cancelled() => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-                if let Some(sip) = &sip {
-                    sip.stop_accepting();
-                }
-                // The HTTP server drains itself within the grace period.
+                // The HTTP server drains itself within the grace period; every channel
+                // stops accepting at once, then drains within the same period.
                 let http = async {
                     let _ = (&mut server).await;
                 };
-                let calls = async {
-                    if let Some(sip) = sip {
-                        sip.shutdown(grace).await;
-                    }
-                    if let Some(voice) = voice {
-                        voice.wait_for_calls().await;
-                        tracing::info!("calls ended and their recordings finished");
-                    }
-                };
-                tokio::join!(http, calls);
+                tokio::join!(http, channels.stop(grace));
             }
         }
         sweeper.abort();
+        // The dispatcher finishes the send in hand, then stops; what is still
+        // pending waits in the outbox for the next start.
+        let _ = dispatcher.await;
         store.close().await;
         tracing::info!("shutdown complete");
         Ok(())
@@ -337,29 +324,6 @@ fn ensure_open_files(settings: &Settings) -> Result<(), StartupError> {
         )));
     }
     Ok(())
-}
-
-fn sip_config(settings: &Settings) -> SipConfig {
-    let s = &settings.sip;
-    SipConfig {
-        listen: s.listen.iter().map(|l| l.0).collect(),
-        trunks: s.trunks.iter().map(|t| t.0).collect(),
-        rtp_ports: (s.rtp_ports.0, s.rtp_ports.1),
-        media_ip: s.media_address,
-        max_calls: s.max_calls,
-        max_call_duration: Duration::from_secs(s.max_call_seconds),
-        ring: Duration::from_millis(s.ring_ms),
-        media_timeout: Duration::from_secs(s.media_timeout_seconds),
-        ack_timeout: Duration::from_secs(s.ack_timeout_seconds),
-        invites_per_second: s.invites_per_second,
-        max_pending_per_source: s.max_pending_per_source,
-        tcp: contactd_sip::TcpLimits {
-            max_connections: s.max_tcp_connections,
-            max_per_source: s.max_tcp_connections_per_source,
-            idle: Duration::from_secs(s.tcp_idle_seconds),
-        },
-        options_from_anywhere: s.options_from_anywhere,
-    }
 }
 
 const RECORDER_CHECK: Duration = Duration::from_secs(30);

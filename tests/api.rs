@@ -45,6 +45,7 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("put", "/api/v1/recordings/{id}/legal-hold"),
     ("get", "/api/v1/requests/{reference}/recordings"),
     ("post", "/api/v1/requests/{reference}/sms"),
+    ("post", "/api/v1/requests/{reference}/email"),
     ("post", "/api/v1/requests/{reference}/status"),
     ("get", "/api/v1/requests/{reference}/timeline"),
     ("get", "/api/v1/services"),

@@ -351,7 +351,11 @@ async fn twilio_is_retried_after_429_and_believed_about_opt_outs(backend: Backen
     assert_eq!(message["status"], "queued");
     assert!(message["provider_sid"].as_str().unwrap().starts_with("SM"));
     assert_eq!(fake.received().len(), 2, "one retry after the 429");
-    assert_eq!(app.count("sms_messages").await, 1, "and one message");
+    assert_eq!(
+        app.count("messages WHERE direction = 'out'").await,
+        1,
+        "and one message"
+    );
 
     fake.answer(
         400,

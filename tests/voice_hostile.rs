@@ -572,7 +572,8 @@ async fn a_keyed_reference_attaches_only_for_its_owner(backend: Backend) {
 /// digit of `reference` in order: the prompts are written to the recording sample for
 /// sample.
 fn assert_reference_read_back(recording: &std::path::Path, reference: &str) {
-    let prompts = contactd::voice::prompts::Prompts::load(std::path::Path::new("")).unwrap();
+    let prompts =
+        contactd::channels::voice::prompts::Prompts::load(std::path::Path::new("")).unwrap();
     let mut reader = hound::WavReader::open(recording).unwrap();
     let right: Vec<i16> = reader
         .samples::<i16>()

@@ -15,7 +15,7 @@ use crate::configuration::ServiceCode;
 use crate::domain::{
     Channel, EmailAddress, IdentityMatch, LongText, PhoneNumber, Reference, ShortText, Timestamp,
 };
-use crate::intake::{InboundContact, IntakeOutcome, Origin, Sender, staff_key};
+use crate::intake::{InboundContact, IntakeOutcome, Origin, Sender, ThreadHints, staff_key};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -107,6 +107,9 @@ pub async fn record(
         content: input.content,
         reference: input.reference,
         service: input.service,
+        thread: ThreadHints::default(),
+        acknowledge: None,
+        message: None,
     };
     let outcome = state.intake.receive(&contact).await?;
     let status = if outcome.redelivery {

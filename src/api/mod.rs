@@ -4,7 +4,8 @@
 //! - [`extract`]: body, query and reference extractors that parse into domain types
 //! - [`error`]: JSON errors with stable codes
 //! - [`customers`], [`requests`], [`contacts`], [`recordings`], [`audit`]: the routes
-//! - [`webhooks`]: Twilio's signed SMS and status webhooks; [`sms`]: staff texting
+//! - [`webhooks`]: Twilio's signed SMS and status webhooks (HTTP only)
+//! - [`messages`]: staff write to residents by SMS or email
 //! - [`ops`]: health, readiness, metrics, OpenAPI, the service catalogue
 //!
 //! Every route is registered through utoipa-axum's `routes!`, which will not compile a
@@ -16,11 +17,11 @@ pub mod contacts;
 pub mod customers;
 pub mod error;
 pub mod extract;
+pub mod messages;
 pub mod ops;
 pub mod pagination;
 pub mod recordings;
 pub mod requests;
-pub mod sms;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -55,7 +56,7 @@ pub struct AppState {
     pub recordings: contactd_recordings::RecordingsDir,
     pub outbound: crate::outbound::Outbound,
     /// Present when the SMS channel is configured.
-    pub sms: Option<webhooks::SmsWebhooks>,
+    pub sms: Option<crate::channels::sms::SmsChannel>,
     /// Cancelled when the daemon starts shutting down (readiness turns 503).
     pub shutdown: CancellationToken,
     /// Open HTTP connections against their limit (readiness turns 503 at the limit).
@@ -116,7 +117,8 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
         .routes(routes!(recordings::of_request))
         .routes(routes!(recordings::download))
         .routes(routes!(recordings::legal_hold))
-        .routes(routes!(sms::send))
+        .routes(routes!(messages::send_sms))
+        .routes(routes!(messages::send_email))
         .routes(routes!(contacts::record))
         .routes(routes!(audit::list));
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())

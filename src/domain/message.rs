@@ -1,4 +1,5 @@
-//! Text messages the council sends, and what each may be sent for.
+//! Messages sent and received on the text channels (SMS, email): what each may be
+//! sent for, the statuses that are the council's own, and the stored record.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -8,9 +9,12 @@ use super::{Timestamp, UnknownValue};
 super::text_enum! {
     /// Why a message is sent, which decides what permission it needs.
     MessagePurpose {
-        /// About the resident's own contact or request (an acknowledgement, an
-        /// answer): needs only that the number has not opted out.
+        /// About the resident's own contact or request (an answer): needs only that
+        /// the number has not opted out.
         Reply = "reply",
+        /// The automatic "we have your message, your reference is …": like a reply,
+        /// and never sent to mail that was itself automatic (loops).
+        Acknowledgement = "acknowledgement",
         /// Unprompted news of a request: needs consent to service updates.
         ServiceUpdate = "service_update",
         /// Needs consent to satisfaction surveys.
@@ -24,7 +28,7 @@ impl MessagePurpose {
     /// The consent this purpose needs beyond the number not having opted out.
     pub fn consent(self) -> Option<super::ConsentPurpose> {
         match self {
-            MessagePurpose::Reply => None,
+            MessagePurpose::Reply | MessagePurpose::Acknowledgement => None,
             MessagePurpose::ServiceUpdate => Some(super::ConsentPurpose::ServiceUpdates),
             MessagePurpose::Survey => Some(super::ConsentPurpose::SatisfactionSurveys),
             MessagePurpose::Marketing => Some(super::ConsentPurpose::Marketing),
@@ -32,18 +36,54 @@ impl MessagePurpose {
     }
 }
 
+super::text_enum! {
+    /// Which way a message went.
+    Direction {
+        /// From the council to a resident.
+        Out = "out",
+        /// From a resident (also a contact, through intake).
+        In = "in",
+    }
+}
+
+/// Statuses that are the council's own decisions or the outbox's states, as opposed
+/// to the provider's delivery statuses (which the channel crates define).
+pub mod status {
+    /// Written to the outbox, not yet sent.
+    pub const PENDING: &str = "pending";
+    /// Claimed by a dispatcher, being sent now.
+    pub const DISPATCHING: &str = "dispatching";
+    /// Never sent: the number opted out (STOP) or the address is suppressed.
+    pub const SUPPRESSED: &str = "suppressed";
+    /// Never sent: the purpose needs a consent the resident has not given.
+    pub const NO_CONSENT: &str = "no_consent";
+    /// Perhaps sent (no answer after the request left): checked, never resent blind.
+    pub const UNKNOWN: &str = "unknown";
+    /// Given up: refused, or still failing after the last retry.
+    pub const FAILED: &str = "failed";
+    /// A message from a resident.
+    pub const RECEIVED: &str = "received";
+    /// A final status: later reports cannot move a message past it.
+    pub const FINAL_RANK: i64 = 5;
+}
+
+/// A message as stored: sent or received, on any text channel.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct SmsMessage {
+pub struct Message {
     pub id: String,
+    pub channel: super::Channel,
+    pub direction: Direction,
     pub request_id: Option<String>,
     pub customer_id: Option<String>,
+    /// The resident's end: the number or address sent to, or received from.
     pub to: String,
+    pub subject: Option<String>,
     pub body: String,
     pub purpose: MessagePurpose,
-    /// Twilio's MessageSid once handed over.
+    /// The provider's id once handed over (Twilio's MessageSid; an email's Message-ID).
     pub provider_sid: Option<String>,
-    /// queued, sending, sent, delivered, undelivered, failed; or, never sent:
-    /// suppressed (the number opted out) and no_consent.
+    /// pending, dispatching; the provider's (queued, sent, delivered, undelivered,
+    /// failed…); or, never sent: suppressed, no_consent; unknown; received.
     pub status: String,
     pub error_code: Option<i64>,
     pub sent_by: String,

@@ -22,6 +22,7 @@ pub mod recording;
 pub mod reference;
 pub mod request;
 pub mod text;
+pub mod thread;
 pub mod time;
 
 pub use actor::{Actor, StaffIdentity};

@@ -100,7 +100,7 @@ pub struct TimelineEvent {
     pub to_status: Option<RequestStatus>,
     pub contact: Option<Contact>,
     /// For `message` events: the message and its delivery status now.
-    pub message: Option<crate::domain::message::SmsMessage>,
+    pub message: Option<crate::domain::message::Message>,
 }
 
 /// One inbound contact from a resident, as stored.

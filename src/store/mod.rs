@@ -21,10 +21,11 @@
 pub mod audit;
 pub mod contacts;
 pub mod customers;
+pub mod messages;
 pub mod recordings;
 pub mod requests;
+pub mod secrets;
 pub mod services;
-pub mod sms;
 pub mod staff;
 
 use std::sync::Arc;

@@ -527,7 +527,7 @@ async fn timeline_of(
         };
         let message_id: Option<String> = r.try_get("message_id")?;
         let message = match message_id {
-            Some(mid) => Some(super::sms::read(conn, &mid).await?),
+            Some(mid) => Some(super::messages::read(conn, &mid).await?),
             None => None,
         };
         events.push(TimelineEvent {

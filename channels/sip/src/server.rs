@@ -242,7 +242,7 @@ impl SipServer {
 
     /// Waits for calls in progress to end, at most `grace`; then ends the rest with
     /// BYE (their recordings finish as for any other end) and stops the stack.
-    pub async fn shutdown(self, grace: std::time::Duration) {
+    pub async fn shutdown(&self, grace: std::time::Duration) {
         self.stop_accepting();
         let drained = async {
             while self.active_calls() > 0 {

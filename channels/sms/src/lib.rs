@@ -7,11 +7,13 @@
 //! - [`keywords`]: STOP / START / HELP, as carriers and Twilio understand them
 //! - [`status`]: message statuses and the order they move in
 //! - [`client`]: the REST client (sending, with bounded retries)
+//! - [`twiml`]: the XML answer to an inbound-message webhook
 
 pub mod client;
 pub mod keywords;
 pub mod signature;
 pub mod status;
+pub mod twiml;
 pub mod webhook;
 
 pub use client::{Credentials, OutboundSms, SendError, SentSms, TwilioClient};

@@ -1,4 +1,5 @@
-//! Message statuses as Twilio reports them, and their order: callbacks arrive late,
+//! Message statuses as Twilio reports them (the council's own — suppressed, no
+//! consent — are the hub's), and their order: callbacks arrive late,
 //! twice or out of order, and a message's status must never move backwards.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -13,9 +14,6 @@ pub enum MessageStatus {
     Undelivered,
     Failed,
     Canceled,
-    /// Our own, for messages never handed to Twilio.
-    Suppressed,
-    NoConsent,
 }
 
 impl MessageStatus {
@@ -30,8 +28,6 @@ impl MessageStatus {
             "undelivered" => MessageStatus::Undelivered,
             "failed" => MessageStatus::Failed,
             "canceled" => MessageStatus::Canceled,
-            "suppressed" => MessageStatus::Suppressed,
-            "no_consent" => MessageStatus::NoConsent,
             _ => return None,
         })
     }
@@ -47,8 +43,6 @@ impl MessageStatus {
             MessageStatus::Undelivered => "undelivered",
             MessageStatus::Failed => "failed",
             MessageStatus::Canceled => "canceled",
-            MessageStatus::Suppressed => "suppressed",
-            MessageStatus::NoConsent => "no_consent",
         }
     }
 
@@ -63,9 +57,7 @@ impl MessageStatus {
             MessageStatus::Delivered
             | MessageStatus::Undelivered
             | MessageStatus::Failed
-            | MessageStatus::Canceled
-            | MessageStatus::Suppressed
-            | MessageStatus::NoConsent => 5,
+            | MessageStatus::Canceled => 5,
         }
     }
 }

@@ -23,68 +23,71 @@ const DIGIT_GAP: usize = 2000;
 const BUILT_IN: [(&str, &[u8]); 17] = [
     (
         "recording_notice",
-        include_bytes!("../../config/prompts/recording_notice.wav"),
+        include_bytes!("../../../config/prompts/recording_notice.wav"),
     ),
     (
         "main_menu",
-        include_bytes!("../../config/prompts/main_menu.wav"),
+        include_bytes!("../../../config/prompts/main_menu.wav"),
     ),
     (
         "service_menu",
-        include_bytes!("../../config/prompts/service_menu.wav"),
+        include_bytes!("../../../config/prompts/service_menu.wav"),
     ),
     (
         "reference_not_recognised",
-        include_bytes!("../../config/prompts/reference_not_recognised.wav"),
+        include_bytes!("../../../config/prompts/reference_not_recognised.wav"),
     ),
     (
         "not_understood",
-        include_bytes!("../../config/prompts/not_understood.wav"),
+        include_bytes!("../../../config/prompts/not_understood.wav"),
     ),
-    ("logged", include_bytes!("../../config/prompts/logged.wav")),
+    (
+        "logged",
+        include_bytes!("../../../config/prompts/logged.wav"),
+    ),
     (
         "your_reference_is",
-        include_bytes!("../../config/prompts/your_reference_is.wav"),
+        include_bytes!("../../../config/prompts/your_reference_is.wav"),
     ),
     (
         "digit_0",
-        include_bytes!("../../config/prompts/digit_0.wav"),
+        include_bytes!("../../../config/prompts/digit_0.wav"),
     ),
     (
         "digit_1",
-        include_bytes!("../../config/prompts/digit_1.wav"),
+        include_bytes!("../../../config/prompts/digit_1.wav"),
     ),
     (
         "digit_2",
-        include_bytes!("../../config/prompts/digit_2.wav"),
+        include_bytes!("../../../config/prompts/digit_2.wav"),
     ),
     (
         "digit_3",
-        include_bytes!("../../config/prompts/digit_3.wav"),
+        include_bytes!("../../../config/prompts/digit_3.wav"),
     ),
     (
         "digit_4",
-        include_bytes!("../../config/prompts/digit_4.wav"),
+        include_bytes!("../../../config/prompts/digit_4.wav"),
     ),
     (
         "digit_5",
-        include_bytes!("../../config/prompts/digit_5.wav"),
+        include_bytes!("../../../config/prompts/digit_5.wav"),
     ),
     (
         "digit_6",
-        include_bytes!("../../config/prompts/digit_6.wav"),
+        include_bytes!("../../../config/prompts/digit_6.wav"),
     ),
     (
         "digit_7",
-        include_bytes!("../../config/prompts/digit_7.wav"),
+        include_bytes!("../../../config/prompts/digit_7.wav"),
     ),
     (
         "digit_8",
-        include_bytes!("../../config/prompts/digit_8.wav"),
+        include_bytes!("../../../config/prompts/digit_8.wav"),
     ),
     (
         "digit_9",
-        include_bytes!("../../config/prompts/digit_9.wav"),
+        include_bytes!("../../../config/prompts/digit_9.wav"),
     ),
 ];
 

@@ -13,18 +13,112 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use contactd_sip::{Call, CallHandler, CallInfo, CallerId, FrameSink};
+use std::time::Duration;
+
+use contactd_sip::{
+    Call, CallHandler, CallInfo, CallerId, FrameSink, SipConfig, SipListen, SipServer, SipStatus,
+};
 use tokio_util::task::TaskTracker;
 
-use crate::configuration::{IvrSettings, WhenUnrecordable};
+use super::{Hub, Lifecycle};
+use crate::configuration::{IvrSettings, Settings, WhenUnrecordable};
 use crate::domain::{Channel, LongText, PhoneNumber, ShortText, Timestamp};
-use crate::intake::{InboundContact, Intake, Origin, Sender};
+use crate::intake::{InboundContact, Intake, Origin, Sender, ThreadHints};
 use crate::recordings::{ActiveRecording, Recorder};
+use crate::startup::StartupError;
 use crate::store::Store;
 use prompts::Prompts;
 
+/// The voice channel as startup runs it: the SIP server, and the calls it hands over.
 #[derive(Clone)]
 pub struct VoiceChannel {
+    server: Arc<SipServer>,
+    calls: CallHandling,
+}
+
+impl VoiceChannel {
+    pub fn listening(&self) -> &[SipListen] {
+        self.server.listening()
+    }
+
+    pub fn status(&self) -> SipStatus {
+        self.server.status()
+    }
+}
+
+impl Lifecycle for VoiceChannel {
+    const NAME: &'static str = "sip";
+
+    async fn start(
+        hub: &Hub,
+        settings: &Settings,
+    ) -> Result<Result<Self, &'static str>, StartupError> {
+        if !settings.sip.enabled() {
+            return Ok(Err("no trunks configured"));
+        }
+        // A recordings directory that cannot be written is reported (not ready), not
+        // fatal: calls are taken as `recordings.when_unavailable` says.
+        if let Some(problem) = hub.recorder.check().await {
+            tracing::error!(%problem, "recordings cannot be written");
+        }
+        let prompts = Prompts::load(&settings.ivr.prompts_dir)?;
+        let calls = CallHandling::new(
+            hub.store.clone(),
+            hub.intake.clone(),
+            hub.recorder.clone(),
+            prompts,
+            settings.ivr.clone(),
+            settings.recordings.when_unavailable,
+        );
+        let server = SipServer::start(sip_config(settings), Arc::new(calls.clone())).await?;
+        for l in server.listening() {
+            tracing::info!("sip listening on {:?} {}", l.transport, l.addr);
+        }
+        Ok(Ok(VoiceChannel {
+            server: Arc::new(server),
+            calls,
+        }))
+    }
+
+    fn stop_accepting(&self) {
+        self.server.stop_accepting();
+    }
+
+    fn drain(&self, grace: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            self.server.shutdown(grace).await;
+            self.calls.wait_for_calls().await;
+            tracing::info!("calls ended and their recordings finished");
+        })
+    }
+}
+
+fn sip_config(settings: &Settings) -> SipConfig {
+    let s = &settings.sip;
+    SipConfig {
+        listen: s.listen.iter().map(|l| l.0).collect(),
+        trunks: s.trunks.iter().map(|t| t.0).collect(),
+        rtp_ports: (s.rtp_ports.0, s.rtp_ports.1),
+        media_ip: s.media_address,
+        max_calls: s.max_calls,
+        max_call_duration: Duration::from_secs(s.max_call_seconds),
+        ring: Duration::from_millis(s.ring_ms),
+        media_timeout: Duration::from_secs(s.media_timeout_seconds),
+        ack_timeout: Duration::from_secs(s.ack_timeout_seconds),
+        invites_per_second: s.invites_per_second,
+        max_pending_per_source: s.max_pending_per_source,
+        tcp: contactd_sip::TcpLimits {
+            max_connections: s.max_tcp_connections,
+            max_per_source: s.max_tcp_connections_per_source,
+            idle: Duration::from_secs(s.tcp_idle_seconds),
+        },
+        options_from_anywhere: s.options_from_anywhere,
+    }
+}
+
+/// What the SIP server hands each answered call to.
+#[derive(Clone)]
+struct CallHandling {
     inner: Arc<Inner>,
 }
 
@@ -40,8 +134,8 @@ struct Inner {
     calls: TaskTracker,
 }
 
-impl VoiceChannel {
-    pub fn new(
+impl CallHandling {
+    fn new(
         store: Store,
         intake: Intake,
         recorder: Recorder,
@@ -49,7 +143,7 @@ impl VoiceChannel {
         ivr: IvrSettings,
         when_unrecordable: WhenUnrecordable,
     ) -> Self {
-        VoiceChannel {
+        CallHandling {
             inner: Arc::new(Inner {
                 store,
                 intake,
@@ -64,13 +158,13 @@ impl VoiceChannel {
     }
 
     /// Waits until every call's handler has finished (recordings finished and linked).
-    pub async fn wait_for_calls(&self) {
+    async fn wait_for_calls(&self) {
         self.inner.calls.close();
         self.inner.calls.wait().await;
     }
 }
 
-impl CallHandler for VoiceChannel {
+impl CallHandler for CallHandling {
     fn recorder(&self, info: &CallInfo) -> Option<Box<dyn FrameSink>> {
         let key = external_id(&info.key);
         match self.inner.recorder.begin(key.as_str(), info.answered_at) {
@@ -138,6 +232,13 @@ impl Inner {
             content: LongText::truncate_from(&routing.describe()).expect("non-empty"),
             reference: routing.reference,
             service: routing.service.clone(),
+            thread: ThreadHints {
+                // The caller id came from a trunk, trusted by its source address.
+                sender_proven: true,
+                ..ThreadHints::default()
+            },
+            acknowledge: None,
+            message: None,
         };
         match self.intake.receive(&contact).await {
             Ok(outcome) => {

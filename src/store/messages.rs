@@ -1,0 +1,579 @@
+//! Messages sent and received on every text channel, the outbox's states, delivery
+//! statuses, and SMS opt-outs and keyword messages.
+
+use sqlx::{AnyConnection, Row};
+
+use super::audit::{self, Action, Entity};
+use super::requests::{self, Event};
+use super::{Store, StoreError, StoreResult, customers, new_id, parsed};
+use crate::domain::message::{Direction, Message, MessagePurpose, status};
+use crate::domain::request::TimelineKind;
+use crate::domain::{Actor, Channel, ConsentPurpose, PhoneNumber, Timestamp};
+
+const COLUMNS: &str = "id, channel, direction, request_id, customer_id, address, subject, body, purpose, \
+     provider_sid, status, error_code, sent_by, created_at, updated_at";
+
+/// A message about to be recorded: sent (into the outbox) or received.
+pub struct NewMessage<'a> {
+    pub channel: Channel,
+    pub direction: Direction,
+    pub request_id: Option<&'a str>,
+    pub customer_id: Option<&'a str>,
+    pub contact_id: Option<&'a str>,
+    /// The resident's end.
+    pub address: &'a str,
+    pub subject: Option<&'a str>,
+    pub body: &'a str,
+    pub html: Option<&'a str>,
+    pub purpose: MessagePurpose,
+    pub internet_message_id: Option<&'a str>,
+    /// In-Reply-To, then References: the Message-IDs this one answers.
+    pub thread_ids: &'a [String],
+    pub status: &'a str,
+    pub status_rank: i64,
+    /// When the outbox may send it (pending messages only).
+    pub due_at: Option<Timestamp>,
+}
+
+/// A pending message claimed by a dispatcher: everything needed to send it.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: String,
+    pub channel: Channel,
+    pub request_id: Option<String>,
+    pub address: String,
+    pub subject: Option<String>,
+    pub body: String,
+    pub html: Option<String>,
+    pub internet_message_id: Option<String>,
+    pub thread_ids: Vec<String>,
+    pub purpose: MessagePurpose,
+    pub attempts: i64,
+}
+
+/// Records a message in the caller's transaction, and puts it on its request's
+/// timeline. Outbound messages go into the outbox this way, with their cause.
+pub async fn insert(
+    conn: &mut AnyConnection,
+    actor: &Actor,
+    m: &NewMessage<'_>,
+) -> StoreResult<String> {
+    let id = new_id();
+    let now = Timestamp::now().millis();
+    let thread = (!m.thread_ids.is_empty()).then(|| m.thread_ids.join(" "));
+    sqlx::query(
+        "INSERT INTO messages (id, channel, direction, request_id, customer_id, contact_id, address, subject, body, html, \
+         purpose, internet_message_id, thread_ids, status, status_rank, sent_by, next_attempt_at, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18)",
+    )
+    .bind(&id)
+    .bind(m.channel.as_str())
+    .bind(m.direction.as_str())
+    .bind(m.request_id)
+    .bind(m.customer_id)
+    .bind(m.contact_id)
+    .bind(m.address)
+    .bind(m.subject)
+    .bind(m.body)
+    .bind(m.html)
+    .bind(m.purpose.as_str())
+    .bind(m.internet_message_id)
+    .bind(thread)
+    .bind(m.status)
+    .bind(m.status_rank)
+    .bind(actor.label())
+    .bind(m.due_at.map(Timestamp::millis))
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    // A received message is on the timeline as its contact; a sent one as itself.
+    if let (Some(request_id), Direction::Out) = (m.request_id, m.direction) {
+        let event = requests::append(
+            conn,
+            request_id,
+            &Event {
+                kind: TimelineKind::Message,
+                actor,
+                contact_id: None,
+                body: None,
+                from: None,
+                to: None,
+            },
+        )
+        .await?;
+        sqlx::query("UPDATE timeline_events SET message_id = $1 WHERE id = $2")
+            .bind(&id)
+            .bind(&event)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(id)
+}
+
+/// Whether the number has opted out of texts.
+pub async fn sms_suppressed(conn: &mut AnyConnection, number: &str) -> StoreResult<bool> {
+    let row = sqlx::query("SELECT suppressed FROM sms_suppressions WHERE number = $1")
+        .bind(number)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(match row {
+        Some(r) => super::flag(&r, "suppressed")?,
+        None => false,
+    })
+}
+
+/// Whether the resident has given `purpose` consent (their latest word).
+pub async fn consent_given(
+    conn: &mut AnyConnection,
+    customer_id: &str,
+    purpose: ConsentPurpose,
+) -> StoreResult<bool> {
+    let row = sqlx::query(
+        "SELECT granted FROM consents WHERE customer_id = $1 AND purpose = $2 ORDER BY at DESC, id DESC LIMIT 1",
+    )
+    .bind(customer_id)
+    .bind(purpose.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(match row {
+        Some(r) => super::flag(&r, "granted")?,
+        None => false,
+    })
+}
+
+/// The request of the latest message we sent to `address` on `channel` since `since`.
+pub async fn recent_outbound_request(
+    conn: &mut AnyConnection,
+    channel: Channel,
+    address: &str,
+    since: Timestamp,
+) -> StoreResult<Option<String>> {
+    let row = sqlx::query(
+        "SELECT request_id FROM messages WHERE channel = $1 AND direction = 'out' AND address = $2 \
+         AND created_at >= $3 AND request_id IS NOT NULL ORDER BY created_at DESC, id DESC LIMIT 1",
+    )
+    .bind(channel.as_str())
+    .bind(address)
+    .bind(since.millis())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|r| r.try_get("request_id"))
+        .transpose()
+        .map_err(Into::into)
+}
+
+/// A message found by its Message-ID: its request, and whether we sent it.
+pub struct ThreadMatch {
+    pub request_id: String,
+    pub direction: Direction,
+    /// Who it was sent to, or received from.
+    pub address: String,
+}
+
+/// The messages (with a request) among `ids`: ours first, then received ones.
+pub async fn by_internet_ids(
+    conn: &mut AnyConnection,
+    ids: &[String],
+) -> StoreResult<Vec<ThreadMatch>> {
+    let mut found = Vec::new();
+    for id in ids {
+        let rows = sqlx::query(
+            "SELECT request_id, direction, address FROM messages WHERE internet_message_id = $1 AND request_id IS NOT NULL",
+        )
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in rows {
+            found.push(ThreadMatch {
+                request_id: r.try_get("request_id")?,
+                direction: parsed(&r, "direction", str::parse)?,
+                address: r.try_get("address")?,
+            });
+        }
+    }
+    found.sort_by_key(|m| m.direction != Direction::Out);
+    Ok(found)
+}
+
+/// Acknowledgements sent to `address` since `since` (all requests, and this one).
+pub async fn acknowledgements_since(
+    conn: &mut AnyConnection,
+    address: &str,
+    since: Timestamp,
+) -> StoreResult<i64> {
+    let row = sqlx::query(
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM messages WHERE direction = 'out' AND address = $1 \
+         AND purpose = 'acknowledgement' AND created_at >= $2",
+    )
+    .bind(address)
+    .bind(since.millis())
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(row.try_get("n")?)
+}
+
+/// The messages and Message-IDs of a request's thread, oldest first (for References).
+pub async fn thread_of(conn: &mut AnyConnection, request_id: &str) -> StoreResult<Vec<String>> {
+    let rows = sqlx::query(
+        "SELECT internet_message_id FROM messages WHERE request_id = $1 AND internet_message_id IS NOT NULL \
+         ORDER BY created_at, id",
+    )
+    .bind(request_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| r.try_get("internet_message_id").map_err(Into::into))
+        .collect()
+}
+
+impl Store {
+    /// Claims a pending message that is due (or, given `only`, that one whatever its
+    /// due time), for `lease`. None: nothing to send.
+    pub async fn claim_message(
+        &self,
+        only: Option<&str>,
+        lease: std::time::Duration,
+    ) -> StoreResult<Option<Claimed>> {
+        let mut tx = self.begin().await?;
+        let now = Timestamp::now().millis();
+        let candidate = match only {
+            Some(id) => Some(id.to_string()),
+            None => sqlx::query(
+                "SELECT id FROM messages WHERE status = $1 AND next_attempt_at <= $2 \
+                 ORDER BY next_attempt_at, id LIMIT 1",
+            )
+            .bind(status::PENDING)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get::<String, _>("id"))
+            .transpose()?,
+        };
+        let Some(id) = candidate else {
+            return Ok(None);
+        };
+        // Another dispatcher may have claimed it since: the status guards the claim.
+        let claimed = sqlx::query(
+            "UPDATE messages SET status = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 \
+             WHERE id = $4 AND status = $5",
+        )
+        .bind(status::DISPATCHING)
+        .bind(now + lease.as_millis() as i64)
+        .bind(now)
+        .bind(&id)
+        .bind(status::PENDING)
+        .execute(&mut *tx)
+        .await?;
+        if claimed.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let r = sqlx::query(
+            "SELECT id, channel, request_id, address, subject, body, html, internet_message_id, thread_ids, purpose, attempts \
+             FROM messages WHERE id = $1",
+        )
+        .bind(&id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let thread: Option<String> = r.try_get("thread_ids")?;
+        let c = Claimed {
+            id,
+            channel: parsed(&r, "channel", str::parse)?,
+            request_id: r.try_get("request_id")?,
+            address: r.try_get("address")?,
+            subject: r.try_get("subject")?,
+            body: r.try_get("body")?,
+            html: r.try_get("html")?,
+            internet_message_id: r.try_get("internet_message_id")?,
+            thread_ids: thread
+                .map(|t| t.split(' ').map(str::to_string).collect())
+                .unwrap_or_default(),
+            purpose: parsed(&r, "purpose", str::parse)?,
+            attempts: r.try_get("attempts")?,
+        };
+        tx.commit().await?;
+        Ok(Some(c))
+    }
+
+    /// A send that failed before anything left: pending again, due at `at`.
+    pub async fn retry_message_later(
+        &self,
+        id: &str,
+        at: Timestamp,
+        error: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE messages SET status = $1, next_attempt_at = $2, lease_until = NULL, last_error = $3, updated_at = $4 \
+             WHERE id = $5 AND status = $6",
+        )
+        .bind(status::PENDING)
+        .bind(at.millis())
+        .bind(error)
+        .bind(Timestamp::now().millis())
+        .bind(id)
+        .bind(status::DISPATCHING)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    /// Claims whose lease ran out (a dispatcher died mid-send) become `unknown`: the
+    /// message may have gone, so it is never resent blind. Returns how many.
+    pub async fn expire_message_leases(&self) -> StoreResult<u64> {
+        let mut tx = self.begin().await?;
+        let now = Timestamp::now().millis();
+        let done = sqlx::query(
+            "UPDATE messages SET status = $1, last_error = 'the send was interrupted', updated_at = $2 \
+             WHERE status = $3 AND lease_until < $2",
+        )
+        .bind(status::UNKNOWN)
+        .bind(now)
+        .bind(status::DISPATCHING)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    /// When the next pending message falls due, if any is pending.
+    pub async fn next_message_due(&self) -> StoreResult<Option<Timestamp>> {
+        let row = sqlx::query(
+            "SELECT CAST(MIN(next_attempt_at) AS BIGINT) AS due FROM messages WHERE status = $1",
+        )
+        .bind(status::PENDING)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row
+            .try_get::<Option<i64>, _>("due")?
+            .map(Timestamp::from_millis))
+    }
+
+    pub async fn message(&self, id: &str) -> StoreResult<Message> {
+        let mut conn = self.pool().acquire().await?;
+        read(&mut conn, id).await
+    }
+
+    /// Opts a number out of (or back into) texts, and notes it in the history of
+    /// every record holding the number.
+    pub async fn set_sms_suppressed(
+        &self,
+        actor: &Actor,
+        number: &PhoneNumber,
+        suppressed: bool,
+        reason: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let now = Timestamp::now().millis();
+        sqlx::query(
+            "INSERT INTO sms_suppressions (number, suppressed, reason, changed_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (number) DO UPDATE SET suppressed = $2, reason = $3, changed_at = $4",
+        )
+        .bind(number.as_str())
+        .bind(i64::from(suppressed))
+        .bind(reason)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for id in customers::ids_by_phone(&mut tx, number).await? {
+            let value = serde_json::json!({ "number": number.as_str(), "suppressed": suppressed, "reason": reason });
+            customers::insert_history(
+                &mut tx,
+                &id,
+                "sms_opt_out",
+                None,
+                Some(&value),
+                &actor.label(),
+                now,
+            )
+            .await?;
+            audit::record(
+                &mut tx,
+                actor,
+                Action::Update,
+                Entity::Customer,
+                &id,
+                Some(reason),
+            )
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Records a keyword message; `false` if this MessageSid was seen before.
+    pub async fn record_keyword(
+        &self,
+        message_sid: &str,
+        from: &str,
+        keyword: &str,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "INSERT INTO sms_keyword_messages (message_sid, from_number, keyword, received_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (message_sid) DO NOTHING",
+        )
+        .bind(message_sid)
+        .bind(from)
+        .bind(keyword)
+        .bind(Timestamp::now().millis())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// After Twilio took the message: its MessageSid and first status, and any
+    /// status report that raced ahead of this answer.
+    pub async fn message_handed_over(
+        &self,
+        id: &str,
+        sid: &str,
+        status: &str,
+        rank: i64,
+    ) -> StoreResult<Message> {
+        let mut tx = self.begin().await?;
+        // The same key as the status callback takes: the two never interleave.
+        super::lock_key(&mut tx, self.backend(), sid).await?;
+        sqlx::query(
+            "UPDATE messages SET provider_sid = $1, status = $2, status_rank = $3, updated_at = $4, lease_until = NULL \
+             WHERE id = $5",
+        )
+        .bind(sid)
+        .bind(status)
+        .bind(rank)
+        .bind(Timestamp::now().millis())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let early = sqlx::query(
+            "SELECT status, status_rank, error_code FROM sms_early_reports WHERE provider_sid = $1",
+        )
+        .bind(sid)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(e) = early {
+            sqlx::query(
+                "UPDATE messages SET status = $1, status_rank = $2, error_code = $3 WHERE id = $4 AND status_rank < $2",
+            )
+            .bind(e.try_get::<String, _>("status")?)
+            .bind(e.try_get::<i64, _>("status_rank")?)
+            .bind(e.try_get::<Option<i64>, _>("error_code")?)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM sms_early_reports WHERE provider_sid = $1")
+                .bind(sid)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let m = read(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(m)
+    }
+
+    /// Settles a message that was not handed over: refused, held back, or unknown.
+    pub async fn message_failed(
+        &self,
+        id: &str,
+        status: &str,
+        rank: i64,
+        code: Option<i64>,
+        error: Option<&str>,
+    ) -> StoreResult<Message> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE messages SET status = $1, status_rank = $2, error_code = $3, updated_at = $4, \
+                     last_error = COALESCE($6, last_error), lease_until = NULL WHERE id = $5",
+        )
+        .bind(status)
+        .bind(rank)
+        .bind(code)
+        .bind(Timestamp::now().millis())
+        .bind(id)
+        .bind(error)
+        .execute(&mut *tx)
+        .await?;
+        let m = read(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(m)
+    }
+
+    /// A status report from Twilio: applied only if it moves the message forward,
+    /// so duplicates and late arrivals change nothing. `false` if nothing changed.
+    pub async fn apply_message_status(
+        &self,
+        sid: &str,
+        status: &str,
+        rank: i64,
+        code: Option<i64>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        super::lock_key(&mut tx, self.backend(), sid).await?;
+        let now = Timestamp::now().millis();
+        let done = sqlx::query(
+            "UPDATE messages SET status = $1, status_rank = $2, error_code = COALESCE($3, error_code), updated_at = $4 \
+             WHERE provider_sid = $5 AND status_rank < $2",
+        )
+        .bind(status)
+        .bind(rank)
+        .bind(code)
+        .bind(now)
+        .bind(sid)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            let known = sqlx::query("SELECT id FROM messages WHERE provider_sid = $1")
+                .bind(sid)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if known.is_none() {
+                // Ahead of our own record of the send: kept until the send is recorded.
+                sqlx::query(
+                    "INSERT INTO sms_early_reports (provider_sid, status, status_rank, error_code, received_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (provider_sid) DO UPDATE SET \
+                     status = excluded.status, status_rank = excluded.status_rank, \
+                     error_code = COALESCE(excluded.error_code, sms_early_reports.error_code) \
+                     WHERE sms_early_reports.status_rank < excluded.status_rank",
+                )
+                .bind(sid)
+                .bind(status)
+                .bind(rank)
+                .bind(code)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+pub(crate) async fn read(conn: &mut AnyConnection, id: &str) -> StoreResult<Message> {
+    let sql = format!("SELECT {COLUMNS} FROM messages WHERE id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    from_row(&row)
+}
+
+fn from_row(r: &sqlx::any::AnyRow) -> StoreResult<Message> {
+    Ok(Message {
+        id: r.try_get("id")?,
+        channel: parsed(r, "channel", str::parse)?,
+        direction: parsed(r, "direction", str::parse)?,
+        subject: r.try_get("subject")?,
+        request_id: r.try_get("request_id")?,
+        customer_id: r.try_get("customer_id")?,
+        to: r.try_get("address")?,
+        body: r.try_get("body")?,
+        purpose: parsed(r, "purpose", str::parse)?,
+        provider_sid: r.try_get("provider_sid")?,
+        status: r.try_get("status")?,
+        error_code: r.try_get("error_code")?,
+        sent_by: r.try_get("sent_by")?,
+        created_at: Timestamp::from_millis(r.try_get("created_at")?),
+        updated_at: Timestamp::from_millis(r.try_get("updated_at")?),
+    })
+}
