@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use contactd_sip::SipListen;
 
 use crate::api::{self, AppState};
+use crate::channels::email::EmailChannel;
 use crate::channels::sms::SmsChannel;
 use crate::channels::voice::VoiceChannel;
 use crate::channels::voice::prompts::PromptError;
@@ -34,6 +35,12 @@ pub enum StartupError {
     Scheduler(#[from] SchedulerError),
     #[error("http.listen: cannot listen on {addr}: {source}")]
     Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{what}: cannot listen on {addr}: {source}")]
+    Listen {
+        what: &'static str,
         addr: SocketAddr,
         source: std::io::Error,
     },
@@ -84,6 +91,7 @@ pub struct Application {
     settings: Settings,
     recorder: Recorder,
     voice: Option<VoiceChannel>,
+    email: Option<EmailChannel>,
     channels: Running,
 }
 
@@ -147,9 +155,17 @@ impl Application {
         };
         let voice = channels::start::<VoiceChannel>(&hub, &settings).await?;
         let sms = channels::start::<SmsChannel>(&hub, &settings).await?;
+        let email = channels::start::<EmailChannel>(&hub, &settings).await?;
+        if settings.email.sending() {
+            tracing::info!(
+                "email: sending through the relay as {}",
+                settings.email.from
+            );
+        }
         let mut running = Running::default();
         running.add(&voice);
         running.add(&sms);
+        running.add(&email);
         let state = AppState {
             intake,
             store,
@@ -175,6 +191,7 @@ impl Application {
             settings,
             recorder,
             voice,
+            email,
             channels: running,
         })
     }
@@ -185,6 +202,11 @@ impl Application {
             .as_ref()
             .map(|v| v.listening().to_vec())
             .unwrap_or_default()
+    }
+
+    /// Where the SMTP receiver listens, when the email channel is on.
+    pub fn smtp_addr(&self) -> Option<SocketAddr> {
+        self.email.as_ref().map(EmailChannel::smtp_addr)
     }
 
     pub fn recorder(&self) -> &Recorder {
@@ -316,10 +338,15 @@ fn ensure_open_files(settings: &Settings) -> Result<(), StartupError> {
     };
     // Database connections, logs, the listeners and the runtime's own.
     let reserve = u64::from(settings.database.max_connections) + 64;
-    let needed = settings.http.max_connections as u64 + sip + reserve;
+    let smtp = if settings.email.receiving() {
+        settings.email.max_connections as u64 + 1
+    } else {
+        0
+    };
+    let needed = settings.http.max_connections as u64 + sip + smtp + reserve;
     if needed > available {
         return Err(StartupError::OpenFiles(format!(
-            "http.max_connections, sip.max_calls and sip.max_tcp_connections need {needed} open files, \
+            "http.max_connections, sip.max_calls, sip.max_tcp_connections and email.max_connections need {needed} open files, \
              but the limit is {available}: lower them or raise LimitNOFILE"
         )));
     }

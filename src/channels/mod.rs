@@ -10,6 +10,7 @@
 //! lets each drain within the grace period. A channel that is not configured is off,
 //! and says so once at start.
 
+pub mod email;
 pub mod sms;
 pub mod voice;
 

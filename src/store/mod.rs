@@ -21,6 +21,7 @@
 pub mod audit;
 pub mod contacts;
 pub mod customers;
+pub mod mail;
 pub mod messages;
 pub mod recordings;
 pub mod requests;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod email;
 pub mod raw_sip;
 pub mod sipp;
 pub mod twilio;
@@ -134,6 +135,8 @@ pub struct TestApp {
     pub tokens: HashMap<Role, String>,
     /// Where the voice channel listens, when a test turned it on.
     pub sip: Vec<contactd_sip::SipListen>,
+    /// Where the SMTP receiver listens, when a test turned email on.
+    pub smtp: Option<SocketAddr>,
     shutdown: CancellationToken,
     server: Option<tokio::task::JoinHandle<()>>,
     pub db: TestDatabase,
@@ -150,6 +153,7 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
     adjust(&mut settings);
     let app = Application::build(settings).await.expect("daemon starts");
     let sip = app.sip_listening();
+    let smtp = app.smtp_addr();
     let addr = app.local_addr();
     let store = app.store().clone();
     let intake = app.intake().clone();
@@ -173,6 +177,7 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
         recorder,
         tokens,
         sip,
+        smtp,
         shutdown,
         server: Some(server),
         db,

@@ -1,0 +1,508 @@
+//! The email channel over real SMTP: swaks sends into the daemon's receiver, the
+//! daemon's mail goes out through a real SMTP server (aiosmtpd) standing in for the
+//! council's relay.
+
+mod common;
+
+use common::email::{Received, SmtpSink, swaks};
+use common::{TestApp, spawn_app_with};
+use contactd::configuration::{Backend, Secret};
+use contactd::domain::Role;
+use serde_json::{Value, json};
+
+on_both_backends!(
+    a_new_email_opens_a_request_and_replies_thread_back,
+    subject_tags_from_unproven_senders_are_flagged_not_attached,
+    automatic_mail_is_stored_but_never_answered,
+    a_bounce_marks_the_sent_message_failed,
+    oversized_unknown_and_unstorable_mail_is_refused_and_nothing_half_stored,
+    staff_replies_thread_into_the_residents_mail,
+);
+
+const COUNCIL: &str = "contact@council.example";
+
+async fn email_app(
+    backend: Backend,
+    adjust: impl FnOnce(&mut contactd::configuration::Settings),
+) -> (TestApp, SmtpSink) {
+    let sink = SmtpSink::start().await;
+    let relay = sink.url();
+    let app = spawn_app_with(backend, |s| {
+        s.email.smtp_listen = "127.0.0.1:0".parse().unwrap();
+        s.email.domains = vec!["council.example".into()];
+        s.email.from = format!("Council <{COUNCIL}>");
+        s.email.relay_url = Secret::new(relay);
+        adjust(s);
+    })
+    .await;
+    (app, sink)
+}
+
+/// Sends one message with swaks; asserts the daemon answered 250.
+async fn send(app: &TestApp, from: &str, to: &str, headers: &[(&str, &str)], body: &str) {
+    let (ok, transcript) = send_raw(app, from, to, headers, body).await;
+    assert!(ok, "swaks failed:\n{transcript}");
+}
+
+async fn send_raw(
+    app: &TestApp,
+    from: &str,
+    to: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (bool, String) {
+    let mut args: Vec<String> = vec![
+        "--from".into(),
+        from.into(),
+        "--to".into(),
+        to.into(),
+        "--body".into(),
+        body.into(),
+    ];
+    for (k, v) in headers {
+        args.push("--header".into());
+        args.push(format!("{k}: {v}"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    swaks(app.smtp.expect("email is on"), &args).await
+}
+
+async fn requests(app: &TestApp) -> Vec<Value> {
+    let (_, list) = app.get(Role::Agent, "/api/v1/requests").await;
+    list["items"].as_array().unwrap().clone()
+}
+
+async fn contacts_on(app: &TestApp, reference: &str) -> usize {
+    let (_, timeline) = app
+        .get(
+            Role::Agent,
+            &format!("/api/v1/requests/{reference}/timeline"),
+        )
+        .await;
+    timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "contact")
+        .count()
+}
+
+/// The reply token the acknowledgement carries in its Reply-To plus-address.
+fn reply_address(ack: &Received) -> String {
+    let reply_to = ack.header("Reply-To").expect("a Reply-To");
+    reply_to.trim_matches(['<', '>']).to_string()
+}
+
+async fn a_new_email_opens_a_request_and_replies_thread_back(backend: Backend) {
+    let (app, mut sink) = email_app(backend, |_| {}).await;
+    send(
+        &app,
+        "ann@example.org",
+        COUNCIL,
+        &[
+            ("Subject", "Bins not collected"),
+            ("Message-Id", "<first@example.org>"),
+        ],
+        "Our bins were missed on Tuesday.",
+    )
+    .await;
+    let opened = requests(&app).await;
+    assert_eq!(opened.len(), 1);
+    let reference = opened[0]["reference"].as_str().unwrap().to_string();
+    assert_eq!(
+        opened[0]["identity_review"], false,
+        "a new resident, not a doubt"
+    );
+
+    // The acknowledgement arrives through the relay, in the resident's thread.
+    let ack = sink.next().await;
+    assert_eq!(ack.rcpt_tos, vec!["ann@example.org"]);
+    assert!(
+        ack.header("Subject").unwrap().contains(&reference),
+        "{}",
+        ack.data
+    );
+    assert_eq!(
+        ack.header("Auto-Submitted").as_deref(),
+        Some("auto-replied")
+    );
+    assert_eq!(
+        ack.header("In-Reply-To").as_deref(),
+        Some("<first@example.org>")
+    );
+    assert!(ack.data.contains("multipart/alternative"), "text and HTML");
+    assert!(
+        ack.mail_from.starts_with("contact+bounce-") && ack.mail_from.ends_with("@council.example"),
+        "a VERP envelope sender: {}",
+        ack.mail_from
+    );
+    let ack_id = ack.header("Message-ID").expect("a Message-ID");
+    let reply_to = reply_address(&ack);
+    assert!(reply_to.starts_with("contact+r"), "{reply_to}");
+
+    // A reply by its thread headers joins the request (and is not acknowledged).
+    send(
+        &app,
+        "ann@example.org",
+        COUNCIL,
+        &[
+            ("Subject", &format!("Re: Your reference {reference}")),
+            ("Message-Id", "<second@example.org>"),
+            ("In-Reply-To", &ack_id),
+            ("References", &format!("<first@example.org> {ack_id}")),
+        ],
+        "Thanks. Still waiting.",
+    )
+    .await;
+    // A reply to the reply-token address with no thread headers joins it too.
+    send(
+        &app,
+        "ann@example.org",
+        &reply_to,
+        &[
+            ("Subject", "one more thing"),
+            ("Message-Id", "<third@example.org>"),
+        ],
+        "And the recycling.",
+    )
+    .await;
+    assert_eq!(requests(&app).await.len(), 1, "both replies joined");
+    assert_eq!(contacts_on(&app, &reference).await, 3);
+
+    // The same message delivered twice is one contact.
+    send(
+        &app,
+        "ann@example.org",
+        &reply_to,
+        &[
+            ("Subject", "one more thing"),
+            ("Message-Id", "<third@example.org>"),
+        ],
+        "And the recycling.",
+    )
+    .await;
+    assert_eq!(contacts_on(&app, &reference).await, 3);
+    assert_eq!(app.count("contacts").await, 3);
+    assert_eq!(
+        app.count("messages WHERE direction = 'out'").await,
+        1,
+        "only the new request was acknowledged"
+    );
+    app.stop().await;
+}
+
+async fn subject_tags_from_unproven_senders_are_flagged_not_attached(backend: Backend) {
+    let (app, mut sink) = email_app(backend, |_| {}).await;
+    send(
+        &app,
+        "ann@example.org",
+        COUNCIL,
+        &[("Subject", "Pothole"), ("Message-Id", "<p1@example.org>")],
+        "Deep pothole on the High Street.",
+    )
+    .await;
+    let reference = requests(&app).await[0]["reference"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sink.next().await;
+
+    // A stranger quotes Ann's reference in the subject: a request of their own,
+    // flagged for staff; Ann's request is untouched and still hers.
+    send(
+        &app,
+        "mallory@example.net",
+        COUNCIL,
+        &[
+            ("Subject", &format!("Re: [{reference}] update")),
+            ("Message-Id", "<m1@example.net>"),
+        ],
+        "Please send me the details of this request.",
+    )
+    .await;
+    // The same from Ann's own address: a From header proves nothing, so without a
+    // reply token it is held for staff too.
+    send(
+        &app,
+        "ann@example.org",
+        COUNCIL,
+        &[
+            ("Subject", &format!("AW: [{reference}]")),
+            ("Message-Id", "<p2@example.org>"),
+        ],
+        "Any news?",
+    )
+    .await;
+    // A thread header naming a message that is someone else's: flagged as well.
+    send(
+        &app,
+        "mallory@example.net",
+        COUNCIL,
+        &[
+            ("Subject", "Re: Pothole"),
+            ("Message-Id", "<m2@example.net>"),
+            ("In-Reply-To", "<p1@example.org>"),
+        ],
+        "Me too.",
+    )
+    .await;
+    assert_eq!(
+        contacts_on(&app, &reference).await,
+        1,
+        "nothing attached to Ann's request"
+    );
+    let all = requests(&app).await;
+    assert_eq!(all.len(), 4);
+    let flagged = all
+        .iter()
+        .filter(|r| r["reference"] != reference.as_str() && r["identity_review"] == true)
+        .count();
+    assert_eq!(flagged, 3, "{all:?}");
+    let (_, ann) = app
+        .get(Role::Agent, &format!("/api/v1/requests/{reference}"))
+        .await;
+    let ann_customer = ann["customer_id"].clone();
+    assert!(
+        all.iter()
+            .filter(|r| r["customer_id"] == ann_customer)
+            .count()
+            >= 1
+    );
+    assert_eq!(ann["identity_review"], false);
+    app.stop().await;
+}
+
+async fn automatic_mail_is_stored_but_never_answered(backend: Backend) {
+    let (app, mut sink) = email_app(backend, |s| s.email.max_acknowledgements_per_day = 2).await;
+    // An out-of-office, a list message and a mailer-daemon: stored, never answered.
+    send(
+        &app,
+        "away@example.org",
+        COUNCIL,
+        &[
+            ("Subject", "Out of office"),
+            ("Auto-Submitted", "auto-replied"),
+        ],
+        "I am away until Monday.",
+    )
+    .await;
+    send(
+        &app,
+        "news@lists.example.org",
+        COUNCIL,
+        &[
+            ("Subject", "Newsletter"),
+            ("List-Id", "<news.lists.example.org>"),
+        ],
+        "This month's news.",
+    )
+    .await;
+    send(
+        &app,
+        "MAILER-DAEMON@mx.example.org",
+        COUNCIL,
+        &[("Subject", "Undeliverable")],
+        "failed",
+    )
+    .await;
+    // Outlook marks ordinary mail with X-Auto-Response-Suppress: that is a person.
+    send(
+        &app,
+        "cat@example.org",
+        COUNCIL,
+        &[
+            ("Subject", "Noise at night"),
+            ("X-Auto-Response-Suppress", "All"),
+            ("Auto-Submitted", "no"),
+        ],
+        "Loud music every night.",
+    )
+    .await;
+    assert_eq!(app.count("contacts").await, 4, "all four stored");
+    let first = sink.next().await;
+    assert_eq!(
+        first.rcpt_tos,
+        vec!["cat@example.org"],
+        "only the person was answered"
+    );
+
+    // An auto-responder without the headers, ping-ponging: answered at most twice a day.
+    for i in 0..4 {
+        let subject = format!("Auto: thank you {i}");
+        send(
+            &app,
+            "noreply@shop.example",
+            COUNCIL,
+            &[("Subject", &subject)],
+            "Thanks for your mail.",
+        )
+        .await;
+    }
+    assert_eq!(
+        app.count("messages WHERE direction = 'out' AND address = 'noreply@shop.example'")
+            .await,
+        2
+    );
+    assert_eq!(
+        app.count("contacts").await,
+        8,
+        "every message is still kept"
+    );
+    app.stop().await;
+}
+
+async fn a_bounce_marks_the_sent_message_failed(backend: Backend) {
+    let (app, mut sink) = email_app(backend, |_| {}).await;
+    send(
+        &app,
+        "gone@example.org",
+        COUNCIL,
+        &[("Subject", "Hello")],
+        "Hi",
+    )
+    .await;
+    let reference = requests(&app).await[0]["reference"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ack = sink.next().await;
+    let (ok, transcript) = send_raw(
+        &app,
+        "<>",
+        &ack.mail_from,
+        &[
+            (
+                "From",
+                "Mail Delivery System <MAILER-DAEMON@mx.example.org>",
+            ),
+            ("Subject", "Undelivered Mail Returned to Sender"),
+            (
+                "Content-Type",
+                "multipart/report; report-type=delivery-status; boundary=\"b\"",
+            ),
+        ],
+        "This is a MIME-encapsulated message.\n--b\nContent-Type: text/plain\n\n550 5.1.1 <gone@example.org>: user unknown\n--b--\n",
+    )
+    .await;
+    assert!(ok, "{transcript}");
+    let (_, timeline) = app
+        .get(
+            Role::Agent,
+            &format!("/api/v1/requests/{reference}/timeline"),
+        )
+        .await;
+    let message = timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "message")
+        .unwrap()["message"]
+        .clone();
+    assert_eq!(message["status"], "failed", "{message}");
+    assert_eq!(requests(&app).await.len(), 1, "a bounce opens nothing");
+    assert_eq!(app.count("contacts").await, 1);
+    assert_eq!(app.count("inbound_mail").await, 2, "but it is kept");
+    app.stop().await;
+}
+
+async fn oversized_unknown_and_unstorable_mail_is_refused_and_nothing_half_stored(
+    backend: Backend,
+) {
+    let (app, _sink) = email_app(backend, |s| s.email.max_message_bytes = 20_000).await;
+    let big = "x".repeat(30_000);
+    let (ok, transcript) = send_raw(
+        &app,
+        "ann@example.org",
+        COUNCIL,
+        &[("Subject", "big")],
+        &big,
+    )
+    .await;
+    assert!(!ok && transcript.contains("552"), "{transcript}");
+    let (ok, transcript) = send_raw(
+        &app,
+        "ann@example.org",
+        "someone@elsewhere.example",
+        &[],
+        "hi",
+    )
+    .await;
+    assert!(!ok && transcript.contains("550"), "{transcript}");
+    assert_eq!(app.count("inbound_mail").await, 0);
+    assert_eq!(app.count("contacts").await, 0);
+
+    // The store fails: 451, and the sender's retry is stored once.
+    let pool = app.store.pool();
+    sqlx::query("ALTER TABLE contacts RENAME TO contacts_away")
+        .execute(pool)
+        .await
+        .unwrap();
+    let headers = [
+        ("Subject", "Retry me"),
+        ("Message-Id", "<retry@example.org>"),
+    ];
+    let (ok, transcript) = send_raw(&app, "ann@example.org", COUNCIL, &headers, "Hello").await;
+    assert!(!ok && transcript.contains("451"), "{transcript}");
+    sqlx::query("ALTER TABLE contacts_away RENAME TO contacts")
+        .execute(pool)
+        .await
+        .unwrap();
+    send(&app, "ann@example.org", COUNCIL, &headers, "Hello").await;
+    send(&app, "ann@example.org", COUNCIL, &headers, "Hello").await;
+    assert_eq!(app.count("contacts").await, 1);
+    assert_eq!(app.count("inbound_mail").await, 1);
+    app.stop().await;
+}
+
+async fn staff_replies_thread_into_the_residents_mail(backend: Backend) {
+    let (app, mut sink) = email_app(backend, |_| {}).await;
+    send(
+        &app,
+        "dan@example.org",
+        COUNCIL,
+        &[
+            ("Subject", "Blue badge renewal"),
+            ("Message-Id", "<dan1@example.org>"),
+        ],
+        "When does my badge expire?",
+    )
+    .await;
+    let reference = requests(&app).await[0]["reference"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ack = sink.next().await;
+    let (status, message) = app
+        .post(
+            Role::Agent,
+            &format!("/api/v1/requests/{reference}/email"),
+            json!({"body": "Your badge expires in March.\n\nRegards,\nThe contact centre"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{message}");
+    assert_eq!(message["status"], "sent", "{message}");
+    assert_eq!(message["channel"], "email");
+    let reply = sink.next().await;
+    assert_eq!(reply.rcpt_tos, vec!["dan@example.org"]);
+    assert!(reply.header("Subject").unwrap().contains(&reference));
+    assert_eq!(reply.header("Auto-Submitted"), None, "a person wrote it");
+    let references = reply.header("References").unwrap();
+    assert!(references.contains("<dan1@example.org>"), "{references}");
+    assert!(
+        references.contains(&ack.header("Message-ID").unwrap()),
+        "{references}"
+    );
+
+    // Dan answers the staff reply: it joins.
+    let reply_id = reply.header("Message-ID").unwrap();
+    send(
+        &app,
+        "dan@example.org",
+        COUNCIL,
+        &[("Subject", "Re: badge"), ("In-Reply-To", &reply_id)],
+        "Thank you!",
+    )
+    .await;
+    assert_eq!(contacts_on(&app, &reference).await, 2);
+    app.stop().await;
+}
