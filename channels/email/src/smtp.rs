@@ -185,6 +185,23 @@ struct Session {
     handler: Arc<dyn MailHandler>,
 }
 
+/// One SMTP session over any byte stream, as the listener runs it for each
+/// connection (and as the fuzz target drives it with arbitrary bytes).
+pub async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    peer: SocketAddr,
+    hostname: &str,
+    limits: &SmtpLimits,
+    handler: Arc<dyn MailHandler>,
+) {
+    let session = Session {
+        hostname: hostname.to_string(),
+        limits: limits.clone(),
+        handler,
+    };
+    session.serve(stream, peer).await;
+}
+
 /// One parsed command line.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
