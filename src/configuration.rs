@@ -128,6 +128,9 @@ pub struct EmailSettings {
     pub acknowledgement: String,
     /// Relay timeouts and retries for outgoing mail.
     pub relay_timeout_seconds: u64,
+    /// The DNS resolver for SPF, DKIM and DMARC (`127.0.0.1:53`, a validating
+    /// resolver of the council's); empty: the system's.
+    pub dns_resolver: String,
 }
 
 impl EmailSettings {
@@ -139,6 +142,19 @@ impl EmailSettings {
     /// Mail is sent through the relay.
     pub fn sending(&self) -> bool {
         !self.relay_url.is_empty()
+    }
+
+    /// The resolver for sender checks, if one is configured.
+    pub fn dns_resolver(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.dns_resolver.trim().is_empty() {
+            return Ok(None);
+        }
+        self.dns_resolver.trim().parse().map(Some).map_err(|_| {
+            ConfigError::Invalid(format!(
+                "email.dns_resolver: {:?} is not an address and port, e.g. 127.0.0.1:53",
+                self.dns_resolver
+            ))
+        })
     }
 
     /// The council's address from `from`, split: (display name, local part, domain).

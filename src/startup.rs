@@ -55,6 +55,8 @@ pub enum StartupError {
     #[error("{0}")]
     Outbound(String),
     #[error("{0}")]
+    Email(String),
+    #[error("{0}")]
     OpenFiles(String),
 }
 

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::dns::LocalDns;
 use common::email::{Received, SmtpSink, swaks};
 use common::{TestApp, spawn_app_with};
 use contactd::configuration::{Backend, Secret};
@@ -12,7 +13,7 @@ use serde_json::{Value, json};
 
 on_both_backends!(
     a_new_email_opens_a_request_and_replies_thread_back,
-    subject_tags_from_unproven_senders_are_flagged_not_attached,
+    subject_tags_join_only_for_proven_owners_and_the_rest_are_flagged,
     automatic_mail_is_stored_but_never_answered,
     a_bounce_marks_the_sent_message_failed,
     oversized_unknown_and_unstorable_mail_is_refused_and_nothing_half_stored,
@@ -21,13 +22,25 @@ on_both_backends!(
 
 const COUNCIL: &str = "contact@council.example";
 
+/// The DNS the tests' senders have: example.org publishes SPF for this machine and a
+/// DMARC policy, so its mail passes DMARC; strict.example publishes SPF that allows
+/// nobody, so its mail fails; the rest publish nothing.
+const DNS: &[(&str, &str)] = &[
+    ("example.org", "v=spf1 ip4:127.0.0.1 -all"),
+    ("_dmarc.example.org", "v=DMARC1; p=reject"),
+    ("strict.example", "v=spf1 -all"),
+    ("_dmarc.strict.example", "v=DMARC1; p=reject"),
+];
+
 async fn email_app(
     backend: Backend,
     adjust: impl FnOnce(&mut contactd::configuration::Settings),
-) -> (TestApp, SmtpSink) {
+) -> (TestApp, SmtpSink, LocalDns) {
     let sink = SmtpSink::start().await;
+    let dns = LocalDns::start(DNS).await;
     let relay = sink.url();
     let app = spawn_app_with(backend, |s| {
+        s.email.dns_resolver = dns.addr.to_string();
         s.email.smtp_listen = "127.0.0.1:0".parse().unwrap();
         s.email.domains = vec!["council.example".into()];
         s.email.from = format!("Council <{COUNCIL}>");
@@ -35,7 +48,7 @@ async fn email_app(
         adjust(s);
     })
     .await;
-    (app, sink)
+    (app, sink, dns)
 }
 
 /// Sends one message with swaks; asserts the daemon answered 250.
@@ -94,7 +107,7 @@ fn reply_address(ack: &Received) -> String {
 }
 
 async fn a_new_email_opens_a_request_and_replies_thread_back(backend: Backend) {
-    let (app, mut sink) = email_app(backend, |_| {}).await;
+    let (app, mut sink, _dns) = email_app(backend, |_| {}).await;
     send(
         &app,
         "ann@example.org",
@@ -191,8 +204,8 @@ async fn a_new_email_opens_a_request_and_replies_thread_back(backend: Backend) {
     app.stop().await;
 }
 
-async fn subject_tags_from_unproven_senders_are_flagged_not_attached(backend: Backend) {
-    let (app, mut sink) = email_app(backend, |_| {}).await;
+async fn subject_tags_join_only_for_proven_owners_and_the_rest_are_flagged(backend: Backend) {
+    let (app, mut sink, _dns) = email_app(backend, |_| {}).await;
     send(
         &app,
         "ann@example.org",
@@ -220,19 +233,53 @@ async fn subject_tags_from_unproven_senders_are_flagged_not_attached(backend: Ba
         "Please send me the details of this request.",
     )
     .await;
-    // The same from Ann's own address: a From header proves nothing, so without a
-    // reply token it is held for staff too.
+    // Bob owns his request, but his domain's SPF allows nobody: DMARC fails, so his
+    // From header proves nothing and his subject tag is held for staff.
+    let bob = app
+        .create_customer(json!({"given_name": "Bob", "emails": ["bob@strict.example"]}))
+        .await;
+    let (_, bobs) = app
+        .post(
+            Role::Agent,
+            "/api/v1/requests",
+            json!({"customer_id": bob["id"], "service": "highways", "summary": "Drain"}),
+        )
+        .await;
+    let bob_ref = bobs["reference"].as_str().unwrap().to_string();
+    send(
+        &app,
+        "bob@strict.example",
+        COUNCIL,
+        &[
+            ("Subject", &format!("Re: [{bob_ref}]")),
+            ("Message-Id", "<b1@strict.example>"),
+        ],
+        "Any news on the drain?",
+    )
+    .await;
+    assert_eq!(
+        contacts_on(&app, &bob_ref).await,
+        0,
+        "DMARC failed: not attached"
+    );
+    // Ann's domain passes DMARC: her own subject tag, from a client that sends no
+    // thread headers, joins her request.
     send(
         &app,
         "ann@example.org",
         COUNCIL,
         &[
-            ("Subject", &format!("AW: [{reference}]")),
+            ("Subject", &format!("AW: SV: [{reference}]x")),
             ("Message-Id", "<p2@example.org>"),
         ],
         "Any news?",
     )
     .await;
+    assert_eq!(
+        contacts_on(&app, &reference).await,
+        2,
+        "a proven owner's tag joins"
+    );
     // A thread header naming a message that is someone else's: flagged as well.
     send(
         &app,
@@ -248,32 +295,36 @@ async fn subject_tags_from_unproven_senders_are_flagged_not_attached(backend: Ba
     .await;
     assert_eq!(
         contacts_on(&app, &reference).await,
-        1,
-        "nothing attached to Ann's request"
+        2,
+        "nothing of Mallory's attached to Ann's request"
     );
     let all = requests(&app).await;
-    assert_eq!(all.len(), 4);
-    let flagged = all
+    assert_eq!(
+        all.len(),
+        5,
+        "Ann's, Bob's, and one for each message held back"
+    );
+    let flagged: Vec<&Value> = all
         .iter()
-        .filter(|r| r["reference"] != reference.as_str() && r["identity_review"] == true)
-        .count();
-    assert_eq!(flagged, 3, "{all:?}");
+        .filter(|r| r["identity_review"] == true)
+        .collect();
+    assert_eq!(flagged.len(), 3, "{all:?}");
     let (_, ann) = app
         .get(Role::Agent, &format!("/api/v1/requests/{reference}"))
         .await;
-    let ann_customer = ann["customer_id"].clone();
-    assert!(
-        all.iter()
-            .filter(|r| r["customer_id"] == ann_customer)
-            .count()
-            >= 1
-    );
     assert_eq!(ann["identity_review"], false);
+    assert!(
+        flagged
+            .iter()
+            .all(|r| r["customer_id"] != ann["customer_id"]),
+        "a quoted reference never changes whose request it is: {all:?}"
+    );
     app.stop().await;
 }
 
 async fn automatic_mail_is_stored_but_never_answered(backend: Backend) {
-    let (app, mut sink) = email_app(backend, |s| s.email.max_acknowledgements_per_day = 2).await;
+    let (app, mut sink, _dns) =
+        email_app(backend, |s| s.email.max_acknowledgements_per_day = 2).await;
     // An out-of-office, a list message and a mailer-daemon: stored, never answered.
     send(
         &app,
@@ -352,7 +403,7 @@ async fn automatic_mail_is_stored_but_never_answered(backend: Backend) {
 }
 
 async fn a_bounce_marks_the_sent_message_failed(backend: Backend) {
-    let (app, mut sink) = email_app(backend, |_| {}).await;
+    let (app, mut sink, _dns) = email_app(backend, |_| {}).await;
     send(
         &app,
         "gone@example.org",
@@ -408,7 +459,7 @@ async fn a_bounce_marks_the_sent_message_failed(backend: Backend) {
 async fn oversized_unknown_and_unstorable_mail_is_refused_and_nothing_half_stored(
     backend: Backend,
 ) {
-    let (app, _sink) = email_app(backend, |s| s.email.max_message_bytes = 20_000).await;
+    let (app, _sink, _dns) = email_app(backend, |s| s.email.max_message_bytes = 20_000).await;
     let big = "x".repeat(30_000);
     let (ok, transcript) = send_raw(
         &app,
@@ -455,7 +506,7 @@ async fn oversized_unknown_and_unstorable_mail_is_refused_and_nothing_half_store
 }
 
 async fn staff_replies_thread_into_the_residents_mail(backend: Backend) {
-    let (app, mut sink) = email_app(backend, |_| {}).await;
+    let (app, mut sink, _dns) = email_app(backend, |_| {}).await;
     send(
         &app,
         "dan@example.org",

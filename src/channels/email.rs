@@ -7,16 +7,19 @@
 //!   contact, so it can never open or reopen a request.
 //! - Automatic mail (RFC 3834 and list conventions, our own address) is stored but
 //!   never acknowledged, so an auto-responder cannot ping-pong with us.
-//! - The sender's address is not proven until SPF/DKIM/DMARC are checked, so an
-//!   explicit `[SR-…]` subject tag is only a hint for staff; the reply token (in the
-//!   recipient address or a Message-ID of ours) joins the request.
+//! - The sender's address is proven only when DMARC passes (SPF and DKIM checked
+//!   here). An unproven sender joins a request only through the reply token (in the
+//!   recipient address, or a Message-ID of ours); its `[SR-…]` subject tag, or a
+//!   thread header naming someone else's message, is flagged for staff.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use contactd_email::{InboundEmail, MailHandler, NotStored, ReceivedMail, SmtpLimits, SmtpServer};
+use contactd_email::{
+    InboundEmail, MailHandler, NotStored, ReceivedMail, SenderCheck, SmtpLimits, SmtpServer,
+};
 
 use super::{Hub, Lifecycle};
 use crate::configuration::Settings;
@@ -52,7 +55,12 @@ impl Lifecycle for EmailChannel {
             return Ok(Err("no domains to receive mail for"));
         }
         let (_, local, domain) = e.from_parts().expect("validated with the settings");
+        let resolver = e
+            .dns_resolver()
+            .map_err(|err| StartupError::Email(err.to_string()))?;
+        let senders = SenderCheck::new(resolver, &domain).map_err(StartupError::Email)?;
         let intake = MailIntake {
+            senders,
             store: hub.store.clone(),
             intake: hub.intake.clone(),
             tokens: hub.outbound.tokens().clone(),
@@ -92,6 +100,7 @@ impl Lifecycle for EmailChannel {
 
 /// What the SMTP receiver hands each message to.
 struct MailIntake {
+    senders: SenderCheck,
     store: Store,
     intake: Intake,
     tokens: ReplyTokens,
@@ -169,7 +178,20 @@ impl MailIntake {
             metrics::counter!("contactd_email_bounces_total").increment(1);
             return Ok(());
         }
-        let contact = self.contact(&mail, &parsed);
+        let verdict = self
+            .senders
+            .verify(
+                &mail.raw,
+                mail.peer.ip(),
+                &mail.helo,
+                mail.mail_from.as_deref(),
+            )
+            .await;
+        tracing::debug!(summary = %verdict.summary, "sender checks");
+        metrics::counter!("contactd_email_senders_total",
+            "proven" => if verdict.proven { "yes" } else { "no" })
+        .increment(1);
+        let contact = self.contact(&mail, &parsed, verdict.proven);
         self.intake
             .receive(&contact)
             .await
@@ -177,7 +199,7 @@ impl MailIntake {
             .map_err(|e| not_stored(&e))
     }
 
-    fn contact(&self, mail: &ReceivedMail, parsed: &InboundEmail) -> InboundContact {
+    fn contact(&self, mail: &ReceivedMail, parsed: &InboundEmail, proven: bool) -> InboundContact {
         let sender = parsed
             .from
             .as_deref()
@@ -243,8 +265,8 @@ impl MailIntake {
                 .and_then(|t| Reference::parse(t).ok()),
             service: None,
             thread: ThreadHints {
-                // Not until SPF, DKIM and DMARC are checked: a From header proves nothing.
-                sender_proven: false,
+                // A From header proves nothing; a DMARC pass does.
+                sender_proven: proven && sender.is_some(),
                 reply_token,
                 answers: parsed.answers.clone(),
                 reply_window: None,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod dns;
 pub mod email;
 pub mod raw_sip;
 pub mod sipp;
