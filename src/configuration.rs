@@ -94,6 +94,17 @@ impl SmsSettings {
     }
 }
 
+/// A mailbox to poll, from `email.imap_url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImapMailbox {
+    /// `imaps://`: TLS from the start.
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub folder: String,
+}
+
 /// The email channel. Receiving is on when `domains` names what to accept; sending
 /// when `relay_url` is set. Neither: the channel is off.
 #[derive(Debug, Clone, Deserialize)]
@@ -131,12 +142,63 @@ pub struct EmailSettings {
     /// The DNS resolver for SPF, DKIM and DMARC (`127.0.0.1:53`, a validating
     /// resolver of the council's); empty: the system's.
     pub dns_resolver: String,
+    /// A mailbox elsewhere to fetch from: `imaps://user@host[:993]/Folder` (or
+    /// `imap://` on a trusted network). Empty: no polling.
+    pub imap_url: String,
+    pub imap_password: Secret,
+    /// XOAUTH2 instead of a password: a file holding a current access token, read
+    /// afresh at every sign-in (kept current by the council's token refresher).
+    pub imap_oauth_token_file: String,
+    /// Move fetched messages to this folder; empty: mark them seen.
+    pub imap_move_to: String,
+    pub imap_poll_seconds: u64,
+    /// The provider's `authserv-id` (e.g. `mx.microsoft.com`): its topmost
+    /// Authentication-Results decides whether a fetched message's sender is proven.
+    pub imap_trusted_authserv_id: String,
 }
 
 impl EmailSettings {
-    /// Mail is received (the SMTP listener runs).
+    /// Mail is received: by the SMTP listener, or by polling a mailbox.
     pub fn receiving(&self) -> bool {
-        !self.domains.is_empty()
+        !self.domains.is_empty() || !self.imap_url.is_empty()
+    }
+
+    /// The mailbox to poll, parsed from `imap_url`.
+    pub fn imap(&self) -> Result<Option<ImapMailbox>, ConfigError> {
+        if self.imap_url.is_empty() {
+            return Ok(None);
+        }
+        let bad = |why: &str| ConfigError::Invalid(format!("email.imap_url: {why}"));
+        let url = Url::parse(&self.imap_url).map_err(|e| bad(&e.to_string()))?;
+        let tls = match url.scheme() {
+            "imaps" => true,
+            "imap" => false,
+            _ => return Err(bad("must start imaps:// (or imap://)")),
+        };
+        let host = url.host_str().ok_or_else(|| bad("no host"))?.to_string();
+        let user = url::form_urlencoded::parse(format!("u={}", url.username()).as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| bad("no user (imaps://user@host/Folder)"))?;
+        let folder = url.path().trim_start_matches('/');
+        let folder = if folder.is_empty() { "INBOX" } else { folder };
+        let folder = url::form_urlencoded::parse(format!("f={folder}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        if self.imap_password.is_empty() && self.imap_oauth_token_file.is_empty() {
+            return Err(ConfigError::Invalid(
+                "email.imap_password: give it, or email.imap_oauth_token_file".into(),
+            ));
+        }
+        Ok(Some(ImapMailbox {
+            tls,
+            port: url.port().unwrap_or(if tls { 993 } else { 143 }),
+            host,
+            user,
+            folder,
+        }))
     }
 
     /// Mail is sent through the relay.

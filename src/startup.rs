@@ -208,7 +208,7 @@ impl Application {
 
     /// Where the SMTP receiver listens, when the email channel is on.
     pub fn smtp_addr(&self) -> Option<SocketAddr> {
-        self.email.as_ref().map(EmailChannel::smtp_addr)
+        self.email.as_ref().and_then(EmailChannel::smtp_addr)
     }
 
     pub fn recorder(&self) -> &Recorder {

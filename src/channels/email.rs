@@ -17,9 +17,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use contactd_email::auth::from_authentication_results;
+use contactd_email::imap::{Credential, FetchedMail, ImapConfig, MailboxStore, Position};
 use contactd_email::{
     InboundEmail, MailHandler, NotStored, ReceivedMail, SenderCheck, SmtpLimits, SmtpServer,
+    Verdict,
 };
+use tokio_util::sync::CancellationToken;
 
 use super::{Hub, Lifecycle};
 use crate::configuration::Settings;
@@ -31,15 +35,23 @@ use crate::startup::StartupError;
 use crate::store::Store;
 use crate::store::mail::RawMail;
 
-/// The email channel as startup runs it: the SMTP receiver and what it hands mail to.
+/// The email channel as startup runs it: the SMTP receiver and the IMAP poller (each
+/// when configured), and what they hand mail to.
 #[derive(Clone)]
 pub struct EmailChannel {
-    server: Arc<SmtpServer>,
+    server: Option<Arc<SmtpServer>>,
+    poller: Option<Arc<Poller>>,
+}
+
+/// The IMAP poller's task: stopped by its token, awaited at drain.
+struct Poller {
+    stop: CancellationToken,
+    task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl EmailChannel {
-    pub fn smtp_addr(&self) -> std::net::SocketAddr {
-        self.server.local_addr()
+    pub fn smtp_addr(&self) -> Option<std::net::SocketAddr> {
+        self.server.as_ref().map(|s| s.local_addr())
     }
 }
 
@@ -52,14 +64,16 @@ impl Lifecycle for EmailChannel {
     ) -> Result<Result<Self, &'static str>, StartupError> {
         let e = &settings.email;
         if !e.receiving() {
-            return Ok(Err("no domains to receive mail for"));
+            return Ok(Err(
+                "no domains to receive mail for, and no mailbox to poll",
+            ));
         }
+        let fail = |err: crate::configuration::ConfigError| StartupError::Email(err.to_string());
         let (_, local, domain) = e.from_parts().expect("validated with the settings");
-        let resolver = e
-            .dns_resolver()
-            .map_err(|err| StartupError::Email(err.to_string()))?;
-        let senders = SenderCheck::new(resolver, &domain).map_err(StartupError::Email)?;
-        let intake = MailIntake {
+        let senders = SenderCheck::new(e.dns_resolver().map_err(fail)?, &domain)
+            .map_err(StartupError::Email)?;
+        let imap = e.imap().map_err(fail)?;
+        let intake = Arc::new(MailIntake {
             senders,
             store: hub.store.clone(),
             intake: hub.intake.clone(),
@@ -67,34 +81,89 @@ impl Lifecycle for EmailChannel {
             accepted: e.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
             own_local: local.to_ascii_lowercase(),
             own_domain: domain.clone(),
+            trusted_authserv_id: e.imap_trusted_authserv_id.clone(),
+            imap_account: imap
+                .as_ref()
+                .map(|m| format!("{}@{}:{}", m.user, m.host, m.port))
+                .unwrap_or_default(),
+        });
+        let server = if e.domains.is_empty() {
+            None
+        } else {
+            let limits = SmtpLimits {
+                max_message_bytes: e.max_message_bytes,
+                max_recipients: e.max_recipients,
+                max_connections: e.max_connections,
+                max_per_source: e.max_connections_per_source,
+                command_timeout: Duration::from_secs(e.command_timeout_seconds),
+                session_timeout: Duration::from_secs(e.session_timeout_seconds),
+            };
+            let server = SmtpServer::start(e.smtp_listen, domain, limits, intake.clone())
+                .await
+                .map_err(|source| StartupError::Listen {
+                    what: "email.smtp_listen",
+                    addr: e.smtp_listen,
+                    source,
+                })?;
+            tracing::info!("smtp listening on {}", server.local_addr());
+            Some(Arc::new(server))
         };
-        let limits = SmtpLimits {
-            max_message_bytes: e.max_message_bytes,
-            max_recipients: e.max_recipients,
-            max_connections: e.max_connections,
-            max_per_source: e.max_connections_per_source,
-            command_timeout: Duration::from_secs(e.command_timeout_seconds),
-            session_timeout: Duration::from_secs(e.session_timeout_seconds),
-        };
-        let server = SmtpServer::start(e.smtp_listen, domain, limits, Arc::new(intake))
-            .await
-            .map_err(|source| StartupError::Listen {
-                what: "email.smtp_listen",
-                addr: e.smtp_listen,
-                source,
-            })?;
-        tracing::info!("smtp listening on {}", server.local_addr());
-        Ok(Ok(EmailChannel {
-            server: Arc::new(server),
-        }))
+        let poller = imap.map(|mailbox| {
+            tracing::info!(host = %mailbox.host, folder = %mailbox.folder, "polling a mailbox by IMAP");
+            let config = ImapConfig {
+                tls: mailbox.tls,
+                host: mailbox.host,
+                port: mailbox.port,
+                user: mailbox.user,
+                folder: mailbox.folder,
+                credential: if e.imap_oauth_token_file.is_empty() {
+                    Credential::Password(e.imap_password.expose().to_string())
+                } else {
+                    Credential::OAuthTokenFile(e.imap_oauth_token_file.clone().into())
+                },
+                move_to: (!e.imap_move_to.is_empty()).then(|| e.imap_move_to.clone()),
+                poll: Duration::from_secs(e.imap_poll_seconds),
+            };
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(contactd_email::imap::run(
+                config,
+                intake.clone(),
+                stop.clone(),
+            ));
+            Arc::new(Poller {
+                stop,
+                task: tokio::sync::Mutex::new(Some(task)),
+            })
+        });
+        Ok(Ok(EmailChannel { server, poller }))
     }
 
     fn stop_accepting(&self) {
-        self.server.stop_accepting();
+        if let Some(server) = &self.server {
+            server.stop_accepting();
+        }
+        if let Some(poller) = &self.poller {
+            // It finishes the message in hand (stored and flagged), then stops.
+            poller.stop.cancel();
+        }
     }
 
     fn drain(&self, grace: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(self.server.shutdown(grace))
+        Box::pin(async move {
+            let smtp = async {
+                if let Some(server) = &self.server {
+                    server.shutdown(grace).await;
+                }
+            };
+            let imap = async {
+                if let Some(poller) = &self.poller
+                    && let Some(task) = poller.task.lock().await.take()
+                {
+                    let _ = tokio::time::timeout(grace, task).await;
+                }
+            };
+            tokio::join!(smtp, imap);
+        })
     }
 }
 
@@ -108,6 +177,10 @@ struct MailIntake {
     accepted: Vec<String>,
     own_local: String,
     own_domain: String,
+    /// Whose Authentication-Results to believe for fetched mail.
+    trusted_authserv_id: String,
+    /// `user@host:port` of the polled mailbox: positions are kept per account.
+    imap_account: String,
 }
 
 impl MailHandler for MailIntake {
@@ -140,20 +213,17 @@ impl MailIntake {
         uuid::Uuid::parse_str(rest).ok().map(|u| u.to_string())
     }
 
+    /// Mail from the SMTP receiver: stored, then a bounce or a contact.
     async fn take(&self, mail: ReceivedMail) -> Result<(), NotStored> {
         let parsed = contactd_email::parse(&mail.raw);
-        let not_stored = |e: &dyn std::fmt::Display| NotStored(e.to_string());
-        // The message as it came, before anything is made of it.
-        self.store
-            .store_inbound_mail(&RawMail {
-                message_id: parsed.message_id.as_deref(),
-                mail_from: mail.mail_from.as_deref(),
-                rcpt_to: &mail.rcpt_to,
-                peer: &mail.peer.ip().to_string(),
-                raw: &mail.raw,
-            })
-            .await
-            .map_err(|e| not_stored(&e))?;
+        self.store_raw(
+            &mail.raw,
+            &parsed,
+            mail.mail_from.as_deref(),
+            &mail.rcpt_to,
+            &mail.peer.ip().to_string(),
+        )
+        .await?;
         let bounced: Vec<String> = mail
             .rcpt_to
             .iter()
@@ -164,19 +234,7 @@ impl MailIntake {
             })
             .collect();
         if !bounced.is_empty() {
-            for id in &bounced {
-                let why = format!("bounced: {}", first_line(&parsed.text));
-                if !self
-                    .store
-                    .message_bounced(id, &why)
-                    .await
-                    .map_err(|e| not_stored(&e))?
-                {
-                    tracing::warn!("a bounce names no message of ours");
-                }
-            }
-            metrics::counter!("contactd_email_bounces_total").increment(1);
-            return Ok(());
+            return self.bounce(&bounced, &parsed).await;
         }
         let verdict = self
             .senders
@@ -187,19 +245,104 @@ impl MailIntake {
                 mail.mail_from.as_deref(),
             )
             .await;
-        tracing::debug!(summary = %verdict.summary, "sender checks");
+        let arrival = Arrival {
+            raw: &mail.raw,
+            parsed: &parsed,
+            rcpt_to: &mail.rcpt_to,
+            null_sender: mail.mail_from.is_none(),
+            verdict,
+        };
+        self.receive(arrival).await
+    }
+
+    /// Mail the IMAP poller fetched: stored, a contact, then the folder's position.
+    async fn take_fetched(&self, mail: FetchedMail) -> Result<(), NotStored> {
+        let parsed = contactd_email::parse(&mail.raw);
+        let source = format!("imap:{}", mail.folder);
+        self.store_raw(&mail.raw, &parsed, None, &[], &source)
+            .await?;
+        let from_domain = parsed
+            .from
+            .as_deref()
+            .and_then(|f| f.rsplit_once('@'))
+            .map(|(_, d)| d)
+            .unwrap_or_default();
+        let verdict =
+            from_authentication_results(&mail.raw, &self.trusted_authserv_id, from_domain);
+        let to: Vec<String> = Vec::new();
+        self.receive(Arrival {
+            raw: &mail.raw,
+            parsed: &parsed,
+            rcpt_to: &to,
+            null_sender: false,
+            verdict,
+        })
+        .await?;
+        self.store
+            .save_mailbox_position(&self.mailbox_key(&mail.folder), mail.uid_validity, mail.uid)
+            .await
+            .map_err(|e| NotStored(e.to_string()))
+    }
+
+    fn mailbox_key(&self, folder: &str) -> String {
+        format!("{}/{folder}", self.imap_account)
+    }
+
+    async fn store_raw(
+        &self,
+        raw: &[u8],
+        parsed: &InboundEmail,
+        mail_from: Option<&str>,
+        rcpt_to: &[String],
+        source: &str,
+    ) -> Result<(), NotStored> {
+        // The message as it came, before anything is made of it.
+        self.store
+            .store_inbound_mail(&RawMail {
+                key: message_key(parsed, raw).as_str(),
+                message_id: parsed.message_id.as_deref(),
+                mail_from,
+                rcpt_to,
+                peer: source,
+                raw,
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| NotStored(e.to_string()))
+    }
+
+    async fn bounce(&self, ids: &[String], parsed: &InboundEmail) -> Result<(), NotStored> {
+        for id in ids {
+            let why = format!("bounced: {}", first_line(&parsed.text));
+            let known = self
+                .store
+                .message_bounced(id, &why)
+                .await
+                .map_err(|e| NotStored(e.to_string()))?;
+            if !known {
+                tracing::warn!("a bounce names no message of ours");
+            }
+        }
+        metrics::counter!("contactd_email_bounces_total").increment(1);
+        Ok(())
+    }
+
+    async fn receive(&self, arrival: Arrival<'_>) -> Result<(), NotStored> {
+        tracing::debug!(summary = %arrival.verdict.summary, "sender checks");
         metrics::counter!("contactd_email_senders_total",
-            "proven" => if verdict.proven { "yes" } else { "no" })
+            "proven" => if arrival.verdict.proven { "yes" } else { "no" })
         .increment(1);
-        let contact = self.contact(&mail, &parsed, verdict.proven);
+        let contact = self.contact(&arrival);
         self.intake
             .receive(&contact)
             .await
             .map(|_| ())
-            .map_err(|e| not_stored(&e))
+            .map_err(|e| NotStored(e.to_string()))
     }
 
-    fn contact(&self, mail: &ReceivedMail, parsed: &InboundEmail, proven: bool) -> InboundContact {
+    fn contact(&self, arrival: &Arrival<'_>) -> InboundContact {
+        let parsed = arrival.parsed;
+        let proven = arrival.verdict.proven;
         let sender = parsed
             .from
             .as_deref()
@@ -211,21 +354,13 @@ impl MailIntake {
         });
         let automatic = parsed
             .automatic
-            .or(mail.mail_from.is_none().then_some("null sender"))
+            .or(arrival.null_sender.then_some("null sender"))
             .or(ours.then_some("our own address"));
         if let Some(why) = automatic {
             tracing::info!(why, "automatic mail: stored, not acknowledged");
         }
-        // The same message by SMTP and by IMAP is one contact: keyed by its
-        // Message-ID, or by its bytes when it has none.
-        let key = match &parsed.message_id {
-            Some(id) => ShortText::key("mid:", id),
-            None => {
-                use sha2::Digest;
-                ShortText::key("sha256:", &hex::encode(sha2::Sha256::digest(&mail.raw)))
-            }
-        };
-        let recipients = mail.rcpt_to.join(" ");
+        let key = message_key(parsed, arrival.raw);
+        let recipients = arrival.rcpt_to.join(" ");
         let reply_token = self
             .tokens
             .find_in(&recipients)
@@ -255,7 +390,11 @@ impl MailIntake {
                 ),
             },
             to: ShortText::truncate_from(
-                mail.rcpt_to.first().map(String::as_str).unwrap_or_default(),
+                arrival
+                    .rcpt_to
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or("mailbox"),
             )
             .unwrap_or_else(|| ShortText::parse("unknown").expect("valid")),
             received_at: Timestamp::now(),
@@ -280,6 +419,57 @@ impl MailIntake {
                 internet_message_id: parsed.message_id.clone(),
             }),
         }
+    }
+}
+
+/// The same message by SMTP and by IMAP, or delivered twice, is one contact: keyed
+/// by its Message-ID, or by its bytes when it has none.
+fn message_key(parsed: &InboundEmail, raw: &[u8]) -> ShortText {
+    match &parsed.message_id {
+        Some(id) => ShortText::key("mid:", id),
+        None => {
+            use sha2::Digest;
+            ShortText::key("sha256:", &hex::encode(sha2::Sha256::digest(raw)))
+        }
+    }
+}
+
+/// A message on its way to intake, from either path.
+struct Arrival<'a> {
+    raw: &'a [u8],
+    parsed: &'a InboundEmail,
+    /// SMTP's RCPT TO (empty for fetched mail).
+    rcpt_to: &'a [String],
+    /// SMTP's `MAIL FROM:<>`.
+    null_sender: bool,
+    verdict: Verdict,
+}
+
+impl MailboxStore for MailIntake {
+    fn position(
+        &self,
+        folder: &str,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<Position>, NotStored>> + Send + '_>> {
+        let key = self.mailbox_key(folder);
+        Box::pin(async move {
+            self.store
+                .mailbox_position(&key)
+                .await
+                .map(|p| {
+                    p.map(|(uid_validity, last_uid)| Position {
+                        uid_validity,
+                        last_uid,
+                    })
+                })
+                .map_err(|e| NotStored(e.to_string()))
+        })
+    }
+
+    fn deliver(
+        &self,
+        mail: FetchedMail,
+    ) -> Pin<Box<dyn Future<Output = Result<(), NotStored>> + Send + '_>> {
+        Box::pin(self.take_fetched(mail))
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod daemon;
 pub mod dns;
 pub mod email;
+pub mod imap;
 pub mod raw_sip;
 pub mod sipp;
 pub mod twilio;

@@ -124,3 +124,108 @@ impl SenderCheck {
         }
     }
 }
+
+/// The verdict a trusted mailbox provider wrote into the message (for mail fetched
+/// by IMAP, which we did not receive ourselves): only the topmost
+/// `Authentication-Results` header, and only if the provider's own `authserv-id`
+/// added it — a sender can write any number of such headers further down, and
+/// comments are where forgeries hide a `dmarc=pass`.
+pub fn from_authentication_results(
+    raw: &[u8],
+    trusted_authserv_id: &str,
+    from_domain: &str,
+) -> Verdict {
+    let unproven = |why: &str| Verdict {
+        proven: false,
+        summary: why.to_string(),
+    };
+    if trusted_authserv_id.is_empty() {
+        return unproven("no trusted provider configured");
+    }
+    let Some(message) = mail_parser::MessageParser::default().parse(raw) else {
+        return unproven("unparseable");
+    };
+    let Some(value) = message
+        .headers_raw()
+        .find(|(name, _)| name.eq_ignore_ascii_case("Authentication-Results"))
+        .map(|(_, v)| v)
+    else {
+        return unproven("no Authentication-Results");
+    };
+    let value = strip_comments(&value.replace(['\r', '\n'], " "));
+    let mut parts = value.split(';').map(str::trim);
+    let authserv = parts
+        .next()
+        .and_then(|p| p.split_whitespace().next())
+        .unwrap_or_default();
+    if !authserv.eq_ignore_ascii_case(trusted_authserv_id) {
+        return unproven("the topmost Authentication-Results is not the provider's");
+    }
+    let proven = parts.any(|part| {
+        let mut words = part.split_whitespace();
+        let passed = words
+            .next()
+            .is_some_and(|m| m.eq_ignore_ascii_case("dmarc=pass"));
+        let aligned = words.all(|w| match w.split_once('=') {
+            Some((k, v)) if k.eq_ignore_ascii_case("header.from") => {
+                v.trim_matches('"').eq_ignore_ascii_case(from_domain)
+            }
+            _ => true,
+        });
+        passed && aligned
+    });
+    Verdict {
+        proven,
+        summary: format!(
+            "{authserv}: dmarc={}",
+            if proven { "pass" } else { "not pass" }
+        ),
+    }
+}
+
+/// Removes RFC 5322 comments (nested parentheses, backslash escapes).
+fn strip_comments(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let (mut depth, mut escaped) = (0usize, false);
+    for c in s.chars() {
+        match (c, depth, escaped) {
+            (_, d, true) if d > 0 => escaped = false,
+            ('\\', d, false) if d > 0 => escaped = true,
+            ('(', d, _) => depth = d + 1,
+            (')', d, _) if d > 0 => depth = d - 1,
+            (c, 0, _) => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::from_authentication_results as verdict;
+
+    const PASS: &str = "Authentication-Results: mx.microsoft.com 1; spf=pass smtp.mailfrom=example.org;\r\n dkim=pass header.d=example.org; dmarc=pass action=none header.from=example.org\r\n";
+
+    fn mail(headers: &str) -> Vec<u8> {
+        format!("{headers}From: ann@example.org\r\nSubject: x\r\n\r\nhi\r\n").into_bytes()
+    }
+
+    #[test]
+    fn only_the_providers_topmost_verdict_counts() {
+        assert!(verdict(&mail(PASS), "mx.microsoft.com", "example.org").proven);
+        // Aligned to another domain: not Ann's.
+        assert!(!verdict(&mail(PASS), "mx.microsoft.com", "example.net").proven);
+        // A forged header below the provider's fail counts for nothing.
+        let forged = format!(
+            "Authentication-Results: mx.microsoft.com; dmarc=fail header.from=example.org\r\n{PASS}"
+        );
+        assert!(!verdict(&mail(&forged), "mx.microsoft.com", "example.org").proven);
+        // Another server's header on top: not the provider's word.
+        let other = PASS.replace("mx.microsoft.com", "evil.example");
+        assert!(!verdict(&mail(&other), "mx.microsoft.com", "example.org").proven);
+        // A pass hidden in a comment is no pass.
+        let comment = "Authentication-Results: mx.microsoft.com; dmarc=fail (dmarc=pass) header.from=example.org\r\n";
+        assert!(!verdict(&mail(comment), "mx.microsoft.com", "example.org").proven);
+        assert!(!verdict(&mail(PASS), "", "example.org").proven);
+    }
+}

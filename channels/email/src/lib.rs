@@ -5,12 +5,14 @@
 //! - [`smtp`]: the SMTP receiver (bounded, timed out, limited per source); a
 //!   [`MailHandler`] stores each message before it is answered 250
 //! - [`auth`]: SPF, DKIM and DMARC for mail we receive: is the From address proven?
+//! - [`imap`]: the IMAP poller for mailboxes elsewhere (UIDs, UIDVALIDITY, IDLE)
 //! - [`parse`]: a received message as plain values: sender, Message-ID, thread,
 //!   text, whether it was automatic (RFC 3834) or a delivery report (RFC 3464)
 //! - [`subject`]: the `[SR-…]` tag in a subject, past the prefixes of every language
 //! - [`send`]: outgoing mail through the relay (lettre), with thread headers and VERP
 
 pub mod auth;
+pub mod imap;
 pub mod parse;
 pub mod send;
 pub mod smtp;

@@ -1,0 +1,201 @@
+//! The email channel polling a real IMAP server (Dovecot): messages fetched by UID,
+//! stored once however often they are seen, marked seen only after they are stored,
+//! and senders proven only by the provider's own Authentication-Results.
+
+mod common;
+
+use std::time::Duration;
+
+use common::dns::LocalDns;
+use common::email::swaks;
+use common::imap::{Dovecot, PASSWORD};
+use common::{TestApp, spawn_app_with};
+use contactd::configuration::{Backend, Secret};
+use contactd::domain::Role;
+use serde_json::Value;
+
+on_both_backends!(
+    fetched_mail_is_stored_once_and_only_then_marked_seen,
+    the_same_message_by_smtp_and_imap_is_one_contact,
+);
+
+async fn imap_app(backend: Backend, dovecot: &Dovecot, dns: &LocalDns) -> TestApp {
+    spawn_app_with(backend, |s| {
+        s.email.from = "Council <contact@council.example>".into();
+        s.email.domains = vec!["council.example".into()];
+        s.email.smtp_listen = "127.0.0.1:0".parse().unwrap();
+        s.email.dns_resolver = dns.addr.to_string();
+        s.email.imap_url = dovecot.url();
+        s.email.imap_password = Secret::new(PASSWORD);
+        s.email.imap_poll_seconds = 1;
+        s.email.imap_trusted_authserv_id = "mx.provider.test".into();
+    })
+    .await
+}
+
+/// Waits (up to 30 s) until `sql`'s count reaches `n`: the poller works on its own time.
+async fn until_count(app: &TestApp, table: &str, n: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = app.count(table).await;
+        if got == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{table}: {got} rows, expected {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn message(id: &str, from: &str, subject: &str, authentication: &str) -> String {
+    format!(
+        "{authentication}From: {from}\r\nTo: contact@council.example\r\nSubject: {subject}\r\n\
+         Message-ID: <{id}>\r\nDate: Tue, 24 Nov 2026 09:00:00 +0000\r\n\r\n{subject}: details inside.\r\n"
+    )
+}
+
+async fn requests(app: &TestApp) -> Vec<Value> {
+    let (_, list) = app.get(Role::Agent, "/api/v1/requests").await;
+    list["items"].as_array().unwrap().clone()
+}
+
+async fn fetched_mail_is_stored_once_and_only_then_marked_seen(backend: Backend) {
+    let dovecot = Dovecot::start().await;
+    let dns = LocalDns::start(&[]).await;
+    // Two messages waiting before the daemon starts (three days offline, say).
+    let proven = "Authentication-Results: mx.provider.test; spf=pass smtp.mailfrom=example.org; dmarc=pass header.from=example.org\r\n";
+    dovecot
+        .append(&message(
+            "i1@example.org",
+            "ann@example.org",
+            "Bins",
+            proven,
+        ))
+        .await;
+    dovecot
+        .append(&message("i2@example.org", "bob@example.net", "Lights", ""))
+        .await;
+    let app = imap_app(backend, &dovecot, &dns).await;
+    until_count(&app, "contacts", 2).await;
+    let flags = dovecot.flags().await;
+    assert_eq!(flags.matches("\\\\Seen").count(), 2, "{flags}");
+
+    // New mail while it runs: IDLE brings it in.
+    dovecot
+        .append(&message("i3@example.org", "cat@example.org", "Noise", ""))
+        .await;
+    until_count(&app, "contacts", 3).await;
+
+    // The folder renumbered (a UIDVALIDITY reset), or a crash between committing and
+    // flagging: everything is fetched again and none of it is stored twice.
+    sqlx::query("UPDATE mailbox_positions SET uid_validity = 1, last_uid = 0")
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    dovecot
+        .append(&message("i4@example.org", "dan@example.org", "Parking", ""))
+        .await;
+    until_count(&app, "contacts", 4).await;
+    until_count(&app, "mailbox_positions WHERE last_uid = 4", 1).await;
+    assert_eq!(app.count("contacts").await, 4, "nothing twice");
+    assert_eq!(requests(&app).await.len(), 4);
+
+    // Ann's sender is proven by the provider's own verdict, so her subject tag joins
+    // her request; Bob's tag, under a forged verdict below the provider's, does not.
+    let anns = requests(&app)
+        .await
+        .into_iter()
+        .find(|r| r["summary"].as_str().unwrap().starts_with("Subject: Bins"))
+        .expect("Ann's request");
+    let reference = anns["reference"].as_str().unwrap().to_string();
+    let tagged = format!("Re: [{reference}]");
+    dovecot
+        .append(&message(
+            "i5@example.org",
+            "ann@example.org",
+            &tagged,
+            proven,
+        ))
+        .await;
+    let forged = format!(
+        "Authentication-Results: mx.provider.test; dmarc=fail header.from=example.org\r\n{proven}"
+    );
+    dovecot
+        .append(&message(
+            "i6@example.org",
+            "ann@example.org",
+            &tagged,
+            &forged,
+        ))
+        .await;
+    until_count(&app, "contacts", 6).await;
+    let (_, timeline) = app
+        .get(
+            Role::Agent,
+            &format!("/api/v1/requests/{reference}/timeline"),
+        )
+        .await;
+    let contacts = timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "contact")
+        .count();
+    assert_eq!(
+        contacts, 2,
+        "the proven reply joined, the forged one did not"
+    );
+    assert_eq!(
+        app.count("service_requests WHERE identity_review = 1")
+            .await,
+        1,
+        "the forged one is held for staff"
+    );
+    app.stop().await;
+}
+
+async fn the_same_message_by_smtp_and_imap_is_one_contact(backend: Backend) {
+    let dovecot = Dovecot::start().await;
+    let dns = LocalDns::start(&[]).await;
+    let app = imap_app(backend, &dovecot, &dns).await;
+    let (ok, transcript) = swaks(
+        app.smtp.unwrap(),
+        &[
+            "--from",
+            "eve@example.org",
+            "--to",
+            "contact@council.example",
+            "--header",
+            "Subject: Tree down",
+            "--header",
+            "Message-Id: <both@example.org>",
+            "--body",
+            "A tree is down on Oak Lane.",
+        ],
+    )
+    .await;
+    assert!(ok, "{transcript}");
+    assert_eq!(app.count("contacts").await, 1);
+    // The council's mailbox also received it (a copy routed to both).
+    dovecot
+        .append(&message(
+            "both@example.org",
+            "eve@example.org",
+            "Tree down",
+            "",
+        ))
+        .await;
+    dovecot
+        .append(&message(
+            "after@example.org",
+            "eve@example.org",
+            "And another",
+            "",
+        ))
+        .await;
+    until_count(&app, "mailbox_positions WHERE last_uid = 2", 1).await;
+    assert_eq!(app.count("contacts").await, 2, "the copy was recognised");
+    app.stop().await;
+}
