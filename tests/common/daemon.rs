@@ -46,11 +46,23 @@ pub struct Daemon {
     pub addr: String,
     /// The voice channel's UDP address, when it is on.
     pub sip_udp: Option<String>,
+    /// The SMTP receiver's address, when email is on.
+    pub smtp: Option<String>,
     pub log: std::sync::mpsc::Receiver<String>,
 }
 
 pub fn start(db: &TestDatabase, notify_socket: &std::path::Path) -> Daemon {
+    start_with(db, notify_socket, &[])
+}
+
+/// `start`, with more `CONTACTD__…` settings.
+pub fn start_with(
+    db: &TestDatabase,
+    notify_socket: &std::path::Path,
+    env: &[(&str, String)],
+) -> Daemon {
     let mut child = contactd(db, &["serve"])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("NOTIFY_SOCKET", notify_socket)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -64,10 +76,14 @@ pub fn start(db: &TestDatabase, notify_socket: &std::path::Path) -> Daemon {
         }
     });
     let mut sip_udp = None;
+    let mut smtp = None;
     let addr = loop {
         let line = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("the daemon logs its address");
+        if let Some(rest) = line.split("smtp listening on ").nth(1) {
+            smtp = rest.split_whitespace().next().map(str::to_string);
+        }
         if let Some(rest) = line.split("sip listening on Udp ").nth(1) {
             sip_udp = rest.split_whitespace().next().map(str::to_string);
         }
@@ -79,6 +95,7 @@ pub fn start(db: &TestDatabase, notify_socket: &std::path::Path) -> Daemon {
         child,
         addr,
         sip_udp,
+        smtp,
         log: rx,
     }
 }
