@@ -231,3 +231,137 @@ pub async fn webhooks(
         pct(0.99).as_secs_f64() * 1e3,
     ))
 }
+
+/// `contactd bench smtp`: messages per second received over SMTP and durably stored
+/// (raw message and contact committed before the 250), with the time from the end of
+/// DATA to the 250. Without `target`, the daemon runs in this process on the
+/// configured database with the email channel on (no relay: acknowledgements are
+/// queued in the outbox, not sent); with `target`, the same load goes to another SMTP
+/// server (Postfix delivering to a Maildir, as the anchor).
+pub async fn smtp(
+    mut settings: crate::configuration::Settings,
+    target: Option<std::net::SocketAddr>,
+    messages: usize,
+    concurrency: usize,
+) -> anyhow::Result<String> {
+    let (addr, daemon, label) = match target {
+        Some(addr) => (addr, None, format!("SMTP server at {addr}")),
+        None => {
+            settings.http.listen = "127.0.0.1:0".parse()?;
+            settings.sip.trunks.clear();
+            settings.email.smtp_listen = "127.0.0.1:0".parse()?;
+            settings.email.domains = vec!["council.bench.invalid".into()];
+            settings.email.from = "Council <contact@council.bench.invalid>".into();
+            settings.email.relay_url = crate::configuration::Secret::new("");
+            settings.email.max_connections_per_source = concurrency.max(10);
+            let app = crate::startup::Application::build(settings).await?;
+            let addr = app
+                .smtp_addr()
+                .ok_or_else(|| anyhow::anyhow!("the email channel did not start"))?;
+            let label = format!("contactd on {:?}", app.store().backend());
+            let stop = app.shutdown_token();
+            let server = tokio::spawn(app.run_until_stopped());
+            (addr, Some((stop, server)), label)
+        }
+    };
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for worker in 0..concurrency {
+        let (next, run) = (next.clone(), run.clone());
+        workers.push(tokio::spawn(async move {
+            let mut client = SmtpClient::connect(addr).await?;
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= messages {
+                    client.quit().await;
+                    return Ok::<_, anyhow::Error>(latencies);
+                }
+                let from = format!("resident{}@bench.invalid", i % 1000);
+                let body = format!(
+                    "From: {from}\r\nTo: contact@council.bench.invalid\r\nSubject: Missed bin collection {i}\r\n\
+                     Message-ID: <{run}.{worker}.{i}@bench.invalid>\r\nDate: Wed, 25 Nov 2026 09:00:00 +0000\r\n\
+                     Content-Type: text/plain; charset=utf-8\r\n\r\n{}",
+                    "Our bins on Albert Square were not collected on Tuesday. Please send someone.\r\n"
+                        .repeat(20)
+                );
+                latencies.push(client.send(&from, "contact@council.bench.invalid", &body).await?);
+            }
+        }));
+    }
+    let mut latencies = Vec::with_capacity(messages);
+    for w in workers {
+        latencies.extend(w.await??);
+    }
+    let elapsed = started.elapsed();
+    if let Some((stop, server)) = daemon {
+        stop.cancel();
+        server.await??;
+    }
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    Ok(format!(
+        "{label}: {messages} messages, concurrency {concurrency}: {:.0} messages/s, time to 250 p50 {:.1} ms, p99 {:.1} ms",
+        messages as f64 / elapsed.as_secs_f64(),
+        pct(0.50).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+    ))
+}
+
+/// The load generator's side of an SMTP session: one message at a time.
+struct SmtpClient {
+    conn: tokio::io::BufReader<tokio::net::TcpStream>,
+}
+
+impl SmtpClient {
+    async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<Self> {
+        let mut client = SmtpClient {
+            conn: tokio::io::BufReader::new(tokio::net::TcpStream::connect(addr).await?),
+        };
+        client.expect("220").await?;
+        client.say("EHLO bench.invalid\r\n", "250").await?;
+        Ok(client)
+    }
+
+    async fn reply(&mut self) -> anyhow::Result<String> {
+        use tokio::io::AsyncBufReadExt;
+        loop {
+            let mut line = String::new();
+            anyhow::ensure!(
+                self.conn.read_line(&mut line).await? > 0,
+                "connection closed"
+            );
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return Ok(line);
+            }
+        }
+    }
+
+    async fn expect(&mut self, code: &str) -> anyhow::Result<()> {
+        let line = self.reply().await?;
+        anyhow::ensure!(line.starts_with(code), "expected {code}, got {line:?}");
+        Ok(())
+    }
+
+    async fn say(&mut self, line: &str, code: &str) -> anyhow::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.conn.get_mut().write_all(line.as_bytes()).await?;
+        self.expect(code).await
+    }
+
+    /// Sends one message; returns the time from the end of DATA to the 250.
+    async fn send(&mut self, from: &str, to: &str, body: &str) -> anyhow::Result<Duration> {
+        self.say(&format!("MAIL FROM:<{from}>\r\n"), "250").await?;
+        self.say(&format!("RCPT TO:<{to}>\r\n"), "250").await?;
+        self.say("DATA\r\n", "354").await?;
+        let t = Instant::now();
+        self.say(&format!("{body}.\r\n"), "250").await?;
+        Ok(t.elapsed())
+    }
+
+    async fn quit(&mut self) {
+        let _ = self.say("QUIT\r\n", "221").await;
+    }
+}

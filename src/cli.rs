@@ -137,6 +137,16 @@ enum BenchCommand {
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
     },
+    /// Mail received over SMTP and stored per second, with the time to 250; or the
+    /// same load against another SMTP server (`--target`, the anchor).
+    Smtp {
+        #[arg(long, default_value_t = 5000)]
+        messages: usize,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        #[arg(long)]
+        target: Option<std::net::SocketAddr>,
+    },
     /// Signed Twilio webhooks stored per second, with latency, over loopback HTTP.
     Webhooks {
         #[arg(long, default_value_t = 2000)]
@@ -278,6 +288,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 report.failed.is_empty(),
                 "{} recording(s) could not be deleted",
                 report.failed.len()
+            );
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Smtp {
+                    messages,
+                    concurrency,
+                    target,
+                },
+        } => {
+            anyhow::ensure!(
+                messages > 0 && concurrency > 0,
+                "messages and concurrency must be positive"
+            );
+            println!(
+                "{}",
+                crate::bench::smtp(settings, target, messages, concurrency).await?
             );
         }
         Command::Bench {

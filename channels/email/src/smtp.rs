@@ -24,7 +24,9 @@ use tokio_util::task::TaskTracker;
 const MAX_COMMAND_LINE: usize = 2048;
 /// §4.5.3.1.6: a text line is at most 1000 octets; tolerated up to this.
 const MAX_DATA_LINE: usize = 64 * 1024;
-/// Commands a session may send before it is closed (a client looping on NOOP).
+/// Commands a session may send without delivering a message before it is closed (a
+/// client looping on NOOP); a relay delivering many messages on one connection is
+/// never cut off.
 const MAX_COMMANDS: usize = 1000;
 /// Unknown or out-of-order commands tolerated before the session is closed.
 const MAX_ERRORS: usize = 10;
@@ -307,7 +309,9 @@ impl Session {
         let mut envelope = Envelope::default();
         let mut errors = 0;
         let mut line = Vec::with_capacity(256);
-        for _ in 0..MAX_COMMANDS {
+        let mut commands = 0;
+        while commands < MAX_COMMANDS {
+            commands += 1;
             line.clear();
             let read = tokio::time::timeout(
                 self.limits.command_timeout,
@@ -393,7 +397,10 @@ impl Session {
                                     raw,
                                 };
                                 match self.handler.deliver(mail).await {
-                                    Ok(()) => "250 2.0.0 OK: queued".into(),
+                                    Ok(()) => {
+                                        commands = 0;
+                                        "250 2.0.0 OK: queued".into()
+                                    }
                                     Err(e) => {
                                         tracing::error!(error = %e, "mail not stored; the sender will retry");
                                         "451 4.3.0 Not stored, try again later".into()
