@@ -92,6 +92,42 @@ impl SmsSettings {
     pub fn enabled(&self) -> bool {
         !self.account_sid.is_empty()
     }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
+        if !self.enabled() {
+            return Ok(());
+        }
+        {
+            let sid_ok = |s: &str, prefix: &str| {
+                s.len() == 34
+                    && s.starts_with(prefix)
+                    && s[2..].bytes().all(|b| b.is_ascii_hexdigit())
+            };
+            if !sid_ok(&self.account_sid, "AC") {
+                return bad(
+                    "sms.account_sid",
+                    "a Twilio account SID is AC followed by 32 hex digits",
+                );
+            }
+            if self.auth_token.is_empty() {
+                return bad(
+                    "sms.auth_token",
+                    "needed to check Twilio's webhook signatures",
+                );
+            }
+            if self.from.is_empty() && self.messaging_service_sid.is_empty() {
+                return bad(
+                    "sms.from",
+                    "give the council's number or sms.messaging_service_sid",
+                );
+            }
+            if !self.acknowledgement.contains("{reference}") {
+                return bad("sms.acknowledgement", "must contain {reference}");
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A mailbox to poll, from `email.imap_url`.
@@ -122,6 +158,9 @@ pub struct EmailSettings {
     /// Replies come back to `local+<token>@domain`. Turn off for mailboxes without
     /// plus-addressing (Exchange often); the token still travels in Message-IDs.
     pub plus_addressing: bool,
+    /// A PEM certificate chain and key for STARTTLS; both empty: no STARTTLS.
+    pub tls_certificate: String,
+    pub tls_key: String,
     /// The largest message accepted (SIZE; bigger gets 552).
     pub max_message_bytes: usize,
     pub max_recipients: usize,
@@ -361,6 +400,33 @@ impl SipSettings {
     pub fn enabled(&self) -> bool {
         !self.trunks.is_empty() && !self.listen.is_empty()
     }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
+        for (key, value) in [
+            ("sip.media_timeout_seconds", self.media_timeout_seconds),
+            ("sip.ack_timeout_seconds", self.ack_timeout_seconds),
+            ("sip.invites_per_second", u64::from(self.invites_per_second)),
+            (
+                "sip.max_pending_per_source",
+                self.max_pending_per_source as u64,
+            ),
+            ("sip.max_tcp_connections", self.max_tcp_connections as u64),
+            (
+                "sip.max_tcp_connections_per_source",
+                self.max_tcp_connections_per_source as u64,
+            ),
+            ("sip.tcp_idle_seconds", self.tcp_idle_seconds),
+        ] {
+            if value == 0 {
+                return bad(key, "must be at least 1");
+            }
+        }
+        if self.max_calls == 0 {
+            return bad("sip.max_calls", "must be at least 1");
+        }
+        Ok(())
+    }
 }
 
 /// `udp:HOST:PORT` or `tcp:HOST:PORT`.
@@ -469,6 +535,34 @@ pub struct HttpSettings {
     pub header_read_timeout_seconds: u64,
     /// When set, `/metrics` answers only to `Authorization: Bearer <this>`.
     pub metrics_token: Secret,
+}
+
+impl HttpSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
+        if self.max_body_bytes < 1024 {
+            return bad("http.max_body_bytes", "must be at least 1024");
+        }
+        for (key, value) in [
+            ("http.max_connections", self.max_connections as u64),
+            (
+                "http.max_connections_per_source",
+                self.max_connections_per_source as u64,
+            ),
+            (
+                "http.header_read_timeout_seconds",
+                self.header_read_timeout_seconds,
+            ),
+        ] {
+            if value == 0 {
+                return bad(key, "must be at least 1");
+            }
+        }
+        if self.request_timeout_seconds == 0 {
+            return bad("http.request_timeout_seconds", "must be at least 1");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -767,87 +861,13 @@ impl Settings {
         if self.recordings.retention_days == 0 {
             return bad("recordings.retention_days", "must be at least 1");
         }
-        if self.sms.enabled() {
-            let sid_ok = |s: &str, prefix: &str| {
-                s.len() == 34
-                    && s.starts_with(prefix)
-                    && s[2..].bytes().all(|b| b.is_ascii_hexdigit())
-            };
-            if !sid_ok(&self.sms.account_sid, "AC") {
-                return bad(
-                    "sms.account_sid",
-                    "a Twilio account SID is AC followed by 32 hex digits",
-                );
-            }
-            if self.sms.auth_token.is_empty() {
-                return bad(
-                    "sms.auth_token",
-                    "needed to check Twilio's webhook signatures",
-                );
-            }
-            if self.sms.from.is_empty() && self.sms.messaging_service_sid.is_empty() {
-                return bad(
-                    "sms.from",
-                    "give the council's number or sms.messaging_service_sid",
-                );
-            }
-            if !self.sms.acknowledgement.contains("{reference}") {
-                return bad("sms.acknowledgement", "must contain {reference}");
-            }
-        }
+        self.sms.validate()?;
         self.email.validate()?;
-        for (key, value) in [
-            ("sip.media_timeout_seconds", self.sip.media_timeout_seconds),
-            ("sip.ack_timeout_seconds", self.sip.ack_timeout_seconds),
-            (
-                "sip.invites_per_second",
-                u64::from(self.sip.invites_per_second),
-            ),
-            (
-                "sip.max_pending_per_source",
-                self.sip.max_pending_per_source as u64,
-            ),
-            (
-                "sip.max_tcp_connections",
-                self.sip.max_tcp_connections as u64,
-            ),
-            (
-                "sip.max_tcp_connections_per_source",
-                self.sip.max_tcp_connections_per_source as u64,
-            ),
-            ("sip.tcp_idle_seconds", self.sip.tcp_idle_seconds),
-        ] {
-            if value == 0 {
-                return bad(key, "must be at least 1");
-            }
-        }
-        if self.sip.max_calls == 0 {
-            return bad("sip.max_calls", "must be at least 1");
-        }
+        self.sip.validate()?;
         if self.database.max_connections == 0 {
             return bad("database.max_connections", "must be at least 1");
         }
-        if self.http.max_body_bytes < 1024 {
-            return bad("http.max_body_bytes", "must be at least 1024");
-        }
-        for (key, value) in [
-            ("http.max_connections", self.http.max_connections as u64),
-            (
-                "http.max_connections_per_source",
-                self.http.max_connections_per_source as u64,
-            ),
-            (
-                "http.header_read_timeout_seconds",
-                self.http.header_read_timeout_seconds,
-            ),
-        ] {
-            if value == 0 {
-                return bad(key, "must be at least 1");
-            }
-        }
-        if self.http.request_timeout_seconds == 0 {
-            return bad("http.request_timeout_seconds", "must be at least 1");
-        }
+        self.http.validate()?;
         Ok(())
     }
 

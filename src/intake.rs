@@ -32,7 +32,10 @@
 //! special-category request only if they may read it, and has its own key space
 //! (`staff/…`), so it can never claim a channel's id and pre-empt a real contact.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
 
 use crate::configuration::{ServiceCode, Settings};
 use crate::domain::message::{Direction, MessagePurpose, status};
@@ -102,6 +105,8 @@ pub struct InboundContact {
     pub acknowledge: Option<Recipient>,
     /// For a text channel's message: kept with the messages sent, so replies thread.
     pub message: Option<ReceivedMessage>,
+    /// The contact exactly as it arrived (an email's raw message), kept with it.
+    pub original: Option<crate::store::mail::Original>,
 }
 
 /// Thread hints a channel found in a contact; intake decides what they are worth.
@@ -125,6 +130,8 @@ pub struct ReceivedMessage {
     pub subject: Option<String>,
     /// An email's Message-ID, with its angle brackets.
     pub internet_message_id: Option<String>,
+    /// Outlook's Thread-Index (base64), so our replies extend it.
+    pub thread_index: Option<String>,
 }
 
 /// How new requests are acknowledged, per channel.
@@ -170,26 +177,72 @@ pub enum IntakeError {
     Store(#[from] StoreError),
 }
 
+/// Intake as channels hold it. On PostgreSQL each contact is its own transaction
+/// (many run at once). On SQLite, where one writer at a time commits and each commit
+/// waits for the disk, the contacts waiting together are taken in one transaction
+/// (group commit), each in its own savepoint, so one failing contact costs the others
+/// nothing — and none is answered before the commit that holds it.
 #[derive(Clone)]
 pub struct Intake {
+    core: Arc<Core>,
+    batches: Option<mpsc::Sender<Job>>,
+}
+
+/// A contact waiting for the next group commit, and who to tell.
+type Job = (
+    InboundContact,
+    oneshot::Sender<Result<IntakeOutcome, IntakeError>>,
+);
+
+/// The most contacts in one group commit.
+const MAX_BATCH: usize = 64;
+
+struct Core {
     store: Store,
     default_service: ServiceCode,
     outbound: Outbound,
-    acknowledgements: std::sync::Arc<Acknowledgements>,
+    acknowledgements: Acknowledgements,
+}
+
+/// A contact taken in, waiting for its transaction's commit.
+struct Taken {
+    outcome: IntakeOutcome,
+    acknowledged: bool,
 }
 
 impl Intake {
     pub fn new(store: Store, settings: &Settings, outbound: Outbound) -> Self {
-        Intake {
+        let group_commit = store.backend() == crate::configuration::Backend::Sqlite;
+        let core = Arc::new(Core {
             store,
             default_service: settings.intake.default_service.clone(),
             outbound,
-            acknowledgements: std::sync::Arc::new(Acknowledgements::from_settings(settings)),
-        }
+            acknowledgements: Acknowledgements::from_settings(settings),
+        });
+        let batches = group_commit.then(|| {
+            let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
+            tokio::spawn(group_commits(core.clone(), rx));
+            tx
+        });
+        Intake { core, batches }
     }
 
     pub async fn receive(&self, contact: &InboundContact) -> Result<IntakeOutcome, IntakeError> {
-        let outcome = self.take_in(contact).await;
+        let outcome = match self.core.authorise(contact).await {
+            Err(e) => Err(e),
+            Ok(()) => match &self.batches {
+                Some(batches) => {
+                    let (tell, told) = oneshot::channel();
+                    match batches.send((contact.clone(), tell)).await {
+                        Ok(()) => told.await.unwrap_or_else(|_| {
+                            Err(StoreError::Failed("intake stopped".into()).into())
+                        }),
+                        Err(_) => Err(StoreError::Failed("intake stopped".into()).into()),
+                    }
+                }
+                None => self.core.take_in(contact).await,
+            },
+        };
         if let Err(IntakeError::Store(e)) = &outcome {
             // A contact that could not be stored: the night shift's first page.
             tracing::error!(channel = contact.channel.as_str(), error = %e, "intake failed");
@@ -198,22 +251,117 @@ impl Intake {
         }
         outcome
     }
+}
 
-    async fn take_in(&self, contact: &InboundContact) -> Result<IntakeOutcome, IntakeError> {
-        let actor = match &contact.origin {
-            Origin::Channel => Actor::Channel(contact.channel),
-            Origin::Staff { actor, .. } => actor.clone(),
-        };
+/// SQLite's group commits: takes the contacts waiting, one transaction for all of
+/// them, a savepoint for each. Ends when every `Intake` is gone.
+async fn group_commits(core: Arc<Core>, mut jobs: mpsc::Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let results = core.take_in_batch(&batch).await;
+        for ((_, tell), result) in batch.drain(..).zip(results) {
+            let _ = tell.send(result);
+        }
+    }
+}
+
+impl Core {
+    /// Staff are authorised before the write transaction: a refusal is audited in its own.
+    async fn authorise(&self, contact: &InboundContact) -> Result<(), IntakeError> {
         if let (Origin::Staff { actor, access }, Some(reference)) =
             (&contact.origin, contact.reference)
         {
-            // Before the write transaction: a refusal is audited in its own.
             match self.store.authorise_change(actor, reference, *access).await {
                 Err(StoreError::NotFound) => return Err(IntakeError::UnknownReference(reference)),
                 other => other?,
             }
         }
+        Ok(())
+    }
+
+    /// One contact, one transaction.
+    async fn take_in(&self, contact: &InboundContact) -> Result<IntakeOutcome, IntakeError> {
         let mut tx = self.store.begin().await?;
+        let taken = self.take_in_tx(&mut tx, contact).await?;
+        tx.commit().await?;
+        Ok(self.committed(contact, taken))
+    }
+
+    /// Several contacts, one transaction, a savepoint each.
+    async fn take_in_batch(&self, jobs: &[Job]) -> Vec<Result<IntakeOutcome, IntakeError>> {
+        let failed = |e: &StoreError| {
+            jobs.iter()
+                .map(|_| Err(StoreError::Failed(e.to_string()).into()))
+                .collect()
+        };
+        let mut tx = match self.store.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return failed(&e),
+        };
+        let mut taken = Vec::with_capacity(jobs.len());
+        for (contact, _) in jobs {
+            let result = async {
+                sqlx::query("SAVEPOINT contact")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from)?;
+                let t = self.take_in_tx(&mut tx, contact).await;
+                let end = if t.is_ok() {
+                    "RELEASE SAVEPOINT contact"
+                } else {
+                    "ROLLBACK TO SAVEPOINT contact"
+                };
+                sqlx::query(end)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from)?;
+                if t.is_err() {
+                    sqlx::query("RELEASE SAVEPOINT contact")
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::from)?;
+                }
+                t
+            }
+            .await;
+            taken.push(result);
+        }
+        if let Err(e) = tx.commit().await {
+            return failed(&e);
+        }
+        jobs.iter()
+            .zip(taken)
+            .map(|((contact, _), t)| t.map(|t| self.committed(contact, t)))
+            .collect()
+    }
+
+    /// After the commit: the dispatcher woken for an acknowledgement, the count kept.
+    fn committed(&self, contact: &InboundContact, taken: Taken) -> IntakeOutcome {
+        if taken.acknowledged {
+            self.outbound.wake();
+        }
+        let outcome = if taken.outcome.redelivery {
+            "redelivery"
+        } else if taken.outcome.opened_request {
+            "opened"
+        } else {
+            "attached"
+        };
+        metrics::counter!("contactd_intake_contacts_total", "channel" => contact.channel.as_str(), "outcome" => outcome)
+            .increment(1);
+        taken.outcome
+    }
+
+    /// Everything between begin and commit, in the caller's transaction.
+    async fn take_in_tx(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        contact: &InboundContact,
+    ) -> Result<Taken, IntakeError> {
+        let actor = match &contact.origin {
+            Origin::Channel => Actor::Channel(contact.channel),
+            Origin::Staff { actor, .. } => actor.clone(),
+        };
         let arrival = contacts::Arrival {
             channel: contact.channel,
             external_id: contact.external_id.as_str(),
@@ -222,25 +370,30 @@ impl Intake {
             received_at: contact.received_at,
             content: contact.content.as_str(),
         };
-        let Some(contact_id) = contacts::claim(&mut tx, &arrival).await? else {
-            drop(tx);
-            return self.redelivered(contact).await;
+        let Some(contact_id) = contacts::claim(tx, &arrival).await? else {
+            return Ok(Taken {
+                outcome: self.redelivered(tx, contact).await?,
+                acknowledged: false,
+            });
         };
+        if let Some(original) = &contact.original {
+            crate::store::mail::insert_original(tx, contact.channel, Some(&contact_id), original)
+                .await?;
+        }
 
-        let (customer_id, identity, candidates) =
-            self.identify(&mut tx, &actor, &contact.from).await?;
+        let (customer_id, identity, candidates) = self.identify(tx, &actor, &contact.from).await?;
 
-        let routed = self.route(&mut tx, contact).await?;
+        let routed = self.route(tx, contact).await?;
         let (request, opened) = match routed.request_id {
-            Some(id) => (requests::read(&mut tx, &id).await?, false),
+            Some(id) => (requests::read(tx, &id).await?, false),
             None => {
                 let code = contact.service.as_ref().unwrap_or(&self.default_service);
-                let service = services::active_service(&mut tx, code)
+                let service = services::active_service(tx, code)
                     .await?
                     .ok_or_else(|| IntakeError::UnknownService(code.clone()))?;
                 let summary = summary_of(contact);
                 let request = requests::open(
-                    &mut tx,
+                    tx,
                     &actor,
                     &Opening {
                         customer_id: customer_id.as_deref(),
@@ -253,7 +406,7 @@ impl Intake {
                 )
                 .await?;
                 audit::record(
-                    &mut tx,
+                    tx,
                     &actor,
                     Action::Create,
                     Entity::Request,
@@ -266,7 +419,7 @@ impl Intake {
         };
 
         contacts::settle(
-            &mut tx,
+            tx,
             &contact_id,
             customer_id.as_deref(),
             &request.id,
@@ -275,7 +428,7 @@ impl Intake {
         )
         .await?;
         requests::append(
-            &mut tx,
+            tx,
             &request.id,
             &Event {
                 kind: TimelineKind::Contact,
@@ -289,7 +442,7 @@ impl Intake {
         .await?;
         if let Some(m) = &contact.message {
             messages::insert(
-                &mut tx,
+                tx,
                 &actor,
                 &NewMessage {
                     channel: contact.channel,
@@ -304,6 +457,7 @@ impl Intake {
                     purpose: MessagePurpose::Reply,
                     internet_message_id: m.internet_message_id.as_deref(),
                     thread_ids: &contact.thread.answers,
+                    thread_index: m.thread_index.as_deref(),
                     status: status::RECEIVED,
                     status_rank: status::FINAL_RANK,
                     due_at: None,
@@ -313,21 +467,14 @@ impl Intake {
         }
         let acknowledged = match (&contact.acknowledge, opened) {
             (Some(to), true) => {
-                self.acknowledge(
-                    &mut tx,
-                    &actor,
-                    contact,
-                    to,
-                    &request,
-                    customer_id.as_deref(),
-                )
-                .await?
+                self.acknowledge(tx, &actor, contact, to, &request, customer_id.as_deref())
+                    .await?
             }
             _ => false,
         };
         let detail = format!("contact {contact_id}");
         audit::record(
-            &mut tx,
+            tx,
             &actor,
             Action::Intake,
             Entity::Request,
@@ -335,21 +482,17 @@ impl Intake {
             Some(&detail),
         )
         .await?;
-        tx.commit().await?;
-        if acknowledged {
-            self.outbound.wake();
-        }
-        metrics::counter!("contactd_intake_contacts_total", "channel" => contact.channel.as_str(),
-            "outcome" => if opened { "opened" } else { "attached" })
-        .increment(1);
-        Ok(IntakeOutcome {
-            contact_id,
-            request_id: request.id,
-            reference: request.reference,
-            customer_id,
-            identity,
-            opened_request: opened,
-            redelivery: false,
+        Ok(Taken {
+            outcome: IntakeOutcome {
+                contact_id,
+                request_id: request.id,
+                reference: request.reference,
+                customer_id,
+                identity,
+                opened_request: opened,
+                redelivery: false,
+            },
+            acknowledged,
         })
     }
 
@@ -495,23 +638,18 @@ impl Intake {
         Ok(true)
     }
 
-    /// The first delivery's outcome, for a redelivered contact.
-    async fn redelivered(&self, contact: &InboundContact) -> Result<IntakeOutcome, IntakeError> {
-        let mut conn = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(StoreError::from)?;
-        let first =
-            contacts::find_by_external(&mut conn, contact.channel, contact.external_id.as_str())
-                .await?
-                .ok_or(StoreError::NotFound)?;
+    /// The first delivery's outcome, for a redelivered contact (read in the same
+    /// transaction: in a group commit, the first delivery may be in it too).
+    async fn redelivered(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        contact: &InboundContact,
+    ) -> Result<IntakeOutcome, IntakeError> {
+        let first = contacts::find_by_external(tx, contact.channel, contact.external_id.as_str())
+            .await?
+            .ok_or(StoreError::NotFound)?;
         let request_id = first.request_id.ok_or(StoreError::NotFound)?;
-        let request = requests::read(&mut conn, &request_id).await?;
-        metrics::counter!("contactd_intake_contacts_total", "channel" => contact.channel.as_str(),
-            "outcome" => "redelivery")
-        .increment(1);
+        let request = requests::read(tx, &request_id).await?;
         Ok(IntakeOutcome {
             contact_id: first.id,
             request_id,

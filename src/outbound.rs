@@ -207,7 +207,7 @@ impl Outbound {
                 (Some(_), _) => Some(status::NO_CONSENT),
             },
         };
-        let (message_id, thread_ids) = match (&self.inner.email, &m.to) {
+        let (message_id, thread_ids, thread_index) = match (&self.inner.email, &m.to) {
             (Some(email), Recipient::Email(_)) => {
                 let token = m.request.as_ref().map(|(_, r)| self.inner.tokens.issue(*r));
                 let unique = uuid::Uuid::now_v7().simple().to_string();
@@ -215,13 +215,20 @@ impl Outbound {
                     Some(t) => format!("<{t}.{unique}@{}>", email.domain),
                     None => format!("<{unique}@{}>", email.domain),
                 };
-                let thread = match &m.request {
-                    Some((request_id, _)) => messages::thread_of(conn, request_id).await?,
-                    None => Vec::new(),
+                let (thread, index) = match &m.request {
+                    Some((request_id, _)) => (
+                        messages::thread_of(conn, request_id).await?,
+                        messages::latest_thread_index(conn, request_id).await?,
+                    ),
+                    None => (Vec::new(), None),
                 };
-                (Some(id), thread)
+                // One conversation per request, for Outlook too.
+                let conversation = *uuid::Uuid::now_v7().as_bytes();
+                let index =
+                    contactd_email::thread_index::header_for_reply(index.as_deref(), conversation);
+                (Some(id), thread, Some(index))
             }
-            _ => (None, Vec::new()),
+            _ => (None, Vec::new(), None),
         };
         let (state, rank) = match held_back {
             Some(s) => (s, status::FINAL_RANK),
@@ -243,6 +250,7 @@ impl Outbound {
                 purpose: m.purpose,
                 internet_message_id: message_id.as_deref(),
                 thread_ids: &thread_ids,
+                thread_index: thread_index.as_deref(),
                 status: state,
                 status_rank: rank,
                 due_at: held_back.is_none().then_some(due),
@@ -475,6 +483,7 @@ impl Outbound {
             html: c.html.clone(),
             message_id: message_id.clone(),
             references: c.thread_ids.clone(),
+            thread_index: c.thread_index.clone(),
             automatic: c.purpose == MessagePurpose::Acknowledgement,
         };
         match email.sender.send(&mail).await {

@@ -18,9 +18,12 @@ on_both_backends!(
     a_bounce_marks_the_sent_message_failed,
     oversized_unknown_and_unstorable_mail_is_refused_and_nothing_half_stored,
     staff_replies_thread_into_the_residents_mail,
+    starttls_is_offered_with_a_certificate,
 );
 
 const COUNCIL: &str = "contact@council.example";
+/// A conversation index as Outlook starts one: 0x01, a time, a GUID.
+const OUTLOOK_INDEX: &str = "AdnI2Z3H8n0zKxQ4Rk2mYQmDHGVfvw==";
 
 /// The DNS the tests' senders have: example.org publishes SPF for this machine and a
 /// DMARC policy, so its mail passes DMARC; strict.example publishes SPF that allows
@@ -452,7 +455,7 @@ async fn a_bounce_marks_the_sent_message_failed(backend: Backend) {
     assert_eq!(message["status"], "failed", "{message}");
     assert_eq!(requests(&app).await.len(), 1, "a bounce opens nothing");
     assert_eq!(app.count("contacts").await, 1);
-    assert_eq!(app.count("inbound_mail").await, 2, "but it is kept");
+    assert_eq!(app.count("contact_originals").await, 2, "but it is kept");
     app.stop().await;
 }
 
@@ -479,7 +482,7 @@ async fn oversized_unknown_and_unstorable_mail_is_refused_and_nothing_half_store
     )
     .await;
     assert!(!ok && transcript.contains("550"), "{transcript}");
-    assert_eq!(app.count("inbound_mail").await, 0);
+    assert_eq!(app.count("contact_originals").await, 0);
     assert_eq!(app.count("contacts").await, 0);
 
     // The store fails: 451, and the sender's retry is stored once.
@@ -501,7 +504,7 @@ async fn oversized_unknown_and_unstorable_mail_is_refused_and_nothing_half_store
     send(&app, "ann@example.org", COUNCIL, &headers, "Hello").await;
     send(&app, "ann@example.org", COUNCIL, &headers, "Hello").await;
     assert_eq!(app.count("contacts").await, 1);
-    assert_eq!(app.count("inbound_mail").await, 1);
+    assert_eq!(app.count("contact_originals").await, 1);
     app.stop().await;
 }
 
@@ -514,6 +517,7 @@ async fn staff_replies_thread_into_the_residents_mail(backend: Backend) {
         &[
             ("Subject", "Blue badge renewal"),
             ("Message-Id", "<dan1@example.org>"),
+            ("Thread-Index", OUTLOOK_INDEX),
         ],
         "When does my badge expire?",
     )
@@ -539,6 +543,17 @@ async fn staff_replies_thread_into_the_residents_mail(backend: Backend) {
     assert_eq!(reply.header("Auto-Submitted"), None, "a person wrote it");
     let references = reply.header("References").unwrap();
     assert!(references.contains("<dan1@example.org>"), "{references}");
+    // Outlook threads by Thread-Index: ours extends Dan's, a 5-byte block per reply.
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let dans = b64.decode(OUTLOOK_INDEX).unwrap();
+    let ours = b64.decode(reply.header("Thread-Index").unwrap()).unwrap();
+    assert_eq!(&ours[..22], &dans[..], "the same conversation");
+    assert_eq!(
+        ours.len(),
+        22 + 2 * 5,
+        "after the acknowledgement's block, the reply's"
+    );
     assert!(
         references.contains(&ack.header("Message-ID").unwrap()),
         "{references}"
@@ -555,5 +570,76 @@ async fn staff_replies_thread_into_the_residents_mail(backend: Backend) {
     )
     .await;
     assert_eq!(contacts_on(&app, &reference).await, 2);
+    app.stop().await;
+}
+
+async fn starttls_is_offered_with_a_certificate(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=council.example",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let (app, _sink, _dns) = email_app(backend, |s| {
+        s.email.tls_certificate = cert.display().to_string();
+        s.email.tls_key = key.display().to_string();
+    })
+    .await;
+    // --tls: swaks insists on STARTTLS, and fails if it is not offered or fails.
+    let (ok, transcript) = swaks(
+        app.smtp.unwrap(),
+        &[
+            "--tls",
+            "--from",
+            "ann@example.org",
+            "--to",
+            COUNCIL,
+            "--header",
+            "Subject: Over TLS",
+            "--body",
+            "Private.",
+        ],
+    )
+    .await;
+    assert!(ok, "{transcript}");
+    assert_eq!(app.count("contacts").await, 1);
+    // Commands pipelined behind STARTTLS, before the handshake, are thrown away.
+    let mut raw = tokio::net::TcpStream::connect(app.smtp.unwrap())
+        .await
+        .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    raw.write_all(b"EHLO x\r\nSTARTTLS\r\nMAIL FROM:<injected@example.org>\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&seen).contains("220 2.0.0") {
+        let n = raw.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        !String::from_utf8_lossy(&seen).contains("2.1.0"),
+        "the injected MAIL was not answered"
+    );
     app.stop().await;
 }

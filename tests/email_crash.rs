@@ -174,7 +174,7 @@ async fn killed_during_data_loses_nothing_that_got_250(backend: Backend) {
     assert_eq!(stored.len(), rows.len(), "none twice");
     assert!(!stored.contains("half@crash.test"));
     let half = sqlx::query(
-        "SELECT COUNT(*) AS n FROM inbound_mail WHERE message_id = '<half@crash.test>'",
+        "SELECT COUNT(*) AS n FROM contact_originals WHERE message_key = 'mid:<half@crash.test>'",
     )
     .fetch_one(&mut conn)
     .await

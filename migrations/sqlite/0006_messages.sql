@@ -14,6 +14,8 @@ ALTER TABLE messages ADD COLUMN html TEXT;
 -- (In-Reply-To then References, space-separated), so replies find their request.
 ALTER TABLE messages ADD COLUMN internet_message_id TEXT;
 ALTER TABLE messages ADD COLUMN thread_ids TEXT;
+-- Outlook's Thread-Index (base64): the resident's, and ours extending it.
+ALTER TABLE messages ADD COLUMN thread_index TEXT;
 -- The outbox: a message is written 'pending' in the transaction that causes it;
 -- the dispatcher claims it ('dispatching', lease_until), sends it and settles it.
 -- A claim whose lease ran out is never resent blind: it becomes 'unknown'.

@@ -110,6 +110,7 @@ pub async fn record(
         thread: ThreadHints::default(),
         acknowledge: None,
         message: None,
+        original: None,
     };
     let outcome = state.intake.receive(&contact).await?;
     let status = if outcome.redelivery {

@@ -33,7 +33,7 @@ use crate::intake::{InboundContact, Intake, Origin, ReceivedMessage, Sender, Thr
 use crate::outbound::Recipient;
 use crate::startup::StartupError;
 use crate::store::Store;
-use crate::store::mail::RawMail;
+use crate::store::mail::Original;
 
 /// The email channel as startup runs it: the SMTP receiver and the IMAP poller (each
 /// when configured), and what they hand mail to.
@@ -98,7 +98,18 @@ impl Lifecycle for EmailChannel {
                 command_timeout: Duration::from_secs(e.command_timeout_seconds),
                 session_timeout: Duration::from_secs(e.session_timeout_seconds),
             };
-            let server = SmtpServer::start(e.smtp_listen, domain, limits, intake.clone())
+            let tls = if e.tls_certificate.is_empty() {
+                None
+            } else {
+                Some(
+                    contactd_email::smtp::tls_config(
+                        std::path::Path::new(&e.tls_certificate),
+                        std::path::Path::new(&e.tls_key),
+                    )
+                    .map_err(|err| StartupError::Email(format!("email.tls_certificate: {err}")))?,
+                )
+            };
+            let server = SmtpServer::start(e.smtp_listen, domain, limits, intake.clone(), tls)
                 .await
                 .map_err(|source| StartupError::Listen {
                     what: "email.smtp_listen",
@@ -216,14 +227,17 @@ impl MailIntake {
     /// Mail from the SMTP receiver: stored, then a bounce or a contact.
     async fn take(&self, mail: ReceivedMail) -> Result<(), NotStored> {
         let parsed = contactd_email::parse(&mail.raw);
-        self.store_raw(
-            &mail.raw,
-            &parsed,
-            mail.mail_from.as_deref(),
-            &mail.rcpt_to,
-            &mail.peer.ip().to_string(),
-        )
-        .await?;
+        let original = Original {
+            key: message_key(&parsed, &mail.raw).as_str().to_string(),
+            envelope: format!(
+                "SMTP from {} (HELO {}): MAIL FROM:<{}> RCPT TO:<{}>",
+                mail.peer.ip(),
+                mail.helo,
+                mail.mail_from.as_deref().unwrap_or_default(),
+                mail.rcpt_to.join(">, <")
+            ),
+            raw: mail.raw.clone().into(),
+        };
         let bounced: Vec<String> = mail
             .rcpt_to
             .iter()
@@ -234,6 +248,10 @@ impl MailIntake {
             })
             .collect();
         if !bounced.is_empty() {
+            self.store
+                .store_original(Channel::Email, &original)
+                .await
+                .map_err(|e| NotStored(e.to_string()))?;
             return self.bounce(&bounced, &parsed).await;
         }
         let verdict = self
@@ -251,6 +269,7 @@ impl MailIntake {
             rcpt_to: &mail.rcpt_to,
             null_sender: mail.mail_from.is_none(),
             verdict,
+            original,
         };
         self.receive(arrival).await
     }
@@ -258,9 +277,14 @@ impl MailIntake {
     /// Mail the IMAP poller fetched: stored, a contact, then the folder's position.
     async fn take_fetched(&self, mail: FetchedMail) -> Result<(), NotStored> {
         let parsed = contactd_email::parse(&mail.raw);
-        let source = format!("imap:{}", mail.folder);
-        self.store_raw(&mail.raw, &parsed, None, &[], &source)
-            .await?;
+        let original = Original {
+            key: message_key(&parsed, &mail.raw).as_str().to_string(),
+            envelope: format!(
+                "IMAP {}/{} UID {} (UIDVALIDITY {})",
+                self.imap_account, mail.folder, mail.uid, mail.uid_validity
+            ),
+            raw: mail.raw.clone().into(),
+        };
         let from_domain = parsed
             .from
             .as_deref()
@@ -276,6 +300,7 @@ impl MailIntake {
             rcpt_to: &to,
             null_sender: false,
             verdict,
+            original,
         })
         .await?;
         self.store
@@ -286,29 +311,6 @@ impl MailIntake {
 
     fn mailbox_key(&self, folder: &str) -> String {
         format!("{}/{folder}", self.imap_account)
-    }
-
-    async fn store_raw(
-        &self,
-        raw: &[u8],
-        parsed: &InboundEmail,
-        mail_from: Option<&str>,
-        rcpt_to: &[String],
-        source: &str,
-    ) -> Result<(), NotStored> {
-        // The message as it came, before anything is made of it.
-        self.store
-            .store_inbound_mail(&RawMail {
-                key: message_key(parsed, raw).as_str(),
-                message_id: parsed.message_id.as_deref(),
-                mail_from,
-                rcpt_to,
-                peer: source,
-                raw,
-            })
-            .await
-            .map(|_| ())
-            .map_err(|e| NotStored(e.to_string()))
     }
 
     async fn bounce(&self, ids: &[String], parsed: &InboundEmail) -> Result<(), NotStored> {
@@ -370,6 +372,10 @@ impl MailIntake {
             content.push_str(&format!("Subject: {}\n\n", parsed.subject));
         }
         content.push_str(&parsed.text);
+        if !parsed.quoted.is_empty() {
+            content.push_str("\n\n[earlier messages quoted]\n");
+            content.push_str(&parsed.quoted);
+        }
         if parsed.attachments > 0 {
             content.push_str(&format!("\n\n[{} attachment(s)]", parsed.attachments));
         }
@@ -417,7 +423,9 @@ impl MailIntake {
             message: Some(ReceivedMessage {
                 subject: (!parsed.subject.is_empty()).then(|| parsed.subject.clone()),
                 internet_message_id: parsed.message_id.clone(),
+                thread_index: parsed.thread_index.clone(),
             }),
+            original: Some(arrival.original.clone()),
         }
     }
 }
@@ -443,6 +451,8 @@ struct Arrival<'a> {
     /// SMTP's `MAIL FROM:<>`.
     null_sender: bool,
     verdict: Verdict,
+    /// Stored with the contact, in its transaction.
+    original: Original,
 }
 
 impl MailboxStore for MailIntake {

@@ -172,6 +172,7 @@ impl SmsChannel {
             },
             acknowledge: sender.map(Recipient::Sms),
             message: Some(ReceivedMessage::default()),
+            original: None,
         })
     }
 

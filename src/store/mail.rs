@@ -1,46 +1,53 @@
-//! Received mail as it arrived (before the parser or intake make anything of it),
-//! and bounces of the mail we sent.
+//! Contacts as they arrived (an email's raw message, before the parser or intake made
+//! anything of it), bounces of the mail we sent, and the IMAP poller's places.
 
 use sha2::Digest;
 
 use super::{Store, StoreResult};
-use crate::domain::Timestamp;
 use crate::domain::message::status;
+use crate::domain::{Channel, Timestamp};
 
-/// A message exactly as the receiver took it.
-pub struct RawMail<'a> {
-    /// The contact's key: its Message-ID, or the hash of its bytes.
-    pub key: &'a str,
-    pub message_id: Option<&'a str>,
-    pub mail_from: Option<&'a str>,
-    pub rcpt_to: &'a [String],
-    pub peer: &'a str,
-    pub raw: &'a [u8],
+/// A contact exactly as it arrived.
+#[derive(Debug, Clone)]
+pub struct Original {
+    /// The contact's key (an email's Message-ID, or the hash of its bytes).
+    pub key: String,
+    /// How it came: the SMTP envelope and client, or the mailbox it was fetched from.
+    pub envelope: String,
+    pub raw: std::sync::Arc<[u8]>,
+}
+
+/// Stores `original` (of a contact, or of a bounce when `contact_id` is None), unless
+/// one with its key is already stored.
+pub async fn insert_original(
+    conn: &mut sqlx::AnyConnection,
+    channel: Channel,
+    contact_id: Option<&str>,
+    original: &Original,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO contact_originals (message_key, channel, contact_id, envelope, sha256, size_bytes, raw, received_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (message_key) DO NOTHING",
+    )
+    .bind(&original.key)
+    .bind(channel.as_str())
+    .bind(contact_id)
+    .bind(&original.envelope)
+    .bind(hex::encode(sha2::Sha256::digest(&original.raw)))
+    .bind(original.raw.len() as i64)
+    .bind(original.raw.to_vec())
+    .bind(Timestamp::now().millis())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 impl Store {
-    /// Stores `mail` unless a message with its key was stored before; returns the
-    /// hash of its bytes.
-    pub async fn store_inbound_mail(&self, mail: &RawMail<'_>) -> StoreResult<String> {
-        let hash = hex::encode(sha2::Sha256::digest(mail.raw));
+    /// Stores the original of something that is no contact (a bounce).
+    pub async fn store_original(&self, channel: Channel, original: &Original) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO inbound_mail (message_key, sha256, message_id, mail_from, rcpt_to, peer, size_bytes, raw, received_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (message_key) DO NOTHING",
-        )
-        .bind(mail.key)
-        .bind(&hash)
-        .bind(mail.message_id)
-        .bind(mail.mail_from)
-        .bind(mail.rcpt_to.join(" "))
-        .bind(mail.peer)
-        .bind(mail.raw.len() as i64)
-        .bind(mail.raw.to_vec())
-        .bind(Timestamp::now().millis())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(hash)
+        insert_original(&mut tx, channel, None, original).await?;
+        tx.commit().await
     }
 
     /// A delivery failure came back for message `id` (named by the bounce address

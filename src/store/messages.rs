@@ -29,6 +29,8 @@ pub struct NewMessage<'a> {
     pub internet_message_id: Option<&'a str>,
     /// In-Reply-To, then References: the Message-IDs this one answers.
     pub thread_ids: &'a [String],
+    /// Outlook's Thread-Index (base64).
+    pub thread_index: Option<&'a str>,
     pub status: &'a str,
     pub status_rank: i64,
     /// When the outbox may send it (pending messages only).
@@ -47,6 +49,7 @@ pub struct Claimed {
     pub html: Option<String>,
     pub internet_message_id: Option<String>,
     pub thread_ids: Vec<String>,
+    pub thread_index: Option<String>,
     pub purpose: MessagePurpose,
     pub attempts: i64,
 }
@@ -63,8 +66,8 @@ pub async fn insert(
     let thread = (!m.thread_ids.is_empty()).then(|| m.thread_ids.join(" "));
     sqlx::query(
         "INSERT INTO messages (id, channel, direction, request_id, customer_id, contact_id, address, subject, body, html, \
-         purpose, internet_message_id, thread_ids, status, status_rank, sent_by, next_attempt_at, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18)",
+         purpose, internet_message_id, thread_ids, status, status_rank, sent_by, next_attempt_at, created_at, updated_at, \
+         thread_index) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18, $19)",
     )
     .bind(&id)
     .bind(m.channel.as_str())
@@ -84,6 +87,7 @@ pub async fn insert(
     .bind(actor.label())
     .bind(m.due_at.map(Timestamp::millis))
     .bind(now)
+    .bind(m.thread_index)
     .execute(&mut *conn)
     .await?;
     // A received message is on the timeline as its contact; a sent one as itself.
@@ -212,6 +216,21 @@ pub async fn acknowledgements_since(
     Ok(row.try_get("n")?)
 }
 
+/// The latest Outlook Thread-Index on a request's messages, sent or received.
+pub async fn latest_thread_index(
+    conn: &mut AnyConnection,
+    request_id: &str,
+) -> StoreResult<Option<String>> {
+    let row = sqlx::query(
+        "SELECT thread_index FROM messages WHERE request_id = $1 AND thread_index IS NOT NULL \
+         ORDER BY created_at DESC, id DESC LIMIT 1",
+    )
+    .bind(request_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|r| r.try_get("thread_index")).transpose()?)
+}
+
 /// The messages and Message-IDs of a request's thread, oldest first (for References).
 pub async fn thread_of(conn: &mut AnyConnection, request_id: &str) -> StoreResult<Vec<String>> {
     let rows = sqlx::query(
@@ -268,7 +287,7 @@ impl Store {
             return Ok(None);
         }
         let r = sqlx::query(
-            "SELECT id, channel, request_id, address, subject, body, html, internet_message_id, thread_ids, purpose, attempts \
+            "SELECT id, channel, request_id, address, subject, body, html, internet_message_id, thread_ids, thread_index, purpose, attempts \
              FROM messages WHERE id = $1",
         )
         .bind(&id)
@@ -287,6 +306,7 @@ impl Store {
             thread_ids: thread
                 .map(|t| t.split(' ').map(str::to_string).collect())
                 .unwrap_or_default(),
+            thread_index: r.try_get("thread_index")?,
             purpose: parsed(&r, "purpose", str::parse)?,
             attempts: r.try_get("attempts")?,
         };

@@ -53,6 +53,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored value is not valid: {0}")]
     Corrupt(String),
+    /// A failure shared by several callers (a group commit that did not commit).
+    #[error("database error: {0}")]
+    Failed(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -9,6 +9,7 @@
 //! - [`parse`]: a received message as plain values: sender, Message-ID, thread,
 //!   text, whether it was automatic (RFC 3834) or a delivery report (RFC 3464)
 //! - [`subject`]: the `[SR-…]` tag in a subject, past the prefixes of every language
+//! - [`thread_index`]: Outlook's Thread-Index, extended on our replies
 //! - [`send`]: outgoing mail through the relay (lettre), with thread headers and VERP
 
 pub mod auth;
@@ -17,6 +18,7 @@ pub mod parse;
 pub mod send;
 pub mod smtp;
 pub mod subject;
+pub mod thread_index;
 
 pub use auth::{SenderCheck, Verdict};
 pub use lettre::Address;

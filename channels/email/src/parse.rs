@@ -17,7 +17,12 @@ pub struct InboundEmail {
     pub subject: String,
     /// In-Reply-To, then References (newest last), with angle brackets.
     pub answers: Vec<String>,
+    /// Outlook's Thread-Index (base64), if the message had one.
+    pub thread_index: Option<String>,
+    /// What the sender wrote this time.
     pub text: String,
+    /// The history they quoted below it (kept, shown after the new text).
+    pub quoted: String,
     /// Why the message must not be answered automatically, if it must not.
     pub automatic: Option<&'static str>,
     /// A delivery status notification (multipart/report; report-type=delivery-status).
@@ -34,7 +39,9 @@ pub fn parse(raw: &[u8]) -> InboundEmail {
             from: None,
             subject: String::new(),
             answers: Vec::new(),
+            thread_index: None,
             text: truncate(&String::from_utf8_lossy(raw)),
+            quoted: String::new(),
             automatic: None,
             delivery_report: false,
             attachments: 0,
@@ -61,15 +68,49 @@ pub fn parse(raw: &[u8]) -> InboundEmail {
                 .subtype()
                 .is_some_and(|s| s.eq_ignore_ascii_case("report"))
     });
+    let whole = truncate(text_of(&message).trim());
+    let (text, quoted) = split_reply(&whole);
     InboundEmail {
         message_id: message.message_id().map(|id| format!("<{}>", id.trim())),
         subject: message.subject().unwrap_or_default().trim().to_string(),
-        text: truncate(text_of(&message).trim()),
+        thread_index: message
+            .header_raw("Thread-Index")
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty() && v.len() <= 2048),
+        text,
+        quoted,
         automatic: automatic(&message, from.as_deref(), delivery_report),
         from,
         answers,
         delivery_report,
         attachments: message.attachment_count(),
+    }
+}
+
+/// Splits a reply into what was written now and the history quoted below it: from
+/// the first attribution line ("On … wrote:", Outlook's "-----Original Message-----"
+/// or "From: …" header block) or the first run of ">" lines. With nothing new above
+/// (a bottom-poster, or a forward), everything counts as new.
+pub fn split_reply(text: &str) -> (String, String) {
+    let lines: Vec<&str> = text.lines().collect();
+    let starts_history = |i: usize| {
+        let l = lines[i].trim();
+        (l.starts_with("On ") && l.ends_with("wrote:"))
+            || l.starts_with("-----Original Message-----")
+            || l.starts_with("________________________________")
+            || (l.starts_with("From: ")
+                && lines.get(i + 1).is_some_and(|n| {
+                    let n = n.trim();
+                    n.starts_with("Sent: ") || n.starts_with("Date: ")
+                }))
+            || l.starts_with('>')
+    };
+    match (0..lines.len()).find(|&i| starts_history(i)) {
+        Some(i) if lines[..i].iter().any(|l| !l.trim().is_empty()) => (
+            lines[..i].join("\n").trim_end().to_string(),
+            lines[i..].join("\n"),
+        ),
+        _ => (text.to_string(), String::new()),
     }
 }
 
@@ -245,6 +286,25 @@ References: <a@x> <r1-aa.1@council.example>\r\nAuto-Submitted: no\r\n\r\nStill n
     fn html_only_mail_becomes_text() {
         let raw = b"From: a@b.example\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<html><style>p{}</style><p>Hello &amp; welcome</p><p>Line<br>two</p></html>\r\n";
         assert_eq!(parse(raw).text, "Hello & welcome\nLine\ntwo");
+    }
+
+    #[test]
+    fn the_new_text_comes_before_the_quoted_history() {
+        let (new, quoted) = split_reply(
+            "Still broken.\n\nOn Mon, 23 Nov 2026, Council wrote:\n> Your reference is SR-1000002",
+        );
+        assert_eq!(new, "Still broken.");
+        assert!(quoted.starts_with("On Mon") && quoted.contains("SR-1000002"));
+        let (new, quoted) = split_reply("Thanks\n\nFrom: Council\nSent: Monday\nSubject: x");
+        assert_eq!(
+            (new.as_str(), quoted.starts_with("From: Council")),
+            ("Thanks", true)
+        );
+        let (new, quoted) = split_reply("> quoted first\nthen my answer");
+        assert_eq!(
+            (new.as_str(), quoted.as_str()),
+            ("> quoted first\nthen my answer", "")
+        );
     }
 
     #[test]

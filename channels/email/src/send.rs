@@ -27,6 +27,8 @@ pub struct OutgoingMail {
     pub message_id: String,
     /// The Message-IDs this answers, oldest first; the last is In-Reply-To.
     pub references: Vec<String>,
+    /// Outlook's Thread-Index (base64), so Outlook threads our reply with the rest.
+    pub thread_index: Option<String>,
     /// Sent by the daemon itself (acknowledgements, reminders): `Auto-Submitted:
     /// auto-replied`, so well-behaved responders do not answer it.
     pub automatic: bool,
@@ -110,6 +112,12 @@ pub fn build(mail: &OutgoingMail) -> Result<Message, String> {
                 .join(" "),
         );
     }
+    if let Some(index) = &mail.thread_index {
+        builder = builder.raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("Thread-Index"),
+            index.clone(),
+        ));
+    }
     if mail.automatic {
         builder = builder.raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("Auto-Submitted"),
@@ -152,6 +160,7 @@ mod tests {
             html: Some("<p>Thank you.</p>".into()),
             message_id: "<r1-abc.1@council.example>".into(),
             references: vec!["<a@x>".into(), "<b@y>".into()],
+            thread_index: Some("AQHZ".into()),
             automatic: true,
         }
     }

@@ -3,7 +3,8 @@
 //!
 //! It speaks EHLO/HELO, PIPELINING, 8BITMIME, SMTPUTF8, SIZE, MAIL (with `<>`), RCPT
 //! (only for the recipients the [`MailHandler`] accepts; 550 otherwise), DATA (with
-//! dot-unstuffing, 552 past the size limit), RSET, NOOP, VRFY (252) and QUIT. Every
+//! dot-unstuffing, 552 past the size limit), RSET, NOOP, VRFY (252), QUIT, and
+//! STARTTLS (rustls) when a certificate is configured. Every
 //! line is bounded, every wait timed out, and connections are limited in total and
 //! per source address. DATA is answered 250 only after the handler says the message
 //! is durably stored; 451 when it could not be, so the sender retries.
@@ -16,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -78,11 +80,13 @@ pub struct SmtpServer {
 }
 
 impl SmtpServer {
+    /// `tls`: a server configuration (certificate and key) to offer STARTTLS with.
     pub async fn start(
         listen: SocketAddr,
         hostname: String,
         limits: SmtpLimits,
         handler: Arc<dyn MailHandler>,
+        tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     ) -> std::io::Result<SmtpServer> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
@@ -94,6 +98,7 @@ impl SmtpServer {
             hostname,
             limits,
             handler,
+            tls: tls.map(TlsAcceptor::from),
         });
         let (stop, end, tracker) = (accepting.clone(), end_all.clone(), sessions.clone());
         tokio::spawn(async move {
@@ -134,7 +139,7 @@ impl SmtpServer {
                             .await;
                         return;
                     }
-                    let session = config.serve(stream, peer);
+                    let session = config.serve_connection(stream, peer);
                     tokio::select! {
                         _ = tokio::time::timeout(config.limits.session_timeout, session) => {}
                         _ = end.cancelled() => {}
@@ -185,6 +190,8 @@ struct Session {
     hostname: String,
     limits: SmtpLimits,
     handler: Arc<dyn MailHandler>,
+    /// Offered as STARTTLS when a certificate is configured.
+    tls: Option<TlsAcceptor>,
 }
 
 /// One SMTP session over any byte stream, as the listener runs it for each
@@ -200,8 +207,35 @@ pub async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
         hostname: hostname.to_string(),
         limits: limits.clone(),
         handler,
+        tls: None,
     };
-    session.serve(stream, peer).await;
+    session.serve(stream, peer, false, true).await;
+}
+
+/// The STARTTLS configuration from a PEM certificate chain and its private key.
+pub fn tls_config(
+    certificate: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<tokio_rustls::rustls::ServerConfig>, String> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certificate)
+        .and_then(|certs| certs.collect())
+        .map_err(|e| format!("{}: {e}", certificate.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: no certificate in it", certificate.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|e| e.to_string())?;
+    Ok(Arc::new(config))
 }
 
 /// One parsed command line.
@@ -297,13 +331,50 @@ struct Envelope {
     to: Vec<String>,
 }
 
+/// How a session over one stream ended.
+enum Ended<S> {
+    Closed,
+    /// The client asked for STARTTLS: the same connection, to be wrapped in TLS.
+    StartTls(S),
+}
+
 impl Session {
-    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: S, peer: SocketAddr) {
-        let (read, mut write) = tokio::io::split(stream);
-        let mut reader = BufReader::new(read);
-        let greeting = format!("220 {} ESMTP contactd\r\n", self.hostname);
-        if write.write_all(greeting.as_bytes()).await.is_err() {
+    /// A connection: in the clear, then (after STARTTLS, when a certificate is
+    /// configured) a new session over TLS on the same connection.
+    async fn serve_connection(&self, stream: TcpStream, peer: SocketAddr) {
+        let Ended::StartTls(stream) = self.serve(stream, peer, self.tls.is_some(), true).await
+        else {
             return;
+        };
+        let Some(acceptor) = &self.tls else { return };
+        match tokio::time::timeout(self.limits.command_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => {
+                // RFC 3207: everything starts again, and STARTTLS is not offered twice.
+                self.serve(tls, peer, false, false).await;
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!("TLS handshake timed out"),
+        }
+    }
+
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: S,
+        peer: SocketAddr,
+        offer_tls: bool,
+        greet: bool,
+    ) -> Ended<S> {
+        let mut reader = BufReader::new(stream);
+        macro_rules! send {
+            ($bytes:expr) => {
+                reader.get_mut().write_all($bytes).await
+            };
+        }
+        if greet {
+            let greeting = format!("220 {} ESMTP contactd\r\n", self.hostname);
+            if send!(greeting.as_bytes()).is_err() {
+                return Ended::Closed;
+            }
         }
         let mut helo: Option<String> = None;
         let mut envelope = Envelope::default();
@@ -320,20 +391,20 @@ impl Session {
             .await;
             let reply: String = match read {
                 Err(_) => {
-                    let _ = write
-                        .write_all(b"421 4.4.2 Idle too long, closing\r\n")
-                        .await;
-                    return;
+                    let _ = send!(b"421 4.4.2 Idle too long, closing\r\n");
+                    return Ended::Closed;
                 }
-                Ok(Err(_)) | Ok(Ok(Line::Eof)) => return,
+                Ok(Err(_)) | Ok(Ok(Line::Eof)) => return Ended::Closed,
                 Ok(Ok(Line::TooLong)) => "500 5.5.2 Line too long".into(),
                 Ok(Ok(Line::Complete)) => match parse_command(&line) {
                     Command::Ehlo(name) => {
                         helo = Some(name);
                         envelope = Envelope::default();
                         format!(
-                            "250-{} greets you\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250 SIZE {}",
-                            self.hostname, self.limits.max_message_bytes
+                            "250-{} greets you\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n{}250 SIZE {}",
+                            self.hostname,
+                            if offer_tls { "250-STARTTLS\r\n" } else { "" },
+                            self.limits.max_message_bytes
                         )
                     }
                     Command::Helo(name) => {
@@ -370,12 +441,8 @@ impl Session {
                     }
                     Command::Data if envelope.to.is_empty() => "503 5.5.1 Need RCPT first".into(),
                     Command::Data => {
-                        if write
-                            .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
-                            .await
-                            .is_err()
-                        {
-                            return;
+                        if send!(b"354 End data with <CR><LF>.<CR><LF>\r\n").is_err() {
+                            return Ended::Closed;
                         }
                         let body = tokio::time::timeout(
                             self.limits.session_timeout,
@@ -408,7 +475,7 @@ impl Session {
                                 }
                             }
                             Ok(Ok(None)) => "552 5.3.4 Message size exceeds the limit".into(),
-                            Ok(Err(_)) | Err(_) => return,
+                            Ok(Err(_)) | Err(_) => return Ended::Closed,
                         }
                     }
                     Command::Rset => {
@@ -418,10 +485,18 @@ impl Session {
                     Command::Noop => "250 2.0.0 OK".into(),
                     Command::Vrfy => "252 2.1.5 Cannot verify, but will try".into(),
                     Command::Quit => {
-                        let _ = write.write_all(b"221 2.0.0 Bye\r\n").await;
-                        return;
+                        let _ = send!(b"221 2.0.0 Bye\r\n");
+                        return Ended::Closed;
                     }
-                    Command::StartTls => "454 4.7.0 TLS not available".into(),
+                    Command::StartTls if !offer_tls => "454 4.7.0 TLS not available".into(),
+                    Command::StartTls => {
+                        if send!(b"220 2.0.0 Ready to start TLS\r\n").is_err() {
+                            return Ended::Closed;
+                        }
+                        // Anything the client sent after STARTTLS, before the
+                        // handshake, is discarded (RFC 3207 §4.2: command injection).
+                        return Ended::StartTls(reader.into_inner());
+                    }
                     Command::Malformed(reply) => {
                         errors += 1;
                         reply.into()
@@ -433,16 +508,17 @@ impl Session {
                 },
             };
             if errors > MAX_ERRORS {
-                let _ = write.write_all(b"421 4.7.0 Too many errors\r\n").await;
-                return;
+                let _ = send!(b"421 4.7.0 Too many errors\r\n");
+                return Ended::Closed;
             }
             let mut reply = reply;
             reply.push_str("\r\n");
-            if write.write_all(reply.as_bytes()).await.is_err() {
-                return;
+            if send!(reply.as_bytes()).is_err() {
+                return Ended::Closed;
             }
         }
-        let _ = write.write_all(b"421 4.7.0 Too many commands\r\n").await;
+        let _ = send!(b"421 4.7.0 Too many commands\r\n");
+        Ended::Closed
     }
 }
 

@@ -239,6 +239,7 @@ impl Inner {
             },
             acknowledge: None,
             message: None,
+            original: None,
         };
         match self.intake.receive(&contact).await {
             Ok(outcome) => {
