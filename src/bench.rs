@@ -67,6 +67,7 @@ fn contact(run: &str, i: usize, reference: Option<Reference>, from: Sender) -> I
         acknowledge: None,
         message: None,
         original: None,
+        attachments: Vec::new(),
     }
 }
 

@@ -107,6 +107,8 @@ pub struct InboundContact {
     pub message: Option<ReceivedMessage>,
     /// The contact exactly as it arrived (an email's raw message), kept with it.
     pub original: Option<crate::store::mail::Original>,
+    /// Files the resident attached, kept with it.
+    pub attachments: Vec<crate::store::attachments::NewAttachment>,
 }
 
 /// Thread hints a channel found in a contact; intake decides what they are worth.
@@ -379,6 +381,9 @@ impl Core {
         if let Some(original) = &contact.original {
             crate::store::mail::insert_original(tx, contact.channel, Some(&contact_id), original)
                 .await?;
+        }
+        for attachment in &contact.attachments {
+            crate::store::attachments::insert(tx, &contact_id, attachment).await?;
         }
 
         let (customer_id, identity, candidates) = self.identify(tx, &actor, &contact.from).await?;

@@ -46,6 +46,8 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("get", "/api/v1/requests/{reference}/recordings"),
     ("post", "/api/v1/requests/{reference}/sms"),
     ("post", "/api/v1/requests/{reference}/email"),
+    ("get", "/api/v1/requests/{reference}/attachments"),
+    ("get", "/api/v1/attachments/{id}"),
     ("post", "/api/v1/requests/{reference}/status"),
     ("get", "/api/v1/requests/{reference}/timeline"),
     ("get", "/api/v1/services"),

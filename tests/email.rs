@@ -19,6 +19,7 @@ on_both_backends!(
     oversized_unknown_and_unstorable_mail_is_refused_and_nothing_half_stored,
     staff_replies_thread_into_the_residents_mail,
     starttls_is_offered_with_a_certificate,
+    attachments_are_kept_and_every_download_audited,
 );
 
 const COUNCIL: &str = "contact@council.example";
@@ -641,5 +642,111 @@ async fn starttls_is_offered_with_a_certificate(backend: Backend) {
         !String::from_utf8_lossy(&seen).contains("2.1.0"),
         "the injected MAIL was not answered"
     );
+    app.stop().await;
+}
+
+async fn attachments_are_kept_and_every_download_audited(backend: Backend) {
+    let (app, _sink, _dns) = email_app(backend, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let photo = dir.path().join("fly tipping.jpg");
+    let bytes: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&photo, &bytes).unwrap();
+    let attach = format!("@{}", photo.display());
+    let (ok, transcript) = swaks(
+        app.smtp.unwrap(),
+        &[
+            "--from",
+            "ann@example.org",
+            "--to",
+            COUNCIL,
+            "--header",
+            "Subject: Rubbish dumped",
+            "--body",
+            "Photo attached.",
+            "--attach-type",
+            "image/jpeg",
+            "--attach",
+            &attach,
+        ],
+    )
+    .await;
+    assert!(ok, "{transcript}");
+    let reference = requests(&app).await[0]["reference"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, list) = app
+        .get(
+            Role::Agent,
+            &format!("/api/v1/requests/{reference}/attachments"),
+        )
+        .await;
+    assert_eq!(status, 200, "{list}");
+    let files = list.as_array().unwrap();
+    assert_eq!(files.len(), 1, "{list}");
+    assert_eq!(files[0]["name"], "fly tipping.jpg");
+    assert_eq!(files[0]["content_type"], "image/jpeg");
+    assert_eq!(files[0]["size_bytes"], 20_000);
+    let id = files[0]["id"].as_str().unwrap();
+
+    let download = |role: Role| {
+        let app = &app;
+        async move {
+            app.client
+                .get(app.url(&format!("/api/v1/attachments/{id}")))
+                .bearer_auth(app.token(role))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let got = download(Role::Agent).await;
+    assert_eq!(got.status(), 200);
+    assert_eq!(
+        got.headers()["content-type"],
+        "application/octet-stream",
+        "never rendered"
+    );
+    assert_eq!(got.headers()["x-content-type-options"], "nosniff");
+    assert!(
+        got.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("fly%20tipping.jpg")
+    );
+    assert_eq!(got.bytes().await.unwrap().to_vec(), bytes);
+    assert_eq!(
+        download(Role::Quality).await.status(),
+        403,
+        "quality staff review calls, not files"
+    );
+    assert_eq!(
+        app.count("audit_log WHERE entity = 'attachment' AND action = 'download'")
+            .await,
+        1,
+        "the download is on record"
+    );
+    // The same file again (another message) is stored once.
+    let (ok, _) = swaks(
+        app.smtp.unwrap(),
+        &[
+            "--from",
+            "ann@example.org",
+            "--to",
+            COUNCIL,
+            "--header",
+            "Subject: Again",
+            "--body",
+            "Same photo.",
+            "--attach-type",
+            "image/jpeg",
+            "--attach",
+            &attach,
+        ],
+    )
+    .await;
+    assert!(ok);
+    assert_eq!(app.count("attachments").await, 2);
+    assert_eq!(app.count("attachment_blobs").await, 1);
     app.stop().await;
 }

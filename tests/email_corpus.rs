@@ -78,9 +78,13 @@ fn charsets_are_decoded_or_kept_never_dropped() {
 
 #[test]
 fn odd_structures_are_survived() {
-    assert_eq!(corpus("mixed_attachment.eml").attachments, 1);
+    let mixed = corpus("mixed_attachment.eml");
+    assert_eq!(mixed.attachments.len(), 1);
+    assert_eq!(mixed.attachments[0].name, "form.pdf");
+    assert_eq!(mixed.attachments[0].content_type, "application/pdf");
+    assert!(mixed.attachments[0].bytes.starts_with(b"%PDF-1.4"));
     assert!(corpus("winmail_dat.eml").text.contains("See attached"));
-    assert_eq!(corpus("winmail_dat.eml").attachments, 1);
+    assert_eq!(corpus("winmail_dat.eml").attachments[0].name, "winmail.dat");
     let smime = corpus("smime_opaque.eml");
     assert_eq!(smime.message_id.as_deref(), Some("<smime@example.org>"));
     let broken = corpus("broken_mime.eml");

@@ -111,6 +111,7 @@ pub async fn record(
         acknowledge: None,
         message: None,
         original: None,
+        attachments: Vec::new(),
     };
     let outcome = state.intake.receive(&contact).await?;
     let status = if outcome.redelivery {

@@ -3,7 +3,8 @@
 //! - [`auth`]: bearer tokens, roles and the permission table
 //! - [`extract`]: body, query and reference extractors that parse into domain types
 //! - [`error`]: JSON errors with stable codes
-//! - [`customers`], [`requests`], [`contacts`], [`recordings`], [`audit`]: the routes
+//! - [`customers`], [`requests`], [`contacts`], [`attachments`], [`recordings`],
+//!   [`audit`]: the routes
 //! - [`webhooks`]: Twilio's signed SMS and status webhooks (HTTP only)
 //! - [`messages`]: staff write to residents by SMS or email
 //! - [`ops`]: health, readiness, metrics, OpenAPI, the service catalogue
@@ -11,6 +12,7 @@
 //! Every route is registered through utoipa-axum's `routes!`, which will not compile a
 //! handler without its `#[utoipa::path]`: the OpenAPI document cannot miss a route.
 
+pub mod attachments;
 pub mod audit;
 pub mod auth;
 pub mod contacts;
@@ -114,6 +116,8 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
         .routes(routes!(requests::add_note))
         .routes(routes!(requests::timeline))
         .routes(routes!(requests::assign_customer))
+        .routes(routes!(attachments::of_request))
+        .routes(routes!(attachments::download))
         .routes(routes!(recordings::of_request))
         .routes(routes!(recordings::download))
         .routes(routes!(recordings::legal_hold))

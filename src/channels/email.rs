@@ -33,6 +33,7 @@ use crate::intake::{InboundContact, Intake, Origin, ReceivedMessage, Sender, Thr
 use crate::outbound::Recipient;
 use crate::startup::StartupError;
 use crate::store::Store;
+use crate::store::attachments::NewAttachment;
 use crate::store::mail::Original;
 
 /// The email channel as startup runs it: the SMTP receiver and the IMAP poller (each
@@ -376,8 +377,19 @@ impl MailIntake {
             content.push_str("\n\n[earlier messages quoted]\n");
             content.push_str(&parsed.quoted);
         }
-        if parsed.attachments > 0 {
-            content.push_str(&format!("\n\n[{} attachment(s)]", parsed.attachments));
+        for a in &parsed.attachments {
+            content.push_str(&format!(
+                "\n[attached: {} ({}, {} bytes)]",
+                a.name,
+                a.content_type,
+                a.bytes.len()
+            ));
+        }
+        if parsed.attachments_skipped > 0 {
+            content.push_str(&format!(
+                "\n[{} more attachment(s) over the limits, kept in the original message]",
+                parsed.attachments_skipped
+            ));
         }
         InboundContact {
             channel: Channel::Email,
@@ -426,6 +438,15 @@ impl MailIntake {
                 thread_index: parsed.thread_index.clone(),
             }),
             original: Some(arrival.original.clone()),
+            attachments: parsed
+                .attachments
+                .iter()
+                .map(|a| NewAttachment {
+                    name: a.name.clone(),
+                    content_type: a.content_type.clone(),
+                    bytes: a.bytes.clone().into(),
+                })
+                .collect(),
         }
     }
 }

@@ -173,6 +173,7 @@ impl SmsChannel {
             acknowledge: sender.map(Recipient::Sms),
             message: Some(ReceivedMessage::default()),
             original: None,
+            attachments: Vec::new(),
         })
     }
 

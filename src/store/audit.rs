@@ -48,6 +48,7 @@ pub enum Entity {
     Request,
     Recording,
     StaffUser,
+    Attachment,
 }
 
 impl Entity {
@@ -57,6 +58,7 @@ impl Entity {
             Entity::Request => "request",
             Entity::Recording => "recording",
             Entity::StaffUser => "staff_user",
+            Entity::Attachment => "attachment",
         }
     }
 }

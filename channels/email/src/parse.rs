@@ -3,10 +3,24 @@
 //! HTML part as text), whether it was sent automatically (RFC 3834), and whether it
 //! is a delivery report (RFC 3464). Bounded: the text kept is cut at a limit.
 
-use mail_parser::{HeaderValue, Message, MessageParser};
+use mail_parser::{HeaderValue, Message, MessageParser, MimeHeaders};
 
 /// The most text kept from one message; the raw message keeps the rest.
 pub const MAX_TEXT_CHARS: usize = 100_000;
+/// Attachments kept apart per message, and the largest one; the rest stay in the raw
+/// message (kept whole) and are counted in `attachments_skipped`.
+pub const MAX_ATTACHMENTS: usize = 20;
+pub const MAX_ATTACHMENT_BYTES: usize = 15 * 1024 * 1024;
+
+/// A part the sender attached (or an inline image), decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// The file name the sender gave, cleaned; `attachment-N` if none.
+    pub name: String,
+    /// `type/subtype`, lower case, as the sender declared it.
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboundEmail {
@@ -27,7 +41,9 @@ pub struct InboundEmail {
     pub automatic: Option<&'static str>,
     /// A delivery status notification (multipart/report; report-type=delivery-status).
     pub delivery_report: bool,
-    pub attachments: usize,
+    pub attachments: Vec<Attachment>,
+    /// Attachments past the limits, left in the raw message only.
+    pub attachments_skipped: usize,
 }
 
 /// Parses `raw`. A message mail-parser cannot read at all still yields a value (no
@@ -44,7 +60,8 @@ pub fn parse(raw: &[u8]) -> InboundEmail {
             quoted: String::new(),
             automatic: None,
             delivery_report: false,
-            attachments: 0,
+            attachments: Vec::new(),
+            attachments_skipped: 0,
         };
     };
     let from = message
@@ -68,6 +85,7 @@ pub fn parse(raw: &[u8]) -> InboundEmail {
                 .subtype()
                 .is_some_and(|s| s.eq_ignore_ascii_case("report"))
     });
+    let attachments = attachments_of(&message);
     let whole = truncate(text_of(&message).trim());
     let (text, quoted) = split_reply(&whole);
     InboundEmail {
@@ -83,8 +101,47 @@ pub fn parse(raw: &[u8]) -> InboundEmail {
         from,
         answers,
         delivery_report,
-        attachments: message.attachment_count(),
+        attachments_skipped: message.attachment_count().saturating_sub(attachments.len()),
+        attachments,
     }
+}
+
+fn attachments_of(message: &Message) -> Vec<Attachment> {
+    message
+        .attachments()
+        .filter(|part| part.contents().len() <= MAX_ATTACHMENT_BYTES)
+        .take(MAX_ATTACHMENTS)
+        .enumerate()
+        .map(|(i, part)| {
+            let content_type = part
+                .content_type()
+                .map(|ct| match ct.subtype() {
+                    Some(sub) => format!("{}/{}", ct.ctype(), sub),
+                    None => ct.ctype().to_string(),
+                })
+                .unwrap_or_else(|| "application/octet-stream".into())
+                .to_ascii_lowercase();
+            Attachment {
+                name: clean_name(part.attachment_name())
+                    .unwrap_or_else(|| format!("attachment-{}", i + 1)),
+                content_type,
+                bytes: part.contents().to_vec(),
+            }
+        })
+        .collect()
+}
+
+/// A file name fit to show and to offer for download: no path, no control
+/// characters, at most 200 characters.
+fn clean_name(name: Option<&str>) -> Option<String> {
+    let name = name?.rsplit(['/', '\\']).next()?;
+    let cleaned: String = name
+        .chars()
+        .filter(|c| !c.is_control() && *c != '"')
+        .take(200)
+        .collect();
+    let cleaned = cleaned.trim().trim_start_matches('.').to_string();
+    (!cleaned.is_empty()).then_some(cleaned)
 }
 
 /// Splits a reply into what was written now and the history quoted below it: from

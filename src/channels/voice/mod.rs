@@ -240,6 +240,7 @@ impl Inner {
             acknowledge: None,
             message: None,
             original: None,
+            attachments: Vec::new(),
         };
         match self.intake.receive(&contact).await {
             Ok(outcome) => {
