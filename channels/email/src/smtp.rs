@@ -296,8 +296,10 @@ pub fn parse_command(line: &[u8]) -> Command {
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
-        .then(|| s[prefix.len()..].trim_start())
+    // `get`: the bytes after the verb may split a character where the prefix ends.
+    s.get(..prefix.len())
+        .filter(|head| head.eq_ignore_ascii_case(prefix))
+        .map(|_| s[prefix.len()..].trim_start())
 }
 
 /// `<addr> params`: the address inside the brackets (source routes dropped) and the
@@ -649,6 +651,11 @@ mod tests {
             Command::Malformed(_)
         ));
         assert_eq!(parse_command(b"\xff\xfe"), Command::Unknown);
+        // Found by the fuzzer: a character split where "TO:" would end.
+        assert!(matches!(
+            parse_command("RCPT T)\u{188}#onta".as_bytes()),
+            Command::Malformed(_)
+        ));
         assert_eq!(
             parse_command(b"EHLO"),
             Command::Malformed("501 5.5.4 A domain or address is required")
