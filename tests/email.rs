@@ -20,6 +20,8 @@ on_both_backends!(
     staff_replies_thread_into_the_residents_mail,
     starttls_is_offered_with_a_certificate,
     attachments_are_kept_and_every_download_audited,
+    a_relay_that_refuses_for_now_is_tried_again,
+    a_dkim_signature_alone_proves_a_sender,
 );
 
 const COUNCIL: &str = "contact@council.example";
@@ -748,5 +750,208 @@ async fn attachments_are_kept_and_every_download_audited(backend: Backend) {
     assert!(ok);
     assert_eq!(app.count("attachments").await, 2);
     assert_eq!(app.count("attachment_blobs").await, 1);
+    app.stop().await;
+}
+
+async fn a_relay_that_refuses_for_now_is_tried_again(backend: Backend) {
+    let relay = SmtpSink::refusing(1).await;
+    let dns = LocalDns::start(DNS).await;
+    let url = relay.url();
+    let app = spawn_app_with(backend, |s| {
+        s.email.dns_resolver = dns.addr.to_string();
+        s.email.smtp_listen = "127.0.0.1:0".parse().unwrap();
+        s.email.domains = vec!["council.example".into()];
+        s.email.from = format!("Council <{COUNCIL}>");
+        s.email.relay_url = Secret::new(url);
+    })
+    .await;
+    let mut relay = relay;
+    send(
+        &app,
+        "ann@example.org",
+        COUNCIL,
+        &[("Subject", "Hello")],
+        "Hi",
+    )
+    .await;
+    // The relay says 451: nothing left, so the acknowledgement waits to be tried again.
+    let refused = relay.next_event().await;
+    assert!(refused.get("refused").is_some(), "{refused}");
+    let pending = "messages WHERE direction = 'out' AND status = 'pending' AND attempts = 1";
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while app.count(pending).await != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refusal was not recorded as a retry"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Its time comes (the backoff, brought forward): the second attempt is delivered.
+    sqlx::query("UPDATE messages SET next_attempt_at = 0 WHERE direction = 'out'")
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    let ack = relay.next().await;
+    assert_eq!(ack.rcpt_tos, vec!["ann@example.org"]);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while app
+        .count("messages WHERE direction = 'out' AND status = 'sent'")
+        .await
+        != 1
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the delivery was not recorded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    app.stop().await;
+}
+
+/// Signs `message` with DKIM as `d=strict.example; s=s1` using dkimpy, a signer
+/// nobody here wrote.
+fn dkim_sign(key: &std::path::Path, message: &str) -> String {
+    let script = "import dkim, sys\n\
+        key = open(sys.argv[1], 'rb').read()\n\
+        msg = sys.stdin.buffer.read()\n\
+        sig = dkim.sign(msg, b's1', b'strict.example', key, include_headers=[b'from', b'to', b'subject', b'message-id'])\n\
+        sys.stdout.buffer.write(sig + msg)\n";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(message.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "dkimpy is required (scripts/test installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+async fn a_dkim_signature_alone_proves_a_sender(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("dkim.pem");
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    openssl(&["genrsa", "-out", key.to_str().unwrap(), "1024"]);
+    use base64::Engine;
+    let public = base64::engine::general_purpose::STANDARD.encode(openssl(&[
+        "rsa",
+        "-in",
+        key.to_str().unwrap(),
+        "-pubout",
+        "-outform",
+        "DER",
+    ]));
+    let dkim_record = format!("v=DKIM1; k=rsa; p={public}");
+    // strict.example's SPF allows nobody: only its DKIM signature can prove Bob.
+    let dns = LocalDns::start(&[
+        ("strict.example", "v=spf1 -all"),
+        ("_dmarc.strict.example", "v=DMARC1; p=reject"),
+        ("s1._domainkey.strict.example", &dkim_record),
+    ])
+    .await;
+    let sink = SmtpSink::start().await;
+    let url = sink.url();
+    let app = spawn_app_with(backend, |s| {
+        s.email.dns_resolver = dns.addr.to_string();
+        s.email.smtp_listen = "127.0.0.1:0".parse().unwrap();
+        s.email.domains = vec!["council.example".into()];
+        s.email.from = format!("Council <{COUNCIL}>");
+        s.email.relay_url = Secret::new(url);
+    })
+    .await;
+    let bob = app
+        .create_customer(json!({"given_name": "Bob", "emails": ["bob@strict.example"]}))
+        .await;
+    let (_, opened) = app
+        .post(
+            Role::Agent,
+            "/api/v1/requests",
+            json!({"customer_id": bob["id"], "service": "highways", "summary": "Drain"}),
+        )
+        .await;
+    let reference = opened["reference"].as_str().unwrap().to_string();
+    let message = |id: &str, subject: &str| {
+        format!(
+            "From: bob@strict.example\r\nTo: {COUNCIL}\r\nSubject: {subject}\r\nMessage-ID: <{id}@strict.example>\r\n\r\nStill blocked.\r\n"
+        )
+    };
+    let data = dir.path().join("signed.eml");
+    let signed = dkim_sign(&key, &message("d1", &format!("Re: [{reference}]")));
+    std::fs::write(&data, &signed).unwrap();
+    let at_data = format!("@{}", data.display());
+    let smtp = app.smtp.unwrap();
+    let (ok, transcript) = swaks(
+        smtp,
+        &[
+            "--from",
+            "bob@strict.example",
+            "--to",
+            COUNCIL,
+            "--data",
+            &at_data,
+        ],
+    )
+    .await;
+    assert!(ok, "{transcript}");
+    assert_eq!(
+        contacts_on(&app, &reference).await,
+        1,
+        "DKIM proved Bob: his tag joins"
+    );
+
+    // The same signature over a subject changed in transit: it no longer verifies.
+    let tampered = dkim_sign(&key, &message("d2", &format!("Re: [{reference}]"))).replacen(
+        &format!("Subject: Re: [{reference}]"),
+        &format!("Subject: Fwd: [{reference}]"),
+        1,
+    );
+    std::fs::write(&data, &tampered).unwrap();
+    let (ok, transcript) = swaks(
+        smtp,
+        &[
+            "--from",
+            "bob@strict.example",
+            "--to",
+            COUNCIL,
+            "--data",
+            &at_data,
+        ],
+    )
+    .await;
+    assert!(ok, "{transcript}");
+    assert_eq!(
+        contacts_on(&app, &reference).await,
+        1,
+        "a broken signature proves nothing"
+    );
+    assert_eq!(
+        app.count("service_requests WHERE identity_review = 1")
+            .await,
+        1
+    );
     app.stop().await;
 }

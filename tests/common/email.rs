@@ -41,10 +41,26 @@ impl Received {
 }
 
 impl SmtpSink {
+    /// The next thing that happened at the sink: a message, or a refusal.
+    pub async fn next_event(&mut self) -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(30), self.lines.next_line())
+            .await
+            .expect("the SMTP sink hears from the daemon in time")
+            .unwrap()
+            .expect("the sink is running");
+        serde_json::from_str(&line).unwrap()
+    }
+
     pub async fn start() -> SmtpSink {
+        Self::refusing(0).await
+    }
+
+    /// A relay that refuses its first `n` messages with 451.
+    pub async fn refusing(n: usize) -> SmtpSink {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/smtp_sink.py");
         let mut child = Command::new("python3")
             .arg(script)
+            .arg(n.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -67,14 +83,14 @@ impl SmtpSink {
         format!("smtp://127.0.0.1:{}", self.port)
     }
 
-    /// The next message the sink receives.
+    /// The next message the sink receives (refusals skipped).
     pub async fn next(&mut self) -> Received {
-        let line = tokio::time::timeout(Duration::from_secs(30), self.lines.next_line())
-            .await
-            .expect("a message reaches the SMTP sink in time")
-            .unwrap()
-            .expect("the sink is running");
-        let v: Value = serde_json::from_str(&line).unwrap();
+        let v: Value = loop {
+            let v = self.next_event().await;
+            if v.get("refused").is_none() {
+                break v;
+            }
+        };
         Received {
             mail_from: v["mail_from"].as_str().unwrap().to_string(),
             rcpt_tos: v["rcpt_tos"]
