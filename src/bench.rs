@@ -68,6 +68,7 @@ fn contact(run: &str, i: usize, reference: Option<Reference>, from: Sender) -> I
         message: None,
         original: None,
         attachments: Vec::new(),
+        needs_review: false,
     }
 }
 

@@ -109,6 +109,9 @@ pub struct InboundContact {
     pub original: Option<crate::store::mail::Original>,
     /// Files the resident attached, kept with it.
     pub attachments: Vec<crate::store::attachments::NewAttachment>,
+    /// The channel could not read the contact fully (it is kept as it arrived): a
+    /// new request is flagged for staff.
+    pub needs_review: bool,
 }
 
 /// Thread hints a channel found in a contact; intake decides what they are worth.
@@ -405,7 +408,9 @@ impl Core {
                         service: &service,
                         summary: &summary,
                         special_category: false,
-                        identity_review: customer_id.is_none() || routed.not_honoured,
+                        identity_review: customer_id.is_none()
+                            || routed.not_honoured
+                            || contact.needs_review,
                         opened_via: contact.channel,
                     },
                 )

@@ -112,6 +112,7 @@ pub async fn record(
         message: None,
         original: None,
         attachments: Vec::new(),
+        needs_review: false,
     };
     let outcome = state.intake.receive(&contact).await?;
     let status = if outcome.redelivery {

@@ -227,7 +227,7 @@ impl MailIntake {
 
     /// Mail from the SMTP receiver: stored, then a bounce or a contact.
     async fn take(&self, mail: ReceivedMail) -> Result<(), NotStored> {
-        let parsed = contactd_email::parse(&mail.raw);
+        let (parsed, read) = parse_bounded(&mail.raw).await;
         let original = Original {
             key: message_key(&parsed, &mail.raw).as_str().to_string(),
             envelope: format!(
@@ -271,13 +271,14 @@ impl MailIntake {
             null_sender: mail.mail_from.is_none(),
             verdict,
             original,
+            read,
         };
         self.receive(arrival).await
     }
 
     /// Mail the IMAP poller fetched: stored, a contact, then the folder's position.
     async fn take_fetched(&self, mail: FetchedMail) -> Result<(), NotStored> {
-        let parsed = contactd_email::parse(&mail.raw);
+        let (parsed, read) = parse_bounded(&mail.raw).await;
         let original = Original {
             key: message_key(&parsed, &mail.raw).as_str().to_string(),
             envelope: format!(
@@ -302,6 +303,7 @@ impl MailIntake {
             null_sender: false,
             verdict,
             original,
+            read,
         })
         .await?;
         self.store
@@ -447,6 +449,28 @@ impl MailIntake {
                     bytes: a.bytes.clone().into(),
                 })
                 .collect(),
+            needs_review: !arrival.read,
+        }
+    }
+}
+
+/// The longest a message may take to parse. Parsing runs off the async workers, so a
+/// message built to be slow to read holds up nobody else; past the limit it is kept
+/// as it came and flagged for staff.
+const PARSE_LIMIT: Duration = Duration::from_secs(10);
+
+async fn parse_bounded(raw: &[u8]) -> (InboundEmail, bool) {
+    let raw: Arc<[u8]> = raw.into();
+    let work = tokio::task::spawn_blocking(move || contactd_email::parse(&raw));
+    match tokio::time::timeout(PARSE_LIMIT, work).await {
+        Ok(Ok(parsed)) => (parsed, true),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "a message could not be parsed; kept as it came");
+            (InboundEmail::unread(), false)
+        }
+        Err(_) => {
+            tracing::warn!("a message took too long to parse; kept as it came");
+            (InboundEmail::unread(), false)
         }
     }
 }
@@ -474,6 +498,8 @@ struct Arrival<'a> {
     verdict: Verdict,
     /// Stored with the contact, in its transaction.
     original: Original,
+    /// Parsed within the time limit (else kept as it came, for staff).
+    read: bool,
 }
 
 impl MailboxStore for MailIntake {

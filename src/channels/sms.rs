@@ -174,6 +174,7 @@ impl SmsChannel {
             message: Some(ReceivedMessage::default()),
             original: None,
             attachments: Vec::new(),
+            needs_review: false,
         })
     }
 

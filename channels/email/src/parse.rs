@@ -46,6 +46,27 @@ pub struct InboundEmail {
     pub attachments_skipped: usize,
 }
 
+impl InboundEmail {
+    /// What stands in for a message that could not be read in time: nothing taken
+    /// from it but a note; the raw message is kept whole for staff.
+    pub fn unread() -> InboundEmail {
+        InboundEmail {
+            message_id: None,
+            from: None,
+            subject: String::new(),
+            answers: Vec::new(),
+            thread_index: None,
+            text: "(This message could not be read in time. It is kept exactly as it arrived.)"
+                .into(),
+            quoted: String::new(),
+            automatic: None,
+            delivery_report: false,
+            attachments: Vec::new(),
+            attachments_skipped: 0,
+        }
+    }
+}
+
 /// Parses `raw`. A message mail-parser cannot read at all still yields a value (no
 /// headers, the bytes as lossy text), so nothing received is ever dropped.
 pub fn parse(raw: &[u8]) -> InboundEmail {

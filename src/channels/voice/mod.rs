@@ -241,6 +241,7 @@ impl Inner {
             message: None,
             original: None,
             attachments: Vec::new(),
+            needs_review: false,
         };
         match self.intake.receive(&contact).await {
             Ok(outcome) => {
