@@ -44,17 +44,27 @@ async fn email_app(
 ) -> (TestApp, SmtpSink, LocalDns) {
     let sink = SmtpSink::start().await;
     let dns = LocalDns::start(DNS).await;
-    let relay = sink.url();
-    let app = spawn_app_with(backend, |s| {
+    let app = email_app_with(backend, &sink, &dns, adjust).await;
+    (app, sink, dns)
+}
+
+/// The daemon receiving for council.example, sending through `relay`, asking `dns`.
+async fn email_app_with(
+    backend: Backend,
+    relay: &SmtpSink,
+    dns: &LocalDns,
+    adjust: impl FnOnce(&mut contactd::configuration::Settings),
+) -> TestApp {
+    let url = relay.url();
+    spawn_app_with(backend, |s| {
         s.email.dns_resolver = dns.addr.to_string();
         s.email.smtp_listen = "127.0.0.1:0".parse().unwrap();
         s.email.domains = vec!["council.example".into()];
         s.email.from = format!("Council <{COUNCIL}>");
-        s.email.relay_url = Secret::new(relay);
+        s.email.relay_url = Secret::new(url);
         adjust(s);
     })
-    .await;
-    (app, sink, dns)
+    .await
 }
 
 /// Sends one message with swaks; asserts the daemon answered 250.
@@ -754,18 +764,9 @@ async fn attachments_are_kept_and_every_download_audited(backend: Backend) {
 }
 
 async fn a_relay_that_refuses_for_now_is_tried_again(backend: Backend) {
-    let relay = SmtpSink::refusing(1).await;
+    let mut relay = SmtpSink::refusing(1).await;
     let dns = LocalDns::start(DNS).await;
-    let url = relay.url();
-    let app = spawn_app_with(backend, |s| {
-        s.email.dns_resolver = dns.addr.to_string();
-        s.email.smtp_listen = "127.0.0.1:0".parse().unwrap();
-        s.email.domains = vec!["council.example".into()];
-        s.email.from = format!("Council <{COUNCIL}>");
-        s.email.relay_url = Secret::new(url);
-    })
-    .await;
-    let mut relay = relay;
+    let app = email_app_with(backend, &relay, &dns, |_| {}).await;
     send(
         &app,
         "ann@example.org",
@@ -777,15 +778,11 @@ async fn a_relay_that_refuses_for_now_is_tried_again(backend: Backend) {
     // The relay says 451: nothing left, so the acknowledgement waits to be tried again.
     let refused = relay.next_event().await;
     assert!(refused.get("refused").is_some(), "{refused}");
-    let pending = "messages WHERE direction = 'out' AND status = 'pending' AND attempts = 1";
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while app.count(pending).await != 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the refusal was not recorded as a retry"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    app.until_count(
+        "messages WHERE direction = 'out' AND status = 'pending' AND attempts = 1",
+        1,
+    )
+    .await;
     // Its time comes (the backoff, brought forward): the second attempt is delivered.
     sqlx::query("UPDATE messages SET next_attempt_at = 0 WHERE direction = 'out'")
         .execute(app.store.pool())
@@ -793,18 +790,8 @@ async fn a_relay_that_refuses_for_now_is_tried_again(backend: Backend) {
         .unwrap();
     let ack = relay.next().await;
     assert_eq!(ack.rcpt_tos, vec!["ann@example.org"]);
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while app
-        .count("messages WHERE direction = 'out' AND status = 'sent'")
-        .await
-        != 1
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the delivery was not recorded"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    app.until_count("messages WHERE direction = 'out' AND status = 'sent'", 1)
+        .await;
     app.stop().await;
 }
 
@@ -874,15 +861,7 @@ async fn a_dkim_signature_alone_proves_a_sender(backend: Backend) {
     ])
     .await;
     let sink = SmtpSink::start().await;
-    let url = sink.url();
-    let app = spawn_app_with(backend, |s| {
-        s.email.dns_resolver = dns.addr.to_string();
-        s.email.smtp_listen = "127.0.0.1:0".parse().unwrap();
-        s.email.domains = vec!["council.example".into()];
-        s.email.from = format!("Council <{COUNCIL}>");
-        s.email.relay_url = Secret::new(url);
-    })
-    .await;
+    let app = email_app_with(backend, &sink, &dns, |_| {}).await;
     let bob = app
         .create_customer(json!({"given_name": "Bob", "emails": ["bob@strict.example"]}))
         .await;
@@ -899,24 +878,30 @@ async fn a_dkim_signature_alone_proves_a_sender(backend: Backend) {
             "From: bob@strict.example\r\nTo: {COUNCIL}\r\nSubject: {subject}\r\nMessage-ID: <{id}@strict.example>\r\n\r\nStill blocked.\r\n"
         )
     };
-    let data = dir.path().join("signed.eml");
-    let signed = dkim_sign(&key, &message("d1", &format!("Re: [{reference}]")));
-    std::fs::write(&data, &signed).unwrap();
-    let at_data = format!("@{}", data.display());
-    let smtp = app.smtp.unwrap();
-    let (ok, transcript) = swaks(
-        smtp,
-        &[
-            "--from",
-            "bob@strict.example",
-            "--to",
-            COUNCIL,
-            "--data",
-            &at_data,
-        ],
-    )
+    // Sends a signed message as it is, with Bob's envelope sender.
+    let send_signed = |signed: String| {
+        let (app, dir) = (&app, &dir);
+        async move {
+            let data = dir.path().join("signed.eml");
+            std::fs::write(&data, signed).unwrap();
+            let at_data = format!("@{}", data.display());
+            let args = [
+                "--from",
+                "bob@strict.example",
+                "--to",
+                COUNCIL,
+                "--data",
+                &at_data,
+            ];
+            let (ok, transcript) = swaks(app.smtp.unwrap(), &args).await;
+            assert!(ok, "{transcript}");
+        }
+    };
+    send_signed(dkim_sign(
+        &key,
+        &message("d1", &format!("Re: [{reference}]")),
+    ))
     .await;
-    assert!(ok, "{transcript}");
     assert_eq!(
         contacts_on(&app, &reference).await,
         1,
@@ -929,20 +914,7 @@ async fn a_dkim_signature_alone_proves_a_sender(backend: Backend) {
         &format!("Subject: Fwd: [{reference}]"),
         1,
     );
-    std::fs::write(&data, &tampered).unwrap();
-    let (ok, transcript) = swaks(
-        smtp,
-        &[
-            "--from",
-            "bob@strict.example",
-            "--to",
-            COUNCIL,
-            "--data",
-            &at_data,
-        ],
-    )
-    .await;
-    assert!(ok, "{transcript}");
+    send_signed(tampered).await;
     assert_eq!(
         contacts_on(&app, &reference).await,
         1,

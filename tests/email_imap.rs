@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::dns::LocalDns;
 use common::email::swaks;
 use common::imap::{Dovecot, PASSWORD};
@@ -31,22 +29,6 @@ async fn imap_app(backend: Backend, dovecot: &Dovecot, dns: &LocalDns) -> TestAp
         s.email.imap_trusted_authserv_id = "mx.provider.test".into();
     })
     .await
-}
-
-/// Waits (up to 30 s) until `sql`'s count reaches `n`: the poller works on its own time.
-async fn until_count(app: &TestApp, table: &str, n: i64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = app.count(table).await;
-        if got == n {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{table}: {got} rows, expected {n}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn message(id: &str, from: &str, subject: &str, authentication: &str) -> String {
@@ -78,7 +60,7 @@ async fn fetched_mail_is_stored_once_and_only_then_marked_seen(backend: Backend)
         .append(&message("i2@example.org", "bob@example.net", "Lights", ""))
         .await;
     let app = imap_app(backend, &dovecot, &dns).await;
-    until_count(&app, "contacts", 2).await;
+    app.until_count("contacts", 2).await;
     let flags = dovecot.flags().await;
     assert_eq!(flags.matches("\\\\Seen").count(), 2, "{flags}");
 
@@ -86,7 +68,7 @@ async fn fetched_mail_is_stored_once_and_only_then_marked_seen(backend: Backend)
     dovecot
         .append(&message("i3@example.org", "cat@example.org", "Noise", ""))
         .await;
-    until_count(&app, "contacts", 3).await;
+    app.until_count("contacts", 3).await;
 
     // The folder renumbered (a UIDVALIDITY reset), or a crash between committing and
     // flagging: everything is fetched again and none of it is stored twice.
@@ -97,8 +79,9 @@ async fn fetched_mail_is_stored_once_and_only_then_marked_seen(backend: Backend)
     dovecot
         .append(&message("i4@example.org", "dan@example.org", "Parking", ""))
         .await;
-    until_count(&app, "contacts", 4).await;
-    until_count(&app, "mailbox_positions WHERE last_uid = 4", 1).await;
+    app.until_count("contacts", 4).await;
+    app.until_count("mailbox_positions WHERE last_uid = 4", 1)
+        .await;
     assert_eq!(app.count("contacts").await, 4, "nothing twice");
     assert_eq!(requests(&app).await.len(), 4);
 
@@ -130,7 +113,7 @@ async fn fetched_mail_is_stored_once_and_only_then_marked_seen(backend: Backend)
             &forged,
         ))
         .await;
-    until_count(&app, "contacts", 6).await;
+    app.until_count("contacts", 6).await;
     let (_, timeline) = app
         .get(
             Role::Agent,
@@ -195,7 +178,8 @@ async fn the_same_message_by_smtp_and_imap_is_one_contact(backend: Backend) {
             "",
         ))
         .await;
-    until_count(&app, "mailbox_positions WHERE last_uid = 2", 1).await;
+    app.until_count("mailbox_positions WHERE last_uid = 2", 1)
+        .await;
     assert_eq!(app.count("contacts").await, 2, "the copy was recognised");
     app.stop().await;
 }

@@ -257,6 +257,23 @@ impl TestApp {
         .unwrap()
     }
 
+    /// Waits (up to 30 s) until `table` (with any WHERE) has `n` rows: for work the
+    /// daemon does on its own time (the outbox, the IMAP poller).
+    pub async fn until_count(&self, table: &str, n: i64) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let got = self.count(table).await;
+            if got == n {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{table}: {got} rows, expected {n}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn create_customer(&self, body: Value) -> Value {
         let (status, customer) = self.post(Role::Agent, "/api/v1/customers", body).await;
         assert_eq!(status, 201, "{customer}");
