@@ -15,9 +15,19 @@ use serde_json::Value;
 on_both_backends!(
     fetched_mail_is_stored_once_and_only_then_marked_seen,
     the_same_message_by_smtp_and_imap_is_one_contact,
+    fetched_mail_can_be_moved_and_needs_no_message_id,
 );
 
 async fn imap_app(backend: Backend, dovecot: &Dovecot, dns: &LocalDns) -> TestApp {
+    imap_app_with(backend, dovecot, dns, |_| {}).await
+}
+
+async fn imap_app_with(
+    backend: Backend,
+    dovecot: &Dovecot,
+    dns: &LocalDns,
+    adjust: impl FnOnce(&mut contactd::configuration::Settings),
+) -> TestApp {
     spawn_app_with(backend, |s| {
         s.email.from = "Council <contact@council.example>".into();
         s.email.domains = vec!["council.example".into()];
@@ -27,6 +37,7 @@ async fn imap_app(backend: Backend, dovecot: &Dovecot, dns: &LocalDns) -> TestAp
         s.email.imap_password = Secret::new(PASSWORD);
         s.email.imap_poll_seconds = 1;
         s.email.imap_trusted_authserv_id = "mx.provider.test".into();
+        adjust(s);
     })
     .await
 }
@@ -181,5 +192,30 @@ async fn the_same_message_by_smtp_and_imap_is_one_contact(backend: Backend) {
     app.until_count("mailbox_positions WHERE last_uid = 2", 1)
         .await;
     assert_eq!(app.count("contacts").await, 2, "the copy was recognised");
+    app.stop().await;
+}
+
+async fn fetched_mail_can_be_moved_and_needs_no_message_id(backend: Backend) {
+    let dovecot = Dovecot::start().await;
+    dovecot.create("Processed").await;
+    let dns = LocalDns::start(&[]).await;
+    // No Message-ID: the message is known by its bytes.
+    let bare =
+        "From: fay@example.org\r\nTo: contact@council.example\r\nSubject: No id\r\n\r\nHello.\r\n";
+    dovecot.append(bare).await;
+    dovecot.append(bare).await;
+    let app = imap_app_with(backend, &dovecot, &dns, |s| {
+        s.email.imap_move_to = "Processed".into();
+    })
+    .await;
+    app.until_count("mailbox_positions WHERE last_uid = 2", 1)
+        .await;
+    assert_eq!(
+        app.count("contacts").await,
+        1,
+        "the same bytes twice are one contact"
+    );
+    assert_eq!(dovecot.count("INBOX").await, 0, "moved out of the inbox");
+    assert_eq!(dovecot.count("Processed").await, 2);
     app.stop().await;
 }

@@ -110,6 +110,19 @@ impl Dovecot {
         .await;
     }
 
+    /// Creates a folder.
+    pub async fn create(&self, folder: &str) {
+        self.imaplib(&format!("m.create('{folder}')"), "").await;
+    }
+
+    /// How many messages `folder` holds.
+    pub async fn count(&self, folder: &str) -> usize {
+        let out = self
+            .imaplib(&format!("print(m.select('{folder}')[1][0].decode())"), "")
+            .await;
+        out.trim().parse().unwrap()
+    }
+
     /// The flags of every message in INBOX, by UID.
     pub async fn flags(&self) -> String {
         self.imaplib(
