@@ -90,6 +90,16 @@ pub fn describe_metrics(limits: &Limits) {
             ],
         ),
         (
+            "contactd_imap_signin_failures_total",
+            "Sign-ins to the polled mailbox refused (an expired password or token): alert on it",
+            &[],
+        ),
+        (
+            "contactd_imap_fetched_total",
+            "Messages fetched from the polled mailbox and stored",
+            &[],
+        ),
+        (
             "contactd_sip_tcp_idle_closed_total",
             "Idle SIP TCP connections closed",
             &[],

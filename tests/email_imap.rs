@@ -16,6 +16,7 @@ on_both_backends!(
     fetched_mail_is_stored_once_and_only_then_marked_seen,
     the_same_message_by_smtp_and_imap_is_one_contact,
     fetched_mail_can_be_moved_and_needs_no_message_id,
+    a_refused_sign_in_is_counted_for_alerting,
 );
 
 async fn imap_app(backend: Backend, dovecot: &Dovecot, dns: &LocalDns) -> TestApp {
@@ -217,5 +218,42 @@ async fn fetched_mail_can_be_moved_and_needs_no_message_id(backend: Backend) {
     );
     assert_eq!(dovecot.count("INBOX").await, 0, "moved out of the inbox");
     assert_eq!(dovecot.count("Processed").await, 2);
+    app.stop().await;
+}
+
+async fn a_refused_sign_in_is_counted_for_alerting(backend: Backend) {
+    let dovecot = Dovecot::start().await;
+    let dns = LocalDns::start(&[]).await;
+    let app = imap_app_with(backend, &dovecot, &dns, |s| {
+        s.email.imap_password = Secret::new("expired-password");
+    })
+    .await;
+    // The first attempt is at once: its refusal is on /metrics for the alert rule.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let metrics = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let failures = metrics
+            .lines()
+            .find(|l| l.starts_with("contactd_imap_signin_failures_total "))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if failures >= 1.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no sign-in failure counted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     app.stop().await;
 }

@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use contactd_email::auth::from_authentication_results;
-use contactd_email::imap::{Credential, FetchedMail, ImapConfig, MailboxStore, Position};
+use contactd_email::imap::{
+    Credential, FetchedMail, ImapConfig, ImapEvent, ImapObserver, MailboxStore, Position,
+};
 use contactd_email::{
     InboundEmail, MailHandler, NotStored, ReceivedMail, SenderCheck, SmtpLimits, SmtpServer,
     Verdict,
@@ -137,9 +139,26 @@ impl Lifecycle for EmailChannel {
                 poll: Duration::from_secs(e.imap_poll_seconds),
             };
             let stop = CancellationToken::new();
+            let observe: ImapObserver = Arc::new(|event| {
+                // contactd_imap_signed_in at 0 with failures rising is the alert.
+                match event {
+                    ImapEvent::SignedIn => metrics::gauge!("contactd_imap_signed_in").set(1.0),
+                    ImapEvent::SignInRefused => {
+                        metrics::gauge!("contactd_imap_signed_in").set(0.0);
+                        metrics::counter!("contactd_imap_signin_failures_total").increment(1);
+                    }
+                    ImapEvent::Disconnected => {
+                        metrics::gauge!("contactd_imap_signed_in").set(0.0)
+                    }
+                    ImapEvent::Fetched => {
+                        metrics::counter!("contactd_imap_fetched_total").increment(1)
+                    }
+                }
+            });
             let task = tokio::spawn(contactd_email::imap::run(
                 config,
                 intake.clone(),
+                observe,
                 stop.clone(),
             ));
             Arc::new(Poller {

@@ -78,6 +78,19 @@ pub trait MailboxStore: Send + Sync + 'static {
     fn deliver(&self, mail: FetchedMail) -> BoxFuture<'_, Result<(), NotStored>>;
 }
 
+/// What the poller reports as it goes, so the hub can count it and alert on it: a
+/// mailbox whose sign-in is refused (an expired password or token, a revoked grant)
+/// must page someone within minutes, not be found after weeks without mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImapEvent {
+    SignedIn,
+    SignInRefused,
+    Disconnected,
+    Fetched,
+}
+
+pub type ImapObserver = Arc<dyn Fn(ImapEvent) + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ImapError {
     #[error("cannot connect: {0}")]
@@ -99,19 +112,28 @@ const BATCH: u32 = 200;
 
 /// Polls until `stop`. Each failure is logged and retried after a pause that grows
 /// to five minutes; a sign-in refused is reported loudly (credentials expire).
-pub async fn run(config: ImapConfig, store: Arc<dyn MailboxStore>, stop: CancellationToken) {
+pub async fn run(
+    config: ImapConfig,
+    store: Arc<dyn MailboxStore>,
+    observe: ImapObserver,
+    stop: CancellationToken,
+) {
     let mut backoff = Duration::from_secs(1);
     loop {
         let outcome = tokio::select! {
-            r = session(&config, store.as_ref(), &stop) => r,
+            r = session(&config, store.as_ref(), observe.as_ref(), &stop) => r,
             _ = stop.cancelled() => return,
         };
         match outcome {
             Ok(()) => return,
             Err(ImapError::SignIn(e)) => {
                 tracing::error!(error = %e, "IMAP sign-in refused: mail is not being fetched");
+                observe(ImapEvent::SignInRefused);
             }
-            Err(e) => tracing::warn!(error = %e, "IMAP session ended; reconnecting"),
+            Err(e) => {
+                tracing::warn!(error = %e, "IMAP session ended; reconnecting");
+                observe(ImapEvent::Disconnected);
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
@@ -124,6 +146,7 @@ pub async fn run(config: ImapConfig, store: Arc<dyn MailboxStore>, stop: Cancell
 async fn session(
     config: &ImapConfig,
     store: &dyn MailboxStore,
+    observe: &(dyn Fn(ImapEvent) + Send + Sync),
     stop: &CancellationToken,
 ) -> Result<(), ImapError> {
     let stream = connect(config).await?;
@@ -155,8 +178,9 @@ async fn session(
     };
     let idle = session.capabilities().await?.has_str("IDLE");
     tracing::info!(folder = %config.folder, idle, "IMAP signed in");
+    observe(ImapEvent::SignedIn);
     loop {
-        fetch_new(&mut session, config, store).await?;
+        fetch_new(&mut session, config, store, observe).await?;
         if stop.is_cancelled() {
             let _ = session.logout().await;
             return Ok(());
@@ -186,6 +210,7 @@ async fn fetch_new<T>(
     session: &mut Session<T>,
     config: &ImapConfig,
     store: &dyn MailboxStore,
+    observe: &(dyn Fn(ImapEvent) + Send + Sync),
 ) -> Result<(), ImapError>
 where
     T: AsyncRead + AsyncWrite + Unpin + std::fmt::Debug + Send,
@@ -256,6 +281,7 @@ where
                 }
             }
             last = uid;
+            observe(ImapEvent::Fetched);
         }
     }
 }
