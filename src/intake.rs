@@ -447,6 +447,7 @@ impl Core {
                 body: None,
                 from: None,
                 to: None,
+                message_id: None,
             },
         )
         .await?;

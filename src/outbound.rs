@@ -216,10 +216,7 @@ impl Outbound {
                     None => format!("<{unique}@{}>", email.domain),
                 };
                 let (thread, index) = match &m.request {
-                    Some((request_id, _)) => (
-                        messages::thread_of(conn, request_id).await?,
-                        messages::latest_thread_index(conn, request_id).await?,
-                    ),
+                    Some((request_id, _)) => messages::thread_of(conn, request_id).await?,
                     None => (Vec::new(), None),
                 };
                 // One conversation per request, for Outlook too.

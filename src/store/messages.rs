@@ -92,7 +92,7 @@ pub async fn insert(
     .await?;
     // A received message is on the timeline as its contact; a sent one as itself.
     if let (Some(request_id), Direction::Out) = (m.request_id, m.direction) {
-        let event = requests::append(
+        requests::append(
             conn,
             request_id,
             &Event {
@@ -102,14 +102,10 @@ pub async fn insert(
                 body: None,
                 from: None,
                 to: None,
+                message_id: Some(&id),
             },
         )
         .await?;
-        sqlx::query("UPDATE timeline_events SET message_id = $1 WHERE id = $2")
-            .bind(&id)
-            .bind(&event)
-            .execute(&mut *conn)
-            .await?;
     }
     Ok(id)
 }
@@ -216,33 +212,31 @@ pub async fn acknowledgements_since(
     Ok(row.try_get("n")?)
 }
 
-/// The latest Outlook Thread-Index on a request's messages, sent or received.
-pub async fn latest_thread_index(
+/// A request's thread, for a message about to join it: every Message-ID sent or
+/// received on it, oldest first (for References), and the latest Outlook
+/// Thread-Index (to extend).
+pub async fn thread_of(
     conn: &mut AnyConnection,
     request_id: &str,
-) -> StoreResult<Option<String>> {
-    let row = sqlx::query(
-        "SELECT thread_index FROM messages WHERE request_id = $1 AND thread_index IS NOT NULL \
-         ORDER BY created_at DESC, id DESC LIMIT 1",
-    )
-    .bind(request_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(row.map(|r| r.try_get("thread_index")).transpose()?)
-}
-
-/// The messages and Message-IDs of a request's thread, oldest first (for References).
-pub async fn thread_of(conn: &mut AnyConnection, request_id: &str) -> StoreResult<Vec<String>> {
+) -> StoreResult<(Vec<String>, Option<String>)> {
     let rows = sqlx::query(
-        "SELECT internet_message_id FROM messages WHERE request_id = $1 AND internet_message_id IS NOT NULL \
-         ORDER BY created_at, id",
+        "SELECT internet_message_id, thread_index FROM messages WHERE request_id = $1 \
+         AND (internet_message_id IS NOT NULL OR thread_index IS NOT NULL) ORDER BY created_at, id",
     )
     .bind(request_id)
     .fetch_all(&mut *conn)
     .await?;
-    rows.iter()
-        .map(|r| r.try_get("internet_message_id").map_err(Into::into))
-        .collect()
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut latest_index = None;
+    for r in &rows {
+        if let Some(id) = r.try_get::<Option<String>, _>("internet_message_id")? {
+            ids.push(id);
+        }
+        if let Some(index) = r.try_get::<Option<String>, _>("thread_index")? {
+            latest_index = Some(index);
+        }
+    }
+    Ok((ids, latest_index))
 }
 
 impl Store {

@@ -99,6 +99,7 @@ impl Store {
                 body: Some(id),
                 from: None,
                 to: None,
+                message_id: None,
             },
         )
         .await?;

@@ -238,6 +238,7 @@ impl Store {
                 body: note,
                 from: Some(request.status),
                 to: Some(to),
+                message_id: None,
             },
         )
         .await?;
@@ -276,6 +277,7 @@ impl Store {
                 body: Some(body),
                 from: None,
                 to: None,
+                message_id: None,
             },
         )
         .await?;
@@ -325,6 +327,7 @@ impl Store {
                 body: Some(&body),
                 from: None,
                 to: None,
+                message_id: None,
             },
         )
         .await?;
@@ -408,6 +411,7 @@ pub(crate) async fn open(
             body: Some(o.summary.as_str()),
             from: None,
             to: None,
+            message_id: None,
         },
     )
     .await?;
@@ -433,6 +437,8 @@ pub(crate) struct Event<'a> {
     pub body: Option<&'a str>,
     pub from: Option<RequestStatus>,
     pub to: Option<RequestStatus>,
+    /// The message this event shows (sent messages are on the timeline as themselves).
+    pub message_id: Option<&'a str>,
 }
 
 pub(crate) async fn append(
@@ -443,8 +449,8 @@ pub(crate) async fn append(
     let id = new_id();
     let now = Timestamp::now().millis();
     sqlx::query(
-        "INSERT INTO timeline_events (id, request_id, kind, at, actor, contact_id, body, from_status, to_status) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO timeline_events (id, request_id, kind, at, actor, contact_id, body, from_status, to_status, message_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(&id)
     .bind(request_id)
@@ -455,6 +461,7 @@ pub(crate) async fn append(
     .bind(e.body)
     .bind(e.from.map(|s| s.as_str()))
     .bind(e.to.map(|s| s.as_str()))
+    .bind(e.message_id)
     .execute(&mut *conn)
     .await?;
     sqlx::query("UPDATE service_requests SET updated_at = $1 WHERE id = $2")
