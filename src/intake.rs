@@ -238,11 +238,21 @@ impl Intake {
             Ok(()) => match &self.batches {
                 Some(batches) => {
                     let (tell, told) = oneshot::channel();
-                    match batches.send((contact.clone(), tell)).await {
-                        Ok(()) => told.await.unwrap_or_else(|_| {
-                            Err(StoreError::Failed("intake stopped".into()).into())
-                        }),
-                        Err(_) => Err(StoreError::Failed("intake stopped".into()).into()),
+                    let batched = match batches.send((contact.clone(), tell)).await {
+                        Ok(()) => told.await.ok(),
+                        Err(_) => None,
+                    };
+                    match batched {
+                        Some(outcome) => outcome,
+                        // The group-commit task is gone (it never should be): the
+                        // contact is taken on its own. Idempotence makes that safe
+                        // even if its batch did commit.
+                        None => {
+                            tracing::error!(
+                                "intake's group commit stopped; taking contacts one by one"
+                            );
+                            self.core.take_in(contact).await
+                        }
                     }
                 }
                 None => self.core.take_in(contact).await,
