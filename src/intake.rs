@@ -527,31 +527,27 @@ impl Core {
         let hints = &contact.thread;
         let mut not_honoured = false;
         if let Some(reference) = contact.reference {
-            let id = match (requests::lock(tx, reference).await, &contact.origin) {
-                (Ok(id), _) => id,
-                (Err(StoreError::NotFound), Origin::Staff { .. }) => {
-                    return Err(IntakeError::UnknownReference(reference));
-                }
-                // A resident's mistyped or invented number: their contact is kept, on
-                // a request of its own for staff to look at.
-                (Err(StoreError::NotFound), Origin::Channel) => {
-                    return Ok(Routed {
-                        request_id: None,
-                        not_honoured: true,
-                    });
-                }
-                (Err(e), _) => return Err(e.into()),
+            let found = match requests::lock(tx, reference).await {
+                Ok(id) => Some(id),
+                Err(StoreError::NotFound) => match &contact.origin {
+                    Origin::Staff { .. } => return Err(IntakeError::UnknownReference(reference)),
+                    // A resident's mistyped or invented number: like someone else's,
+                    // it is not honoured, and the thread may still place the contact.
+                    Origin::Channel => None,
+                },
+                Err(e) => return Err(e.into()),
             };
             // Staff were authorised before the transaction; a resident must own the
             // request, with an address the channel proved.
-            let theirs = match &contact.origin {
-                Origin::Staff { .. } => true,
-                Origin::Channel => {
+            let theirs = match (&found, &contact.origin) {
+                (None, _) => false,
+                (Some(_), Origin::Staff { .. }) => true,
+                (Some(id), Origin::Channel) => {
                     hints.sender_proven
-                        && requests::sender_owns(tx, &id, from, Timestamp::now()).await?
+                        && requests::sender_owns(tx, id, from, Timestamp::now()).await?
                 }
             };
-            if theirs {
+            if let (true, Some(id)) = (theirs, found) {
                 return Ok(Routed::join(id));
             }
             metrics::counter!("contactd_intake_foreign_references_total", "channel" => contact.channel.as_str())

@@ -22,6 +22,8 @@ on_both_backends!(
     attachments_are_kept_and_every_download_audited,
     a_relay_that_refuses_for_now_is_tried_again,
     a_dkim_signature_alone_proves_a_sender,
+    a_mistyped_reference_still_follows_the_reply_token,
+    floods_from_one_source_and_too_many_recipients_are_refused,
 );
 
 const COUNCIL: &str = "contact@council.example";
@@ -925,5 +927,95 @@ async fn a_dkim_signature_alone_proves_a_sender(backend: Backend) {
             .await,
         1
     );
+    app.stop().await;
+}
+
+async fn a_mistyped_reference_still_follows_the_reply_token(backend: Backend) {
+    let (app, mut sink, _dns) = email_app(backend, |_| {}).await;
+    send(
+        &app,
+        "ann@example.org",
+        COUNCIL,
+        &[("Subject", "Bins")],
+        "Missed.",
+    )
+    .await;
+    let reference = requests(&app).await[0]["reference"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ack = sink.next().await;
+    // A reference that names no request, in a reply to our reply-token address.
+    let nowhere = contactd::domain::Reference::from_number(1_999_999).to_string();
+    send(
+        &app,
+        "ann@example.org",
+        &reply_address(&ack),
+        &[("Subject", &format!("Re: [{nowhere}]"))],
+        "Any news?",
+    )
+    .await;
+    assert_eq!(requests(&app).await.len(), 1, "the token placed it");
+    assert_eq!(contacts_on(&app, &reference).await, 2);
+    app.stop().await;
+}
+
+async fn floods_from_one_source_and_too_many_recipients_are_refused(backend: Backend) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let (app, _sink, _dns) = email_app(backend, |s| {
+        s.email.max_connections_per_source = 2;
+        s.email.max_recipients = 2;
+    })
+    .await;
+    let smtp = app.smtp.unwrap();
+    let greeting = |stream: tokio::net::TcpStream| async move {
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).await.unwrap();
+        (reader, line)
+    };
+    let (mut first, line) = greeting(tokio::net::TcpStream::connect(smtp).await.unwrap()).await;
+    assert!(line.starts_with("220"), "{line}");
+    let (_second, line) = greeting(tokio::net::TcpStream::connect(smtp).await.unwrap()).await;
+    assert!(line.starts_with("220"), "{line}");
+    let (_third, line) = greeting(tokio::net::TcpStream::connect(smtp).await.unwrap()).await;
+    assert!(
+        line.starts_with("421"),
+        "a third connection from one source: {line}"
+    );
+
+    // On an admitted connection, a third recipient is refused for now (452).
+    let mut say = async |command: &str| {
+        first.get_mut().write_all(command.as_bytes()).await.unwrap();
+        loop {
+            let mut line = String::new();
+            first.read_line(&mut line).await.unwrap();
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return line;
+            }
+        }
+    };
+    assert!(say("EHLO flood.test\r\n").await.starts_with("250"));
+    assert!(
+        say("MAIL FROM:<ann@example.org>\r\n")
+            .await
+            .starts_with("250")
+    );
+    assert!(
+        say("RCPT TO:<a@council.example>\r\n")
+            .await
+            .starts_with("250")
+    );
+    assert!(
+        say("RCPT TO:<b@council.example>\r\n")
+            .await
+            .starts_with("250")
+    );
+    assert!(
+        say("RCPT TO:<c@council.example>\r\n")
+            .await
+            .starts_with("452")
+    );
+    assert_eq!(app.count("contacts").await, 0, "nothing stored for either");
     app.stop().await;
 }
