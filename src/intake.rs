@@ -650,7 +650,7 @@ impl Core {
             .await
             .map_err(|e| match e {
                 crate::outbound::OutboundError::Store(e) => IntakeError::Store(e),
-                other => IntakeError::Store(StoreError::Corrupt(other.to_string())),
+                other => IntakeError::Store(StoreError::Failed(other.to_string())),
             })?;
         Ok(true)
     }

@@ -290,7 +290,21 @@ impl Outbound {
     /// Sends due messages until `stop`; a send in progress finishes first.
     pub async fn dispatch(self, stop: CancellationToken) {
         let store = &self.inner.store;
+        // Lapsed claims are looked for at start and once a lease, not on every wake:
+        // that is a write, and wakes come after every commit that queued something.
+        let mut next_expiry = tokio::time::Instant::now();
         loop {
+            if tokio::time::Instant::now() >= next_expiry {
+                next_expiry = tokio::time::Instant::now() + LEASE;
+                match store.expire_message_leases().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(
+                        messages = n,
+                        "sends interrupted by a stop are marked unknown for staff to check"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "lapsed sends could not be marked"),
+                }
+            }
             if let Err(e) = self.dispatch_due().await {
                 tracing::error!(error = %e, "the outbox could not be read");
             }
@@ -311,13 +325,6 @@ impl Outbound {
 
     async fn dispatch_due(&self) -> Result<(), StoreError> {
         let store = &self.inner.store;
-        let expired = store.expire_message_leases().await?;
-        if expired > 0 {
-            tracing::warn!(
-                messages = expired,
-                "sends interrupted by a stop are marked unknown for staff to check"
-            );
-        }
         while let Some(claimed) = store.claim_message(None, LEASE).await? {
             self.deliver(claimed).await?;
         }

@@ -316,15 +316,7 @@ async fn operations_endpoints(backend: Backend) {
     ] {
         assert!(codes.contains(&code), "{code}");
     }
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("contactd_http_requests_total"),
         "{metrics}"

@@ -231,15 +231,7 @@ async fn a_refused_sign_in_is_counted_for_alerting(backend: Backend) {
     // The first attempt is at once: its refusal is on /metrics for the alert rule.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let metrics = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = app.metrics().await;
         let failures = metrics
             .lines()
             .find(|l| l.starts_with("contactd_imap_signin_failures_total "))

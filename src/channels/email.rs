@@ -246,9 +246,10 @@ impl MailIntake {
 
     /// Mail from the SMTP receiver: stored, then a bounce or a contact.
     async fn take(&self, mail: ReceivedMail) -> Result<(), NotStored> {
-        let (parsed, read) = parse_bounded(&mail.raw).await;
+        let raw: Arc<[u8]> = mail.raw.into();
+        let (parsed, read) = parse_bounded(raw.clone()).await;
         let original = Original {
-            key: message_key(&parsed, &mail.raw).as_str().to_string(),
+            key: message_key(&parsed, &raw).as_str().to_string(),
             envelope: format!(
                 "SMTP from {} (HELO {}): MAIL FROM:<{}> RCPT TO:<{}>",
                 mail.peer.ip(),
@@ -256,7 +257,7 @@ impl MailIntake {
                 mail.mail_from.as_deref().unwrap_or_default(),
                 mail.rcpt_to.join(">, <")
             ),
-            raw: mail.raw.clone().into(),
+            raw: raw.clone(),
         };
         let bounced: Vec<String> = mail
             .rcpt_to
@@ -276,15 +277,10 @@ impl MailIntake {
         }
         let verdict = self
             .senders
-            .verify(
-                &mail.raw,
-                mail.peer.ip(),
-                &mail.helo,
-                mail.mail_from.as_deref(),
-            )
+            .verify(&raw, mail.peer.ip(), &mail.helo, mail.mail_from.as_deref())
             .await;
         let arrival = Arrival {
-            raw: &mail.raw,
+            raw: &raw,
             parsed: &parsed,
             rcpt_to: &mail.rcpt_to,
             null_sender: mail.mail_from.is_none(),
@@ -297,14 +293,15 @@ impl MailIntake {
 
     /// Mail the IMAP poller fetched: stored, a contact, then the folder's position.
     async fn take_fetched(&self, mail: FetchedMail) -> Result<(), NotStored> {
-        let (parsed, read) = parse_bounded(&mail.raw).await;
+        let raw: Arc<[u8]> = mail.raw.into();
+        let (parsed, read) = parse_bounded(raw.clone()).await;
         let original = Original {
-            key: message_key(&parsed, &mail.raw).as_str().to_string(),
+            key: message_key(&parsed, &raw).as_str().to_string(),
             envelope: format!(
                 "IMAP {}/{} UID {} (UIDVALIDITY {})",
                 self.imap_account, mail.folder, mail.uid, mail.uid_validity
             ),
-            raw: mail.raw.clone().into(),
+            raw: raw.clone(),
         };
         let from_domain = parsed
             .from
@@ -312,11 +309,10 @@ impl MailIntake {
             .and_then(|f| f.rsplit_once('@'))
             .map(|(_, d)| d)
             .unwrap_or_default();
-        let verdict =
-            from_authentication_results(&mail.raw, &self.trusted_authserv_id, from_domain);
+        let verdict = from_authentication_results(&raw, &self.trusted_authserv_id, from_domain);
         let to: Vec<String> = Vec::new();
         self.receive(Arrival {
-            raw: &mail.raw,
+            raw: &raw,
             parsed: &parsed,
             rcpt_to: &to,
             null_sender: false,
@@ -478,8 +474,7 @@ impl MailIntake {
 /// as it came and flagged for staff.
 const PARSE_LIMIT: Duration = Duration::from_secs(10);
 
-async fn parse_bounded(raw: &[u8]) -> (InboundEmail, bool) {
-    let raw: Arc<[u8]> = raw.into();
+async fn parse_bounded(raw: Arc<[u8]>) -> (InboundEmail, bool) {
     let work = tokio::task::spawn_blocking(move || contactd_email::parse(&raw));
     match tokio::time::timeout(PARSE_LIMIT, work).await {
         Ok(Ok(parsed)) => (parsed, true),

@@ -69,9 +69,7 @@ impl Store {
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
-}
 
-impl Store {
     /// Where the poller is in `mailbox` (an account and folder): (UIDVALIDITY, last UID).
     pub async fn mailbox_position(&self, mailbox: &str) -> StoreResult<Option<(u32, u32)>> {
         use sqlx::Row;

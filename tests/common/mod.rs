@@ -257,6 +257,18 @@ impl TestApp {
         .unwrap()
     }
 
+    /// What `/metrics` says now (no token is configured in tests).
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Waits (up to 30 s) until `table` (with any WHERE) has `n` rows: for work the
     /// daemon does on its own time (the outbox, the IMAP poller).
     pub async fn until_count(&self, table: &str, n: i64) {
