@@ -131,7 +131,7 @@ impl SmsSettings {
 }
 
 /// A mailbox to poll, from `email.imap_url`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ImapMailbox {
     /// `imaps://`: TLS from the start.
     pub tls: bool,
@@ -139,6 +139,23 @@ pub struct ImapMailbox {
     pub port: u16,
     pub user: String,
     pub folder: String,
+    pub sign_in: ImapSignIn,
+}
+
+/// How the poller signs in: exactly one of these is configured.
+#[derive(Debug, Clone)]
+pub enum ImapSignIn {
+    Password(Secret),
+    /// XOAUTH2 with an access token kept current in this file by something else.
+    AccessTokenFile(String),
+    /// XOAUTH2 with access tokens refreshed here from the provider's token endpoint.
+    RefreshToken {
+        token_url: String,
+        client_id: String,
+        client_secret: Secret,
+        scope: String,
+        refresh_token_file: String,
+    },
 }
 
 /// The email channel. Receiving is on when `domains` names what to accept; sending
@@ -188,6 +205,17 @@ pub struct EmailSettings {
     /// XOAUTH2 instead of a password: a file holding a current access token, read
     /// afresh at every sign-in (kept current by the council's token refresher).
     pub imap_oauth_token_file: String,
+    /// XOAUTH2 with tokens refreshed by the daemon: the provider's token endpoint,
+    /// the app's client id (and secret, for a confidential client), the scope, and
+    /// the file holding the refresh token (rewritten when the provider rotates it).
+    pub imap_oauth_token_url: String,
+    pub imap_oauth_client_id: String,
+    pub imap_oauth_client_secret: Secret,
+    pub imap_oauth_scope: String,
+    pub imap_oauth_refresh_token_file: String,
+    /// For an `imaps://` server whose certificate the council's own CA signed: that
+    /// CA (PEM). Empty: the public web PKI.
+    pub imap_ca_file: String,
     /// Move fetched messages to this folder; empty: mark them seen.
     pub imap_move_to: String,
     pub imap_poll_seconds: u64,
@@ -226,18 +254,65 @@ impl EmailSettings {
             .next()
             .map(|(_, v)| v.into_owned())
             .unwrap_or_default();
-        if self.imap_password.is_empty() && self.imap_oauth_token_file.is_empty() {
-            return Err(ConfigError::Invalid(
-                "email.imap_password: give it, or email.imap_oauth_token_file".into(),
-            ));
-        }
         Ok(Some(ImapMailbox {
             tls,
             port: url.port().unwrap_or(if tls { 993 } else { 143 }),
             host,
             user,
             folder,
+            sign_in: self.imap_sign_in()?,
         }))
+    }
+
+    fn imap_sign_in(&self) -> Result<ImapSignIn, ConfigError> {
+        let refresh = !self.imap_oauth_token_url.is_empty();
+        let given = [
+            !self.imap_password.is_empty(),
+            !self.imap_oauth_token_file.is_empty(),
+            refresh,
+        ];
+        if given.iter().filter(|g| **g).count() != 1 {
+            return Err(ConfigError::Invalid(
+                "email.imap_password: give one of it, email.imap_oauth_token_file or \
+                 email.imap_oauth_token_url"
+                    .into(),
+            ));
+        }
+        if !self.imap_password.is_empty() {
+            return Ok(ImapSignIn::Password(self.imap_password.clone()));
+        }
+        if !refresh {
+            return Ok(ImapSignIn::AccessTokenFile(
+                self.imap_oauth_token_file.clone(),
+            ));
+        }
+        let url = Url::parse(&self.imap_oauth_token_url)
+            .map_err(|e| ConfigError::Invalid(format!("email.imap_oauth_token_url: {e}")))?;
+        if !matches!(url.scheme(), "https" | "http") {
+            return Err(ConfigError::Invalid(
+                "email.imap_oauth_token_url: must start https://".into(),
+            ));
+        }
+        for (key, value) in [
+            ("imap_oauth_client_id", &self.imap_oauth_client_id),
+            (
+                "imap_oauth_refresh_token_file",
+                &self.imap_oauth_refresh_token_file,
+            ),
+        ] {
+            if value.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "email.{key}: needed with email.imap_oauth_token_url"
+                )));
+            }
+        }
+        Ok(ImapSignIn::RefreshToken {
+            token_url: self.imap_oauth_token_url.clone(),
+            client_id: self.imap_oauth_client_id.clone(),
+            client_secret: self.imap_oauth_client_secret.clone(),
+            scope: self.imap_oauth_scope.clone(),
+            refresh_token_file: self.imap_oauth_refresh_token_file.clone(),
+        })
     }
 
     /// Mail is sent through the relay.

@@ -589,31 +589,8 @@ async fn staff_replies_thread_into_the_residents_mail(backend: Backend) {
 }
 
 async fn starttls_is_offered_with_a_certificate(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=council.example",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let certificates = common::tls::TestCertificates::new();
+    let (cert, key) = (&certificates.certificate, &certificates.key);
     let (app, _sink, _dns) = email_app(backend, |s| {
         s.email.tls_certificate = cert.display().to_string();
         s.email.tls_key = key.display().to_string();

@@ -6,7 +6,10 @@ mod common;
 
 use common::dns::LocalDns;
 use common::email::swaks;
-use common::imap::{Dovecot, PASSWORD};
+use common::imap::{
+    Dovecot, DovecotOptions, OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET, OAuthProvider, PASSWORD,
+};
+use common::tls::TestCertificates;
 use common::{TestApp, spawn_app_with};
 use contactd::configuration::{Backend, Secret};
 use contactd::domain::Role;
@@ -17,6 +20,8 @@ on_both_backends!(
     the_same_message_by_smtp_and_imap_is_one_contact,
     fetched_mail_can_be_moved_and_needs_no_message_id,
     a_refused_sign_in_is_counted_for_alerting,
+    xoauth2_tokens_are_refreshed_and_rotated_and_a_revoked_grant_raises_the_alert,
+    imaps_with_the_councils_ca_and_a_real_uidvalidity_reset,
 );
 
 async fn imap_app(backend: Backend, dovecot: &Dovecot, dns: &LocalDns) -> TestApp {
@@ -229,23 +234,132 @@ async fn a_refused_sign_in_is_counted_for_alerting(backend: Backend) {
     })
     .await;
     // The first attempt is at once: its refusal is on /metrics for the alert rule.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let metrics = app.metrics().await;
-        let failures = metrics
-            .lines()
-            .find(|l| l.starts_with("contactd_imap_signin_failures_total "))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if failures >= 1.0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no sign-in failure counted"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    app.until_metric("contactd_imap_signin_failures_total", |n| n >= 1.0)
+        .await;
+    app.until_metric("contactd_imap_signed_in", |v| v == 0.0)
+        .await;
+    app.stop().await;
+}
+
+async fn xoauth2_tokens_are_refreshed_and_rotated_and_a_revoked_grant_raises_the_alert(
+    backend: Backend,
+) {
+    let provider = OAuthProvider::start("R-first").await;
+    let dovecot = Dovecot::start_with(DovecotOptions {
+        oauth_introspection_url: Some(provider.url("/introspect")),
+        ..DovecotOptions::default()
+    })
+    .await;
+    let dns = LocalDns::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let refresh_file = dir.path().join("refresh-token");
+    std::fs::write(&refresh_file, "R-first\n").unwrap();
+    let app = imap_app_with(backend, &dovecot, &dns, |s| {
+        s.email.imap_password = Secret::new("");
+        s.email.imap_oauth_token_url = provider.url("/token");
+        s.email.imap_oauth_client_id = OAUTH_CLIENT_ID.into();
+        s.email.imap_oauth_client_secret = Secret::new(OAUTH_CLIENT_SECRET);
+        s.email.imap_oauth_refresh_token_file = refresh_file.display().to_string();
+    })
+    .await;
+    let saved = || std::fs::read_to_string(&refresh_file).unwrap();
+
+    // Signed in with a refreshed access token; the rotated refresh token is saved
+    // (the first one is already dead at the provider).
+    dovecot
+        .append(&message("o1@example.org", "ann@example.org", "Bins", ""))
+        .await;
+    app.until_count("contacts", 1).await;
+    assert_eq!(provider.refreshes().await, 1);
+    let rotated = saved();
+    assert!(
+        rotated.starts_with("R-") && rotated.trim() != "R-first",
+        "{rotated}"
+    );
+    app.until_metric("contactd_imap_oauth_grant_valid", |v| v == 1.0)
+        .await;
+
+    // The access token expires mid-session and the provider ends the session: the
+    // poller reconnects, its held token is refused, it refreshes with the rotated
+    // refresh token and carries on.
+    provider.expire_access_tokens().await;
+    dovecot.kick().await;
+    dovecot
+        .append(&message("o2@example.org", "bob@example.org", "Lights", ""))
+        .await;
+    app.until_count("contacts", 2).await;
+    assert_eq!(provider.refreshes().await, 2);
+    assert_ne!(saved(), rotated, "the second rotation is saved too");
+
+    // The grant is revoked (a password change, an admin): invalid_grant raises the
+    // alert at once, and nothing is fetched.
+    provider.revoke().await;
+    dovecot.kick().await;
+    app.until_metric("contactd_imap_oauth_grant_valid", |v| v == 0.0)
+        .await;
+    app.until_metric("contactd_imap_signed_in", |v| v == 0.0)
+        .await;
+    assert_eq!(app.count("contacts").await, 2);
+    app.stop().await;
+}
+
+async fn imaps_with_the_councils_ca_and_a_real_uidvalidity_reset(backend: Backend) {
+    let certificates = TestCertificates::new();
+    let dovecot = Dovecot::start_with(DovecotOptions {
+        tls: Some((certificates.certificate.clone(), certificates.key.clone())),
+        ..DovecotOptions::default()
+    })
+    .await;
+    let dns = LocalDns::start(&[]).await;
+    dovecot.create("Council").await;
+    dovecot
+        .append_to(
+            "Council",
+            &message("v1@example.org", "ann@example.org", "Bins", ""),
+        )
+        .await;
+    dovecot
+        .append_to(
+            "Council",
+            &message("v2@example.org", "bob@example.org", "Lights", ""),
+        )
+        .await;
+    let app = imap_app_with(backend, &dovecot, &dns, |s| {
+        s.email.imap_url = dovecot.tls_url("Council");
+        s.email.imap_ca_file = certificates.ca.display().to_string();
+    })
+    .await;
+    app.until_count("contacts", 2).await;
+    let before = dovecot.uid_validity("Council").await;
+
+    // The folder is deleted and made again (a migration, a restore): new UIDVALIDITY,
+    // UIDs from 1 again. One old message comes back, two are new; the new ones have
+    // UIDs at or below the old position, so only a poller that notices the reset
+    // finds them, and only one that recognises messages stores the old one once.
+    dovecot.delete("Council").await;
+    dovecot.create("Council").await;
+    dovecot
+        .append_to(
+            "Council",
+            &message("v1@example.org", "ann@example.org", "Bins", ""),
+        )
+        .await;
+    dovecot
+        .append_to(
+            "Council",
+            &message("v3@example.org", "cat@example.org", "Noise", ""),
+        )
+        .await;
+    dovecot
+        .append_to(
+            "Council",
+            &message("v4@example.org", "dan@example.org", "Parking", ""),
+        )
+        .await;
+    assert_ne!(dovecot.uid_validity("Council").await, before);
+    app.until_count("contacts", 4).await;
+    app.until_count("mailbox_positions WHERE last_uid = 3", 1)
+        .await;
+    assert_eq!(app.count("contacts").await, 4, "the old message not twice");
     app.stop().await;
 }

@@ -21,6 +21,7 @@ use contactd_email::auth::from_authentication_results;
 use contactd_email::imap::{
     Credential, FetchedMail, ImapConfig, ImapEvent, ImapObserver, MailboxStore, Position,
 };
+use contactd_email::oauth::{OAuthClient, OAuthClientConfig};
 use contactd_email::{
     InboundEmail, MailHandler, NotStored, ReceivedMail, SenderCheck, SmtpLimits, SmtpServer,
     Verdict,
@@ -28,7 +29,7 @@ use contactd_email::{
 use tokio_util::sync::CancellationToken;
 
 use super::{Hub, Lifecycle};
-use crate::configuration::Settings;
+use crate::configuration::{EmailSettings, ImapMailbox, ImapSignIn, Settings};
 use crate::domain::thread::ReplyTokens;
 use crate::domain::{Channel, EmailAddress, LongText, Reference, ShortText, Timestamp};
 use crate::intake::{InboundContact, Intake, Origin, ReceivedMessage, Sender, ThreadHints};
@@ -55,6 +56,87 @@ struct Poller {
 impl EmailChannel {
     pub fn smtp_addr(&self) -> Option<std::net::SocketAddr> {
         self.server.as_ref().map(|s| s.local_addr())
+    }
+}
+
+impl EmailChannel {
+    /// Starts the IMAP poller for `mailbox`, reporting on /metrics as it goes.
+    fn poll(
+        mailbox: ImapMailbox,
+        e: &EmailSettings,
+        intake: Arc<MailIntake>,
+    ) -> Result<Arc<Poller>, StartupError> {
+        tracing::info!(host = %mailbox.host, folder = %mailbox.folder, "polling a mailbox by IMAP");
+        let credential = match mailbox.sign_in {
+            ImapSignIn::Password(p) => Credential::Password(p.expose().to_string()),
+            ImapSignIn::AccessTokenFile(path) => Credential::OAuthTokenFile(path.into()),
+            ImapSignIn::RefreshToken {
+                token_url,
+                client_id,
+                client_secret,
+                scope,
+                refresh_token_file,
+            } => {
+                let client = OAuthClient::new(OAuthClientConfig {
+                    token_url,
+                    client_id,
+                    client_secret: (!client_secret.is_empty())
+                        .then(|| client_secret.expose().to_string()),
+                    scope: (!scope.is_empty()).then_some(scope),
+                    refresh_token_file: refresh_token_file.into(),
+                })
+                .map_err(|err| StartupError::Email(err.to_string()))?;
+                // Unknown until the first refresh says otherwise.
+                metrics::gauge!("contactd_imap_oauth_grant_valid").set(1.0);
+                Credential::OAuth(Arc::new(client))
+            }
+        };
+        let config = ImapConfig {
+            tls: mailbox.tls,
+            host: mailbox.host,
+            port: mailbox.port,
+            user: mailbox.user,
+            folder: mailbox.folder,
+            credential,
+            move_to: (!e.imap_move_to.is_empty()).then(|| e.imap_move_to.clone()),
+            poll: Duration::from_secs(e.imap_poll_seconds),
+            ca_file: (!e.imap_ca_file.is_empty()).then(|| e.imap_ca_file.clone().into()),
+        };
+        let refreshed = matches!(config.credential, Credential::OAuth(_));
+        let stop = CancellationToken::new();
+        let observe: ImapObserver = Arc::new(move |event| {
+            // The alerts: contactd_imap_signed_in at 0 with failures rising, and
+            // contactd_imap_oauth_grant_valid at 0 (someone must authorise again).
+            match event {
+                ImapEvent::SignedIn => {
+                    metrics::gauge!("contactd_imap_signed_in").set(1.0);
+                    if refreshed {
+                        metrics::gauge!("contactd_imap_oauth_grant_valid").set(1.0);
+                    }
+                }
+                ImapEvent::SignInRefused => {
+                    metrics::gauge!("contactd_imap_signed_in").set(0.0);
+                    metrics::counter!("contactd_imap_signin_failures_total").increment(1);
+                }
+                ImapEvent::GrantRevoked => {
+                    metrics::gauge!("contactd_imap_signed_in").set(0.0);
+                    metrics::gauge!("contactd_imap_oauth_grant_valid").set(0.0);
+                    metrics::counter!("contactd_imap_signin_failures_total").increment(1);
+                }
+                ImapEvent::Disconnected => metrics::gauge!("contactd_imap_signed_in").set(0.0),
+                ImapEvent::Fetched => metrics::counter!("contactd_imap_fetched_total").increment(1),
+            }
+        });
+        let task = tokio::spawn(contactd_email::imap::run(
+            config,
+            intake,
+            observe,
+            stop.clone(),
+        ));
+        Ok(Arc::new(Poller {
+            stop,
+            task: tokio::sync::Mutex::new(Some(task)),
+        }))
     }
 }
 
@@ -122,50 +204,10 @@ impl Lifecycle for EmailChannel {
             tracing::info!("smtp listening on {}", server.local_addr());
             Some(Arc::new(server))
         };
-        let poller = imap.map(|mailbox| {
-            tracing::info!(host = %mailbox.host, folder = %mailbox.folder, "polling a mailbox by IMAP");
-            let config = ImapConfig {
-                tls: mailbox.tls,
-                host: mailbox.host,
-                port: mailbox.port,
-                user: mailbox.user,
-                folder: mailbox.folder,
-                credential: if e.imap_oauth_token_file.is_empty() {
-                    Credential::Password(e.imap_password.expose().to_string())
-                } else {
-                    Credential::OAuthTokenFile(e.imap_oauth_token_file.clone().into())
-                },
-                move_to: (!e.imap_move_to.is_empty()).then(|| e.imap_move_to.clone()),
-                poll: Duration::from_secs(e.imap_poll_seconds),
-            };
-            let stop = CancellationToken::new();
-            let observe: ImapObserver = Arc::new(|event| {
-                // contactd_imap_signed_in at 0 with failures rising is the alert.
-                match event {
-                    ImapEvent::SignedIn => metrics::gauge!("contactd_imap_signed_in").set(1.0),
-                    ImapEvent::SignInRefused => {
-                        metrics::gauge!("contactd_imap_signed_in").set(0.0);
-                        metrics::counter!("contactd_imap_signin_failures_total").increment(1);
-                    }
-                    ImapEvent::Disconnected => {
-                        metrics::gauge!("contactd_imap_signed_in").set(0.0)
-                    }
-                    ImapEvent::Fetched => {
-                        metrics::counter!("contactd_imap_fetched_total").increment(1)
-                    }
-                }
-            });
-            let task = tokio::spawn(contactd_email::imap::run(
-                config,
-                intake.clone(),
-                observe,
-                stop.clone(),
-            ));
-            Arc::new(Poller {
-                stop,
-                task: tokio::sync::Mutex::new(Some(task)),
-            })
-        });
+        let poller = match imap {
+            None => None,
+            Some(mailbox) => Some(Self::poll(mailbox, e, intake.clone())?),
+        };
         Ok(Ok(EmailChannel { server, poller }))
     }
 

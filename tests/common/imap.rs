@@ -10,8 +10,19 @@ use tokio::process::{Child, Command};
 pub const USER: &str = "council";
 pub const PASSWORD: &str = "mailbox-secret";
 
+/// What a test's Dovecot offers besides password sign-in on plain IMAP.
+#[derive(Default)]
+pub struct DovecotOptions {
+    /// XOAUTH2, with tokens checked at this RFC 7662 introspection endpoint.
+    pub oauth_introspection_url: Option<String>,
+    /// IMAP over TLS (`imaps`) on a second port, with this certificate and key.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
 pub struct Dovecot {
     pub port: u16,
+    /// The `imaps` port, when TLS was asked for.
+    pub tls_port: Option<u16>,
     dir: PathBuf,
     _child: Child,
     _scratch: tempfile::TempDir,
@@ -21,6 +32,10 @@ impl Dovecot {
     /// Starts Dovecot with its state, mail and logs in a scratch directory its
     /// unprivileged processes can reach.
     pub async fn start() -> Dovecot {
+        Dovecot::start_with(DovecotOptions::default()).await
+    }
+
+    pub async fn start_with(options: DovecotOptions) -> Dovecot {
         use std::os::unix::fs::PermissionsExt;
         let scratch = tempfile::tempdir().unwrap();
         std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -36,19 +51,55 @@ impl Dovecot {
             .unwrap();
         assert!(status.success());
         std::fs::write(dir.join("users"), format!("{USER}:{{PLAIN}}{PASSWORD}\n")).unwrap();
+        let d = dir.display();
+        // A token fails the password file and goes on to the oauth2 passdb.
+        let (mechanisms, oauth) = match &options.oauth_introspection_url {
+            None => ("plain login", String::new()),
+            Some(url) => {
+                std::fs::write(
+                    dir.join("oauth2.conf"),
+                    format!(
+                        "introspection_mode = post\nintrospection_url = {url}\n\
+                         username_attribute = username\nactive_attribute = active\nactive_value = true\n"
+                    ),
+                )
+                .unwrap();
+                (
+                    "plain login xoauth2 oauthbearer",
+                    format!(
+                        "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {d}/oauth2.conf\n}}\n"
+                    ),
+                )
+            }
+        };
         // Dovecot cannot be given port 0: a port taken between the choice and its bind
         // is chosen again.
         for _ in 0..20 {
+            // free_udp_port leaves four ports free: the second is for imaps.
             let port = super::sipp::free_udp_port();
-            let d = dir.display();
+            let tls_port = options.tls.as_ref().map(|_| port + 1);
+            let (ssl, imaps) = match (&options.tls, tls_port) {
+                (Some((certificate, key)), Some(tls_port)) => (
+                    format!(
+                        "ssl = yes\nssl_cert = <{}\nssl_key = <{}\n",
+                        certificate.display(),
+                        key.display()
+                    ),
+                    format!(
+                        "  inet_listener imaps {{\n    port = {tls_port}\n    ssl = yes\n  }}\n"
+                    ),
+                ),
+                _ => ("ssl = no\n".to_string(), String::new()),
+            };
             let conf = format!(
                 "base_dir = {d}/run\nstate_dir = {d}/state\nlog_path = {d}/dovecot.log\n\
-                 protocols = imap\nlisten = 127.0.0.1\nssl = no\ndisable_plaintext_auth = no\n\
-                 auth_mechanisms = plain login\nmail_location = maildir:{d}/mail/%u\n\
+                 protocols = imap\nlisten = 127.0.0.1\n{ssl}disable_plaintext_auth = no\n\
+                 auth_mechanisms = {mechanisms}\nmail_location = maildir:{d}/mail/%u\n\
                  default_internal_user = dovecot\ndefault_login_user = dovenull\nfirst_valid_uid = 100\n\
                  passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {d}/users\n}}\n\
+                 {oauth}\
                  userdb {{\n  driver = static\n  args = uid=dovecot gid=dovecot home={d}/mail/%u\n}}\n\
-                 service imap-login {{\n  inet_listener imap {{\n    port = {port}\n  }}\n}}\n\
+                 service imap-login {{\n  inet_listener imap {{\n    port = {port}\n  }}\n{imaps}}}\n\
                  service stats {{\n  unix_listener stats-writer {{\n    mode = 0666\n  }}\n}}\n"
             );
             let conf_path = dir.join("dovecot.conf");
@@ -87,6 +138,7 @@ impl Dovecot {
             if greeted {
                 return Dovecot {
                     port,
+                    tls_port,
                     dir,
                     _child: child,
                     _scratch: scratch,
@@ -101,13 +153,60 @@ impl Dovecot {
         format!("imap://{USER}@127.0.0.1:{}/INBOX", self.port)
     }
 
+    /// The same mailbox over TLS.
+    pub fn tls_url(&self, folder: &str) -> String {
+        format!(
+            "imaps://{USER}@127.0.0.1:{}/{folder}",
+            self.tls_port.expect("started with TLS")
+        )
+    }
+
     /// Appends `message` to INBOX with imaplib (an IMAP client nobody here wrote).
     pub async fn append(&self, message: &str) {
+        self.append_to("INBOX", message).await;
+    }
+
+    pub async fn append_to(&self, folder: &str, message: &str) {
         self.imaplib(
-            "m.append('INBOX', None, None, sys.stdin.buffer.read())",
+            &format!("m.append('{folder}', None, None, sys.stdin.buffer.read())"),
             message,
         )
         .await;
+    }
+
+    /// Deletes a folder and everything in it.
+    pub async fn delete(&self, folder: &str) {
+        self.imaplib(&format!("m.delete('{folder}')"), "").await;
+    }
+
+    /// A folder's UIDVALIDITY.
+    pub async fn uid_validity(&self, folder: &str) -> u32 {
+        let out = self
+            .imaplib(
+                &format!(
+                    "import re\nprint(re.search(rb'UIDVALIDITY (\\d+)', m.status('{folder}', '(UIDVALIDITY)')[1][0]).group(1).decode())"
+                ),
+                "",
+            )
+            .await;
+        out.trim().parse().unwrap()
+    }
+
+    /// Ends every session of the mailbox's user, as a provider does when a token
+    /// expires mid-session.
+    pub async fn kick(&self) {
+        let out = Command::new("doveadm")
+            .arg("-c")
+            .arg(self.dir.join("dovecot.conf"))
+            .args(["kick", USER])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "doveadm kick: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Creates a folder.
@@ -157,5 +256,81 @@ impl Dovecot {
             std::fs::read_to_string(self.dir.join("dovecot.log")).unwrap_or_default()
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// The OAuth provider of the XOAUTH2 tests (`tests/peers/oauth_provider.py`): a
+/// token endpoint that rotates refresh tokens and can revoke the grant, and the
+/// introspection endpoint Dovecot checks access tokens with.
+pub struct OAuthProvider {
+    pub port: u16,
+    _child: Child,
+}
+
+pub const OAUTH_CLIENT_ID: &str = "contactd";
+pub const OAUTH_CLIENT_SECRET: &str = "app-secret";
+
+impl OAuthProvider {
+    pub async fn start(first_refresh_token: &str) -> OAuthProvider {
+        use tokio::io::AsyncBufReadExt;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/oauth_provider.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args([
+                OAUTH_CLIENT_ID,
+                OAUTH_CLIENT_SECRET,
+                USER,
+                first_refresh_token,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 runs");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let port = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the OAuth provider starts")
+            .unwrap()
+            .expect("the OAuth provider prints its port");
+        OAuthProvider {
+            port: port.trim().parse().expect("a port"),
+            _child: child,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    async fn admin(&self, what: &str) {
+        let status = reqwest::Client::new()
+            .post(self.url(&format!("/admin/{what}")))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success());
+    }
+
+    /// Every access token issued so far stops working.
+    pub async fn expire_access_tokens(&self) {
+        self.admin("expire").await;
+    }
+
+    /// The grant is revoked: refreshing answers `invalid_grant`.
+    pub async fn revoke(&self) {
+        self.admin("revoke").await;
+    }
+
+    /// How many refreshes the provider has granted.
+    pub async fn refreshes(&self) -> u64 {
+        let stats: serde_json::Value = reqwest::get(self.url("/admin/stats"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        stats["refreshes"].as_u64().unwrap()
     }
 }

@@ -8,6 +8,7 @@ pub mod email;
 pub mod imap;
 pub mod raw_sip;
 pub mod sipp;
+pub mod tls;
 pub mod twilio;
 
 use std::collections::HashMap;
@@ -267,6 +268,33 @@ impl TestApp {
             .text()
             .await
             .unwrap()
+    }
+
+    /// One reading of /metrics, if the daemon has recorded it.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics()
+            .await
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// Waits (up to 30 s) until the metric `name` satisfies `wanted`: for what the
+    /// daemon reports on its own time (the IMAP poller's sign-ins).
+    pub async fn until_metric(&self, name: &str, wanted: impl Fn(f64) -> bool) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let got = self.metric(name).await;
+            if got.is_some_and(&wanted) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} is {got:?}, not what was awaited"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// Waits (up to 30 s) until `table` (with any WHERE) has `n` rows: for work the

@@ -24,6 +24,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 
+use crate::oauth::{OAuthClient, OAuthError};
 use crate::smtp::NotStored;
 
 /// Where to poll and how to sign in.
@@ -42,14 +43,19 @@ pub struct ImapConfig {
     /// How long to wait between polls when the server has no IDLE (and the longest
     /// an IDLE lasts before it is renewed).
     pub poll: Duration,
+    /// For `imaps://`: the CA that signed the server's certificate (an on-premises
+    /// Exchange with the council's own CA); `None`: the public web PKI.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone)]
 pub enum Credential {
     Password(String),
     /// An OAuth 2.0 access token for XOAUTH2, read afresh at every sign-in from a
-    /// file kept current by the council's token refresher.
+    /// file kept current by the council's own token refresher.
     OAuthTokenFile(std::path::PathBuf),
+    /// XOAUTH2 with access tokens this daemon refreshes from the provider.
+    OAuth(Arc<OAuthClient>),
 }
 
 /// Where a folder's position is: its UIDVALIDITY and the last UID committed.
@@ -85,6 +91,9 @@ pub trait MailboxStore: Send + Sync + 'static {
 pub enum ImapEvent {
     SignedIn,
     SignInRefused,
+    /// The OAuth provider refused the refresh token (`invalid_grant`): nothing will
+    /// be fetched until someone authorises the mailbox again.
+    GrantRevoked,
     Disconnected,
     Fetched,
 }
@@ -97,6 +106,8 @@ pub enum ImapError {
     Connect(String),
     #[error("the server refused the sign-in: {0}")]
     SignIn(String),
+    #[error(transparent)]
+    OAuth(#[from] OAuthError),
     #[error("IMAP: {0}")]
     Protocol(#[from] async_imap::error::Error),
     #[error("not stored: {0}")]
@@ -118,17 +129,31 @@ pub async fn run(
     observe: ImapObserver,
     stop: CancellationToken,
 ) {
-    let mut backoff = Duration::from_secs(1);
+    const FIRST_PAUSE: Duration = Duration::from_secs(1);
+    let mut backoff = FIRST_PAUSE;
     loop {
+        let mut signed_in = false;
         let outcome = tokio::select! {
-            r = session(&config, store.as_ref(), observe.as_ref(), &stop) => r,
+            r = session(&config, store.as_ref(), observe.as_ref(), &stop, &mut signed_in) => r,
             _ = stop.cancelled() => return,
         };
+        if signed_in {
+            // A session that got going ended: the outage, if any, starts now.
+            backoff = FIRST_PAUSE;
+        }
         match outcome {
             Ok(()) => return,
             Err(ImapError::SignIn(e)) => {
                 tracing::error!(error = %e, "IMAP sign-in refused: mail is not being fetched");
                 observe(ImapEvent::SignInRefused);
+                if let Credential::OAuth(client) = &config.credential {
+                    // Revoked or expired early: the next attempt asks for a new one.
+                    client.forget().await;
+                }
+            }
+            Err(ImapError::OAuth(e @ OAuthError::GrantRevoked(_))) => {
+                tracing::error!(error = %e, "IMAP cannot sign in: mail is not being fetched");
+                observe(ImapEvent::GrantRevoked);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "IMAP session ended; reconnecting");
@@ -148,6 +173,7 @@ async fn session(
     store: &dyn MailboxStore,
     observe: &(dyn Fn(ImapEvent) + Send + Sync),
     stop: &CancellationToken,
+    signed_in: &mut bool,
 ) -> Result<(), ImapError> {
     let stream = connect(config).await?;
     let mut client = async_imap::Client::new(stream);
@@ -164,18 +190,28 @@ async fn session(
         Credential::OAuthTokenFile(path) => {
             let token = std::fs::read_to_string(path)
                 .map_err(|e| ImapError::SignIn(format!("{}: {e}", path.display())))?;
-            client
-                .authenticate(
-                    "XOAUTH2",
-                    XOAuth2 {
-                        user: config.user.clone(),
-                        token: token.trim().to_string(),
-                    },
-                )
+            xoauth2(client, &config.user, token.trim())
                 .await
-                .map_err(|(e, _)| ImapError::SignIn(e.to_string()))?
+                .map_err(|(e, _)| e)?
+        }
+        Credential::OAuth(oauth) => {
+            let held = oauth.access_token().await?;
+            match xoauth2(client, &config.user, &held.token).await {
+                Ok(session) => session,
+                Err((refused, client)) if !held.fresh => {
+                    // Expired early or revoked: one more try, with a new token.
+                    tracing::info!(error = %refused, "IMAP refused the access token held; refreshing");
+                    oauth.forget().await;
+                    let fresh = oauth.access_token().await?;
+                    xoauth2(client, &config.user, &fresh.token)
+                        .await
+                        .map_err(|(e, _)| e)?
+                }
+                Err((refused, _)) => return Err(refused),
+            }
         }
     };
+    *signed_in = true;
     let idle = session.capabilities().await?.has_str("IDLE");
     tracing::info!(folder = %config.folder, idle, "IMAP signed in");
     observe(ImapEvent::SignedIn);
@@ -286,6 +322,24 @@ where
     }
 }
 
+/// Signs in with XOAUTH2; refused, the connection comes back for another try.
+async fn xoauth2(
+    client: async_imap::Client<ImapStream>,
+    user: &str,
+    token: &str,
+) -> Result<Session<ImapStream>, (ImapError, async_imap::Client<ImapStream>)> {
+    client
+        .authenticate(
+            "XOAUTH2",
+            XOAuth2 {
+                user: user.to_string(),
+                token: token.to_string(),
+            },
+        )
+        .await
+        .map_err(|(e, client)| (ImapError::SignIn(e.to_string()), client))
+}
+
 struct XOAuth2 {
     user: String,
     token: String,
@@ -310,7 +364,21 @@ async fn connect(config: &ImapConfig) -> Result<ImapStream, ImapError> {
         return Ok(ImapStream::Plain(tcp));
     }
     let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    match &config.ca_file {
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Some(path) => {
+            use rustls::pki_types::CertificateDer;
+            use rustls::pki_types::pem::PemObject;
+            let certificates = CertificateDer::pem_file_iter(path)
+                .and_then(|c| c.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| ImapError::Connect(format!("{}: {e}", path.display())))?;
+            for certificate in certificates {
+                roots
+                    .add(certificate)
+                    .map_err(|e| ImapError::Connect(format!("{}: {e}", path.display())))?;
+            }
+        }
+    }
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

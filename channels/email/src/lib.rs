@@ -6,6 +6,8 @@
 //!   [`MailHandler`] stores each message before it is answered 250
 //! - [`auth`]: SPF, DKIM and DMARC for mail we receive: is the From address proven?
 //! - [`imap`]: the IMAP poller for mailboxes elsewhere (UIDs, UIDVALIDITY, IDLE)
+//! - [`oauth`]: XOAUTH2 access tokens refreshed from the provider, rotated refresh
+//!   tokens saved, a revoked grant told apart
 //! - [`parse`]: a received message as plain values: sender, Message-ID, thread,
 //!   text, whether it was automatic (RFC 3834) or a delivery report (RFC 3464)
 //! - [`subject`]: the `[SR-…]` tag in a subject, past the prefixes of every language
@@ -14,6 +16,7 @@
 
 pub mod auth;
 pub mod imap;
+pub mod oauth;
 pub mod parse;
 pub mod send;
 pub mod smtp;
