@@ -18,6 +18,9 @@
 //!    - then the thread ([`ThreadHints`]): a reply token of ours (the recipient
 //!      address, a Message-ID we sent), a Message-ID we sent or one this sender sent
 //!      before (proven senders only), or a text within the reply window of one we sent;
+//!      a thread of ours joined from an address that is neither the resident's nor a
+//!      representative's (someone copied in) flags the request for staff, and never
+//!      changes whose request it is;
 //!    - otherwise a new request for the contact's service, or the default service.
 //!    - a reference or thread that was named but not honoured (someone else's, or an
 //!      unproven sender's) opens a request of its own, flagged for staff to join
@@ -403,7 +406,14 @@ impl Core {
 
         let routed = self.route(tx, contact).await?;
         let (request, opened) = match routed.request_id {
-            Some(id) => (requests::read(tx, &id).await?, false),
+            Some(id) => {
+                if routed.stranger {
+                    metrics::counter!("contactd_intake_stranger_replies_total", "channel" => contact.channel.as_str())
+                        .increment(1);
+                    requests::hold_for_review(tx, &id).await?;
+                }
+                (requests::read(tx, &id).await?, false)
+            }
             None => {
                 let code = contact.service.as_ref().unwrap_or(&self.default_service);
                 let service = services::active_service(tx, code)
@@ -555,9 +565,10 @@ impl Core {
             not_honoured = true;
         }
         if let Some(reference) = hints.reply_token {
-            // The token is ours and unforgeable: whoever holds it was sent it.
+            // The token is ours and unforgeable: whoever holds it was sent it (or
+            // shown it: a stranger's contact joins, and staff are asked to look).
             match requests::lock(tx, reference).await {
-                Ok(id) => return Ok(Routed::join(id)),
+                Ok(id) => return Routed::thread(tx, id, from).await,
                 Err(StoreError::NotFound) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -565,7 +576,10 @@ impl Core {
         for m in messages::by_internet_ids(tx, &hints.answers).await? {
             let ours = m.direction == Direction::Out;
             let sender_own = m.address == from && hints.sender_proven;
-            if ours || sender_own {
+            if ours {
+                return Routed::thread(tx, m.request_id, from).await;
+            }
+            if sender_own {
                 return Ok(Routed::join(m.request_id));
             }
             // Someone else's message, or an unproven sender's claim to their own.
@@ -583,6 +597,7 @@ impl Core {
         Ok(Routed {
             request_id: None,
             not_honoured,
+            stranger: false,
         })
     }
 
@@ -718,6 +733,9 @@ struct Routed {
     request_id: Option<String>,
     /// A reference or thread was named but not honoured: flag the new request.
     not_honoured: bool,
+    /// Joined by a thread of ours, from an address that is not the resident's nor a
+    /// representative's (someone copied in, a forward): flag the request for staff.
+    stranger: bool,
 }
 
 impl Routed {
@@ -725,7 +743,21 @@ impl Routed {
         Routed {
             request_id: Some(request_id),
             not_honoured: false,
+            stranger: false,
         }
+    }
+
+    /// Joins by a thread of ours: whoever holds it was sent it, or was shown it.
+    async fn thread(
+        tx: &mut sqlx::AnyConnection,
+        request_id: String,
+        from: &str,
+    ) -> Result<Self, IntakeError> {
+        let stranger = !requests::sender_owns(tx, &request_id, from, Timestamp::now()).await?;
+        Ok(Routed {
+            stranger,
+            ..Routed::join(request_id)
+        })
     }
 }
 

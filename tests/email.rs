@@ -24,6 +24,7 @@ on_both_backends!(
     a_dkim_signature_alone_proves_a_sender,
     a_mistyped_reference_still_follows_the_reply_token,
     floods_from_one_source_and_too_many_recipients_are_refused,
+    copied_in_strangers_are_flagged_and_replies_to_a_bulk_mail_stay_apart,
 );
 
 const COUNCIL: &str = "contact@council.example";
@@ -994,5 +995,74 @@ async fn floods_from_one_source_and_too_many_recipients_are_refused(backend: Bac
             .starts_with("452")
     );
     assert_eq!(app.count("contacts").await, 0, "nothing stored for either");
+    app.stop().await;
+}
+
+async fn copied_in_strangers_are_flagged_and_replies_to_a_bulk_mail_stay_apart(backend: Backend) {
+    let (app, mut sink, _dns) = email_app(backend, |_| {}).await;
+    send(
+        &app,
+        "ann@example.org",
+        COUNCIL,
+        &[("Subject", "Fly-tipping on Mill Lane")],
+        "A sofa was dumped.",
+    )
+    .await;
+    let anns = requests(&app).await[0].clone();
+    let reference = anns["reference"].as_str().unwrap().to_string();
+    assert_eq!(anns["identity_review"], false, "{anns}");
+    let ack = sink.next().await;
+    let ours = ack.header("Message-ID").expect("a Message-ID");
+
+    // Ann replied to all, copying in her neighbour; he answers our message. The thread
+    // is ours, so his contact joins Ann's request, but it stays Ann's, and staff are
+    // asked to look at who joined.
+    send(
+        &app,
+        "bob@example.org",
+        COUNCIL,
+        &[
+            ("Subject", "Re: Fly-tipping on Mill Lane"),
+            ("In-Reply-To", &ours),
+        ],
+        "It is still there, and a fridge now too.",
+    )
+    .await;
+    let all = requests(&app).await;
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["customer_id"], anns["customer_id"], "still Ann's");
+    assert_eq!(all[0]["identity_review"], true, "held for staff to look at");
+    assert_eq!(contacts_on(&app, &reference).await, 2);
+
+    // Two residents answer the same bulk mail the council sent from elsewhere: two
+    // requests, neither in the other's, and neither held (each is the resident's own).
+    for (who, what) in [
+        ("cat@example.org", "Count me in"),
+        ("dan@example.org", "Not for me"),
+    ] {
+        send(
+            &app,
+            who,
+            COUNCIL,
+            &[
+                ("Subject", "Re: Garden waste 2027: renew now"),
+                ("In-Reply-To", "<newsletter-2026-11@lists.council.example>"),
+                ("References", "<newsletter-2026-11@lists.council.example>"),
+            ],
+            what,
+        )
+        .await;
+    }
+    let all = requests(&app).await;
+    assert_eq!(all.len(), 3, "{all:?}");
+    let renewals: Vec<&Value> = all
+        .iter()
+        .filter(|r| r["reference"] != reference.as_str())
+        .collect();
+    assert_ne!(renewals[0]["customer_id"], renewals[1]["customer_id"]);
+    for r in renewals {
+        assert_eq!(r["identity_review"], false, "{r}");
+        assert_eq!(contacts_on(&app, r["reference"].as_str().unwrap()).await, 1);
+    }
     app.stop().await;
 }

@@ -516,17 +516,30 @@ impl MailIntake {
 /// as it came and flagged for staff.
 const PARSE_LIMIT: Duration = Duration::from_secs(10);
 
+/// The message parsed, and whether it could be: unread (too slow, or the parser
+/// failed) it is still stored as it came, and flagged.
 async fn parse_bounded(raw: Arc<[u8]>) -> (InboundEmail, bool) {
-    let work = tokio::task::spawn_blocking(move || contactd_email::parse(&raw));
-    match tokio::time::timeout(PARSE_LIMIT, work).await {
-        Ok(Ok(parsed)) => (parsed, true),
+    match bounded(PARSE_LIMIT, move || contactd_email::parse(&raw)).await {
+        Some(parsed) => (parsed, true),
+        None => (InboundEmail::unread(), false),
+    }
+}
+
+/// Runs `work` on a blocking thread for at most `limit`; `None` if it ran over or
+/// failed. A run that overruns is abandoned, not waited for.
+async fn bounded<T: Send + 'static>(
+    limit: Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    match tokio::time::timeout(limit, tokio::task::spawn_blocking(work)).await {
+        Ok(Ok(done)) => Some(done),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "a message could not be parsed; kept as it came");
-            (InboundEmail::unread(), false)
+            None
         }
         Err(_) => {
             tracing::warn!("a message took too long to parse; kept as it came");
-            (InboundEmail::unread(), false)
+            None
         }
     }
 }
@@ -594,4 +607,27 @@ fn first_line(text: &str) -> String {
         .chars()
         .take(200)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn parsing_that_overruns_its_limit_is_abandoned() {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        // Finishes only when released, which is after the limit has passed.
+        let outcome = bounded(Duration::from_millis(10), move || held.recv().is_ok()).await;
+        assert_eq!(outcome, None);
+        let _ = release.send(());
+    }
+
+    #[tokio::test]
+    async fn parsing_that_panics_is_contained() {
+        let outcome: Option<()> = bounded(Duration::from_secs(60), || panic!("bad MIME")).await;
+        assert_eq!(outcome, None);
+        let (parsed, read) = parse_bounded(Arc::from(&b"Subject: x\r\n\r\nhello\r\n"[..])).await;
+        assert!(read);
+        assert_eq!(parsed.subject, "x");
+    }
 }

@@ -555,6 +555,16 @@ async fn timeline_of(
 /// Whether `sender` (an E.164 number or a normalised email address) belongs to the
 /// request's resident, or to a representative of theirs whose authority has not run
 /// out on `now`'s date.
+/// Flags a request for staff: someone who is not its resident added to it.
+pub(crate) async fn hold_for_review(conn: &mut AnyConnection, request_id: &str) -> StoreResult<()> {
+    sqlx::query("UPDATE service_requests SET identity_review = 1, updated_at = $1 WHERE id = $2")
+        .bind(Timestamp::now().millis())
+        .bind(request_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 pub(crate) async fn sender_owns(
     conn: &mut AnyConnection,
     request_id: &str,
