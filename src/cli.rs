@@ -336,8 +336,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             let store = startup::open_store(&settings).await?;
             let tokens = startup::reply_tokens(&store).await?;
-            let outbound = crate::outbound::Outbound::new(store.clone(), &settings, tokens)
-                .map_err(anyhow::Error::msg)?;
+            let scheduler = startup::open_scheduler(&settings, &store, None);
+            let outbound = crate::outbound::Outbound::new(
+                store.clone(),
+                &settings,
+                tokens,
+                scheduler,
+                std::sync::Arc::new(crate::scheduler::SystemClock),
+            )
+            .map_err(anyhow::Error::msg)?;
             let intake = crate::intake::Intake::new(store.clone(), &settings, outbound);
             println!("backend: {:?}", store.backend());
             for case in [crate::bench::Case::NewRequest, crate::bench::Case::Attach] {

@@ -654,6 +654,9 @@ pub struct SchedulerSettings {
     /// Empty: reminders are scheduled on the database (embedded scheduler).
     #[serde(default)]
     pub redis_url: RedisUrl,
+    /// Names this deployment's keys in Redis (`{prefix}:due`, …, one hash tag, so
+    /// Redis Cluster works); instances that share the work share the prefix.
+    pub redis_prefix: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -215,7 +215,7 @@ struct Core {
 /// A contact taken in, waiting for its transaction's commit.
 struct Taken {
     outcome: IntakeOutcome,
-    acknowledged: bool,
+    acknowledged: Option<(String, Timestamp)>,
 }
 
 impl Intake {
@@ -302,7 +302,7 @@ impl Core {
         let mut tx = self.store.begin().await?;
         let taken = self.take_in_tx(&mut tx, contact).await?;
         tx.commit().await?;
-        Ok(self.committed(contact, taken))
+        Ok(self.committed(contact, taken).await)
     }
 
     /// Several contacts, one transaction, a savepoint each.
@@ -347,16 +347,20 @@ impl Core {
         if let Err(e) = tx.commit().await {
             return failed(&e);
         }
-        jobs.iter()
-            .zip(taken)
-            .map(|((contact, _), t)| t.map(|t| self.committed(contact, t)))
-            .collect()
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for ((contact, _), t) in jobs.iter().zip(taken) {
+            outcomes.push(match t {
+                Ok(t) => Ok(self.committed(contact, t).await),
+                Err(e) => Err(e),
+            });
+        }
+        outcomes
     }
 
-    /// After the commit: the dispatcher woken for an acknowledgement, the count kept.
-    fn committed(&self, contact: &InboundContact, taken: Taken) -> IntakeOutcome {
-        if taken.acknowledged {
-            self.outbound.wake();
+    /// After the commit: an acknowledgement scheduled, the count kept.
+    async fn committed(&self, contact: &InboundContact, taken: Taken) -> IntakeOutcome {
+        if let Some((message, due)) = &taken.acknowledged {
+            self.outbound.scheduled(message, *due).await;
         }
         let outcome = if taken.outcome.redelivery {
             "redelivery"
@@ -391,7 +395,7 @@ impl Core {
         let Some(contact_id) = contacts::claim(tx, &arrival).await? else {
             return Ok(Taken {
                 outcome: self.redelivered(tx, contact).await?,
-                acknowledged: false,
+                acknowledged: None,
             });
         };
         if let Some(original) = &contact.original {
@@ -501,7 +505,7 @@ impl Core {
                 self.acknowledge(tx, &actor, contact, to, &request, customer_id.as_deref())
                     .await?
             }
-            _ => false,
+            _ => None,
         };
         let detail = format!("contact {contact_id}");
         audit::record(
@@ -611,9 +615,9 @@ impl Core {
         to: &Recipient,
         request: &crate::domain::request::ServiceRequest,
         customer_id: Option<&str>,
-    ) -> Result<bool, IntakeError> {
+    ) -> Result<Option<(String, Timestamp)>, IntakeError> {
         if !self.outbound.can_send(to.channel()) {
-            return Ok(false);
+            return Ok(None);
         }
         let acks = &self.acknowledgements;
         let reference = request.reference.to_string();
@@ -627,7 +631,7 @@ impl Core {
                         reference = %request.reference,
                         "acknowledgement not sent: this address has had its share today"
                     );
-                    return Ok(false);
+                    return Ok(None);
                 }
                 let theirs = contact
                     .message
@@ -647,7 +651,9 @@ impl Core {
         let html = subject
             .as_ref()
             .map(|_| crate::outbound::html_from_text(&body));
-        self.outbound
+        let due = Timestamp::now();
+        let id = self
+            .outbound
             .queue(
                 tx,
                 actor,
@@ -660,14 +666,14 @@ impl Core {
                     request: Some((request.id.clone(), request.reference)),
                     customer_id: customer_id.map(str::to_string),
                 },
-                Timestamp::now(),
+                due,
             )
             .await
             .map_err(|e| match e {
                 crate::outbound::OutboundError::Store(e) => IntakeError::Store(e),
                 other => IntakeError::Store(StoreError::Failed(other.to_string())),
             })?;
-        Ok(true)
+        Ok(Some((id, due)))
     }
 
     /// The first delivery's outcome, for a redelivered contact (read in the same

@@ -18,7 +18,8 @@
 //! - [`recordings`]: call recordings' life: start, finish, crash repair, expiry
 //! - [`api`]: the staff API, health, metrics and OpenAPI; [`http`]: its listener
 //!   (connection limits, header-read timeout, graceful drain)
-//! - [`scheduler`]: the link to the reminder scheduler's Redis
+//! - [`scheduler`]: when each outbox message is due and who may send it now: claims
+//!   with a lease and a fencing token, on Redis or embedded on the database
 //! - [`startup`], [`shutdown`], [`telemetry`]: wiring, graceful stop, logs and metrics
 //! - [`cli`]: the `contactd` command; [`bench`]: throughput measurement
 

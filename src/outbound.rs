@@ -26,6 +26,7 @@ use crate::configuration::Settings;
 use crate::domain::message::{Direction, Message, MessagePurpose, status};
 use crate::domain::thread::ReplyTokens;
 use crate::domain::{Actor, Channel, EmailAddress, PhoneNumber, Reference, Timestamp};
+use crate::scheduler::{Claim, Clock, ScheduleError, Scheduler};
 use crate::store::messages::{self, Claimed, NewMessage};
 use crate::store::{Store, StoreError};
 
@@ -85,6 +86,8 @@ struct Inner {
     sms: Option<SmsSender>,
     email: Option<EmailSender>,
     tokens: ReplyTokens,
+    scheduler: Arc<dyn Scheduler>,
+    clock: Arc<dyn Clock>,
     /// Rung after a commit that queued something, so it goes at once.
     wake: Notify,
 }
@@ -112,9 +115,20 @@ const LEASE: Duration = Duration::from_secs(120);
 const MAX_ATTEMPTS: i64 = 8;
 /// How often the dispatcher looks, when nothing wakes it.
 const IDLE_POLL: Duration = Duration::from_secs(5);
+/// Claims taken from the scheduler at a time.
+const CLAIM_BATCH: usize = 32;
+/// How often lapsed sends and claims are looked for, and the scheduler checked
+/// against the database.
+const HOUSEKEEPING: Duration = Duration::from_secs(60);
 
 impl Outbound {
-    pub fn new(store: Store, settings: &Settings, tokens: ReplyTokens) -> Result<Self, String> {
+    pub fn new(
+        store: Store,
+        settings: &Settings,
+        tokens: ReplyTokens,
+        scheduler: Arc<dyn Scheduler>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, String> {
         let s = &settings.sms;
         let sms = if s.enabled() {
             let credentials = if s.api_key_sid.is_empty() {
@@ -166,6 +180,8 @@ impl Outbound {
                 sms,
                 email,
                 tokens,
+                scheduler,
+                clock,
                 wake: Notify::new(),
             }),
         })
@@ -262,8 +278,13 @@ impl Outbound {
         Ok(id)
     }
 
-    /// Lets the dispatcher know something is due now.
-    pub fn wake(&self) {
+    /// After the commit that queued message `id`: hands its due time to the
+    /// scheduler and wakes the dispatcher. Should the scheduler be unreachable, the
+    /// dispatcher's check against the database finds the message within a minute.
+    pub async fn scheduled(&self, id: &str, due: Timestamp) {
+        if let Err(e) = self.inner.scheduler.schedule(id, due).await {
+            tracing::warn!(message = %id, error = %e, "not yet scheduled; the next check will");
+        }
         self.inner.wake.notify_one();
     }
 
@@ -281,22 +302,33 @@ impl Outbound {
         let due = Timestamp::from_millis(Timestamp::now().millis() + LEASE.as_millis() as i64);
         let id = self.queue(&mut tx, actor, m, due).await?;
         tx.commit().await?;
-        if let Some(claimed) = store.claim_message(Some(&id), LEASE).await? {
-            self.deliver(claimed).await?;
+        self.scheduled(&id, due).await;
+        if let Some(begun) = store
+            .begin_send(&id, None, self.inner.clock.now(), LEASE)
+            .await?
+            && let Some(again) = self.deliver(begun).await?
+        {
+            self.scheduled(&id, again).await;
         }
         Ok(store.message(&id).await?)
     }
 
     /// Sends due messages until `stop`; a send in progress finishes first.
+    ///
+    /// Each round: claim what is due from the scheduler, begin each send in the
+    /// database under the claim's fence, renew the claim (a claim that is no longer
+    /// ours is not sent), send, settle, ack. Housekeeping once a minute: lapsed
+    /// sends marked `unknown`, lapsed claims reaped, and the scheduler checked
+    /// against the database (rebuilt whole if it lost its state).
     pub async fn dispatch(self, stop: CancellationToken) {
         let store = &self.inner.store;
-        // Lapsed claims are looked for at start and once a lease, not on every wake:
-        // that is a write, and wakes come after every commit that queued something.
-        let mut next_expiry = tokio::time::Instant::now();
+        let scheduler = &self.inner.scheduler;
+        let mut next_housekeeping = tokio::time::Instant::now();
+        let mut complete = true;
         loop {
-            if tokio::time::Instant::now() >= next_expiry {
-                next_expiry = tokio::time::Instant::now() + LEASE;
-                match store.expire_message_leases().await {
+            if tokio::time::Instant::now() >= next_housekeeping {
+                next_housekeeping = tokio::time::Instant::now() + HOUSEKEEPING;
+                match store.expire_message_leases(self.inner.clock.now()).await {
                     Ok(0) => {}
                     Ok(n) => tracing::warn!(
                         messages = n,
@@ -304,13 +336,20 @@ impl Outbound {
                     ),
                     Err(e) => tracing::error!(error = %e, "lapsed sends could not be marked"),
                 }
+                if let Err(e) = self.keep_scheduler(complete).await {
+                    tracing::error!(error = %e, "the scheduler could not be brought up to date");
+                } else {
+                    complete = false;
+                }
             }
             if let Err(e) = self.dispatch_due().await {
-                tracing::error!(error = %e, "the outbox could not be read");
+                tracing::error!(error = %e, "the outbox could not be worked");
+                // Redis gone, say: look again soon, and check it then.
+                next_housekeeping = tokio::time::Instant::now();
             }
-            let wait = match store.next_message_due().await {
+            let wait = match scheduler.next_due().await {
                 Ok(Some(at)) => {
-                    let ms = (at.millis() - Timestamp::now().millis()).max(0) as u64;
+                    let ms = (at.millis() - self.inner.clock.now().millis()).max(0) as u64;
                     Duration::from_millis(ms).min(IDLE_POLL)
                 }
                 _ => IDLE_POLL,
@@ -323,16 +362,66 @@ impl Outbound {
         }
     }
 
-    async fn dispatch_due(&self) -> Result<(), StoreError> {
-        let store = &self.inner.store;
-        while let Some(claimed) = store.claim_message(None, LEASE).await? {
-            self.deliver(claimed).await?;
+    /// The scheduler made to hold what the database has pending: everything at
+    /// start and after it lost its state, else what is already due.
+    async fn keep_scheduler(&self, complete: bool) -> Result<(), ScheduleError> {
+        let scheduler = &self.inner.scheduler;
+        let complete = complete || scheduler.lost_state().await?;
+        if complete {
+            tracing::info!("the scheduler is rebuilt from the database");
+        }
+        let by = (!complete).then(|| self.inner.clock.now());
+        let entries = self.inner.store.pending_due(by).await?;
+        scheduler.sync(entries, complete).await?;
+        let reaped = scheduler.reap().await?;
+        if reaped > 0 {
+            tracing::warn!(claims = reaped, "claims that lapsed are due again");
         }
         Ok(())
     }
 
-    /// Sends a claimed message and settles it.
-    async fn deliver(&self, c: Claimed) -> Result<(), StoreError> {
+    async fn dispatch_due(&self) -> Result<(), ScheduleError> {
+        loop {
+            let claims = self.inner.scheduler.claim(CLAIM_BATCH, LEASE).await?;
+            if claims.is_empty() {
+                return Ok(());
+            }
+            metrics::counter!("contactd_outbox_claimed_total").increment(claims.len() as u64);
+            for claim in claims {
+                self.deliver_claim(claim).await?;
+            }
+        }
+    }
+
+    /// One claimed message: the claim renewed (so it is still ours, for a whole
+    /// lease), the send begun under its fence, sent, settled, acked.
+    async fn deliver_claim(&self, claim: Claim) -> Result<(), ScheduleError> {
+        let scheduler = &self.inner.scheduler;
+        if !scheduler.renew(&claim, LEASE).await? {
+            // This instance stalled past its lease and someone else has it now.
+            tracing::warn!(message = %claim.id, "claim lost before the send; left to its holder");
+            metrics::counter!("contactd_outbox_fenced_total").increment(1);
+            return Ok(());
+        }
+        let begun = self
+            .inner
+            .store
+            .begin_send(&claim.id, Some(claim.fence), self.inner.clock.now(), LEASE)
+            .await?;
+        let Some(message) = begun else {
+            // Sent, cancelled or begun already (a send that lapsed is reconciled by
+            // the database, never resent), or a newer claim began it.
+            scheduler.ack(&claim, None).await?;
+            return Ok(());
+        };
+        let again = self.deliver(message).await?;
+        scheduler.ack(&claim, again).await?;
+        Ok(())
+    }
+
+    /// Sends a begun message and settles it; when it is due again (a retry), if it is.
+    async fn deliver(&self, c: Claimed) -> Result<Option<Timestamp>, StoreError> {
+        let mut again = None;
         let outcome = match c.channel {
             Channel::Sms => self.deliver_sms(&c).await,
             Channel::Email => self.deliver_email(&c).await,
@@ -359,8 +448,9 @@ impl Outbound {
                 // 30 s, 1, 2, 4 … minutes: a relay or provider outage is ridden out.
                 let backoff = 30_000i64 << (c.attempts - 1).clamp(0, 10);
                 tracing::warn!(message = %c.id, attempt = c.attempts, error = %why, "send failed; will retry");
-                let at = Timestamp::from_millis(Timestamp::now().millis() + backoff);
+                let at = Timestamp::from_millis(self.inner.clock.now().millis() + backoff);
                 store.retry_message_later(&c.id, at, &why).await?;
+                again = Some(at);
             }
             Delivery::Retry(why) => {
                 tracing::warn!(message = %c.id, error = %why, "message not sent after the last retry");
@@ -411,7 +501,7 @@ impl Outbound {
                     .await?;
             }
         }
-        Ok(())
+        Ok(again)
     }
 
     async fn deliver_sms(&self, c: &Claimed) -> Delivery {

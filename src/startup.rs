@@ -3,6 +3,7 @@
 //! in-flight requests for at most the grace period.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -21,7 +22,9 @@ use crate::domain::thread::ReplyTokens;
 use crate::intake::Intake;
 use crate::outbound::Outbound;
 use crate::recordings::{Recorder, RecorderError};
-use crate::scheduler::{SchedulerError, SchedulerLink};
+use crate::scheduler::{
+    Clock, EmbeddedScheduler, RedisScheduler, Scheduler, SchedulerError, SchedulerLink, SystemClock,
+};
 use crate::store::{Store, StoreError};
 use crate::telemetry;
 
@@ -76,6 +79,32 @@ pub async fn open_store(settings: &Settings) -> Result<Store, StartupError> {
 }
 
 /// The key that signs reply tokens, shared by every instance through the database.
+/// The scheduler the outbox claims from: Redis when a link was made, else the
+/// database itself.
+pub fn open_scheduler(
+    settings: &Settings,
+    store: &Store,
+    redis: Option<&SchedulerLink>,
+) -> Arc<dyn Scheduler> {
+    open_scheduler_with_clock(settings, store, redis, Arc::new(SystemClock))
+}
+
+pub fn open_scheduler_with_clock(
+    settings: &Settings,
+    store: &Store,
+    redis: Option<&SchedulerLink>,
+    clock: Arc<dyn Clock>,
+) -> Arc<dyn Scheduler> {
+    match redis {
+        Some(link) => Arc::new(RedisScheduler::new(
+            link,
+            &settings.scheduler.redis_prefix,
+            clock,
+        )),
+        None => Arc::new(EmbeddedScheduler::new(store.clone(), clock)),
+    }
+}
+
 pub async fn reply_tokens(store: &Store) -> Result<ReplyTokens, StartupError> {
     let key = store
         .hub_secret("reply_tokens")
@@ -127,8 +156,15 @@ impl Application {
                 source,
             })?;
         let tokens = reply_tokens(&store).await?;
-        let outbound =
-            Outbound::new(store.clone(), &settings, tokens).map_err(StartupError::Outbound)?;
+        let scheduler = open_scheduler(&settings, &store, redis.as_ref());
+        let outbound = Outbound::new(
+            store.clone(),
+            &settings,
+            tokens,
+            scheduler,
+            Arc::new(SystemClock),
+        )
+        .map_err(StartupError::Outbound)?;
         let intake = Intake::new(store.clone(), &settings, outbound.clone());
         let recorder = Recorder::new(
             store.clone(),

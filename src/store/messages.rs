@@ -240,46 +240,37 @@ pub async fn thread_of(
 }
 
 impl Store {
-    /// Claims a pending message that is due (or, given `only`, that one whatever its
-    /// due time), for `lease`. None: nothing to send.
-    pub async fn claim_message(
+    /// Begins the send of a pending message: `dispatching`, with a lease. With a
+    /// scheduler's claim, only if no newer claim has begun it (`fence`); without one
+    /// (a staff member's reply, sent while they wait) whatever the fence. None: the
+    /// message is not pending (sent, cancelled, begun by another) or the claim is stale.
+    pub async fn begin_send(
         &self,
-        only: Option<&str>,
+        id: &str,
+        fence: Option<i64>,
+        now: Timestamp,
         lease: std::time::Duration,
     ) -> StoreResult<Option<Claimed>> {
         let mut tx = self.begin().await?;
-        let now = Timestamp::now().millis();
-        let candidate = match only {
-            Some(id) => Some(id.to_string()),
-            None => sqlx::query(
-                "SELECT id FROM messages WHERE status = $1 AND next_attempt_at <= $2 \
-                 ORDER BY next_attempt_at, id LIMIT 1",
-            )
-            .bind(status::PENDING)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| r.try_get::<String, _>("id"))
-            .transpose()?,
-        };
-        let Some(id) = candidate else {
-            return Ok(None);
-        };
-        // Another dispatcher may have claimed it since: the status guards the claim.
-        let claimed = sqlx::query(
-            "UPDATE messages SET status = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 \
-             WHERE id = $4 AND status = $5",
+        let now = now.millis();
+        let begun = sqlx::query(
+            "UPDATE messages SET status = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3, \
+             claim_fence = COALESCE($7, claim_fence), claimed_until = NULL \
+             WHERE id = $4 AND status = $5 AND claim_fence <= $6",
         )
         .bind(status::DISPATCHING)
         .bind(now + lease.as_millis() as i64)
         .bind(now)
-        .bind(&id)
+        .bind(id)
         .bind(status::PENDING)
+        .bind(fence.unwrap_or(i64::MAX))
+        .bind(fence)
         .execute(&mut *tx)
         .await?;
-        if claimed.rows_affected() == 0 {
+        if begun.rows_affected() == 0 {
             return Ok(None);
         }
+        let id = id.to_string();
         let r = sqlx::query(
             "SELECT id, channel, request_id, address, subject, body, html, internet_message_id, thread_ids, thread_index, purpose, attempts \
              FROM messages WHERE id = $1",
@@ -333,9 +324,9 @@ impl Store {
 
     /// Claims whose lease ran out (a dispatcher died mid-send) become `unknown`: the
     /// message may have gone, so it is never resent blind. Returns how many.
-    pub async fn expire_message_leases(&self) -> StoreResult<u64> {
+    pub async fn expire_message_leases(&self, now: Timestamp) -> StoreResult<u64> {
         let mut tx = self.begin().await?;
-        let now = Timestamp::now().millis();
+        let now = now.millis();
         let done = sqlx::query(
             "UPDATE messages SET status = $1, last_error = 'the send was interrupted', updated_at = $2 \
              WHERE status = $3 AND lease_until < $2",

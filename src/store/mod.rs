@@ -26,6 +26,7 @@ pub mod mail;
 pub mod messages;
 pub mod recordings;
 pub mod requests;
+pub mod schedule;
 pub mod secrets;
 pub mod services;
 pub mod staff;

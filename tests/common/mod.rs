@@ -22,6 +22,27 @@ use serde_json::Value;
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
+/// The Redis the scheduler tests use, each under a key prefix of its own.
+pub fn redis_url() -> url::Url {
+    let url = std::env::var("CONTACTD_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_string());
+    url::Url::parse(&url).expect("CONTACTD_TEST_REDIS_URL is a URL")
+}
+
+/// Deletes every scheduler key under `prefix`, as a Redis restarted without
+/// persistence would have lost them.
+pub async fn forget_redis_keys(prefix: &str) {
+    let client = redis::Client::open(redis_url().as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for key in ["due", "lease", "fence", "epoch"] {
+        let _: i64 = redis::cmd("DEL")
+            .arg(format!("{{{prefix}}}:{key}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
 /// The PostgreSQL server tests create their databases on (trust auth on loopback).
 pub fn postgres_admin_url() -> String {
     std::env::var("CONTACTD_TEST_POSTGRES_URL")
