@@ -229,7 +229,25 @@ impl Intake {
         });
         let batches = group_commit.then(|| {
             let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
-            tokio::spawn(group_commits(core.clone(), rx));
+            // The one writer gets a thread of its own: each of its statements is a
+            // hand-off to SQLite's worker and back, and on the shared workers every
+            // hand-off would wait behind SMTP sessions and sender checks.
+            let core = core.clone();
+            std::thread::Builder::new()
+                .name("intake-commits".into())
+                .spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => runtime.block_on(group_commits(core, rx)),
+                        // Without it, contacts are taken one by one (see `receive`).
+                        Err(e) => {
+                            tracing::error!(error = %e, "intake's commit thread did not start")
+                        }
+                    }
+                })
+                .expect("a thread can be started at start-up");
             tx
         });
         Intake { core, batches }
@@ -407,6 +425,15 @@ impl Core {
         }
 
         let (customer_id, identity, candidates) = self.identify(tx, &actor, &contact.from).await?;
+        let mut audit = audit::Batch::new(&actor);
+        if let (IdentityMatch::Created, Some(id)) = (identity, &customer_id) {
+            audit.add(
+                Action::Create,
+                Entity::Customer,
+                id,
+                Some(contact.from.as_text()),
+            );
+        }
 
         let routed = self.route(tx, contact).await?;
         let (request, opened) = match routed.request_id {
@@ -439,15 +466,7 @@ impl Core {
                     },
                 )
                 .await?;
-                audit::record(
-                    tx,
-                    &actor,
-                    Action::Create,
-                    Entity::Request,
-                    &request.id,
-                    None,
-                )
-                .await?;
+                audit.add(Action::Create, Entity::Request, &request.id, None);
                 (request, true)
             }
         };
@@ -508,15 +527,8 @@ impl Core {
             _ => None,
         };
         let detail = format!("contact {contact_id}");
-        audit::record(
-            tx,
-            &actor,
-            Action::Intake,
-            Entity::Request,
-            &request.id,
-            Some(&detail),
-        )
-        .await?;
+        audit.add(Action::Intake, Entity::Request, &request.id, Some(&detail));
+        audit.write(tx).await?;
         Ok(Taken {
             outcome: IntakeOutcome {
                 contact_id,
@@ -705,14 +717,14 @@ impl Core {
         actor: &Actor,
         from: &Sender,
     ) -> Result<(Option<String>, IdentityMatch, Vec<String>), IntakeError> {
-        let (key, ids) = match from {
+        let ids = match from {
             Sender::Phone(p) => {
                 lock_key(tx, self.store.backend(), p.as_str()).await?;
-                (p.as_str(), customers::ids_by_phone(tx, p).await?)
+                customers::ids_by_phone(tx, p).await?
             }
             Sender::Email(e) => {
                 lock_key(tx, self.store.backend(), e.as_str()).await?;
-                (e.as_str(), customers::ids_by_email(tx, e).await?)
+                customers::ids_by_email(tx, e).await?
             }
             Sender::Unknown(_) => return Ok((None, IdentityMatch::Unidentified, Vec::new())),
         };
@@ -724,8 +736,8 @@ impl Core {
                     Sender::Email(e) => details.emails.push(e.clone()),
                     Sender::Unknown(_) => unreachable!("handled above"),
                 }
+                // Audited by the caller, with the rest of the contact.
                 let id = customers::insert(tx, actor, &details).await?;
-                audit::record(tx, actor, Action::Create, Entity::Customer, &id, Some(key)).await?;
                 (Some(id), IdentityMatch::Created, Vec::new())
             }
             1 => (ids.into_iter().next(), IdentityMatch::Matched, Vec::new()),

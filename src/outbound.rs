@@ -326,6 +326,12 @@ impl Outbound {
         let mut next_housekeeping = tokio::time::Instant::now();
         let mut complete = true;
         loop {
+            // A Redis that restarted empty is rebuilt at once, not at the next round
+            // of housekeeping: one EXISTS a round.
+            if !complete && matches!(scheduler.lost_state().await, Ok(true)) {
+                complete = true;
+                next_housekeeping = tokio::time::Instant::now();
+            }
             if tokio::time::Instant::now() >= next_housekeeping {
                 next_housekeeping = tokio::time::Instant::now() + HOUSEKEEPING;
                 match store.expire_message_leases(self.inner.clock.now()).await {

@@ -91,6 +91,80 @@ pub async fn record(
     Ok(())
 }
 
+/// Several entries by one actor, written in one statement: intake records a new
+/// customer, a new request and the contact together, and each statement on SQLite
+/// waits its turn at the one writer.
+pub struct Batch<'a> {
+    actor: &'a Actor,
+    entries: Vec<(Action, Entity, String, Option<String>)>,
+}
+
+impl<'a> Batch<'a> {
+    pub fn new(actor: &'a Actor) -> Self {
+        Batch {
+            actor,
+            entries: Vec::new(),
+        }
+    }
+
+    pub fn add(&mut self, action: Action, entity: Entity, entity_id: &str, detail: Option<&str>) {
+        self.entries.push((
+            action,
+            entity,
+            entity_id.to_string(),
+            detail.map(str::to_string),
+        ));
+    }
+
+    pub async fn write(self, conn: &mut AnyConnection) -> StoreResult<()> {
+        if self.entries.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<String> = (0..self.entries.len())
+            .map(|i| {
+                let b = i * 9;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7,
+                    b + 8,
+                    b + 9
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO audit_log (id, at, actor, actor_role, source, action, entity, entity_id, detail) VALUES {}",
+            rows.join(", ")
+        );
+        let now = Timestamp::now().millis();
+        let (label, role, source) = (
+            self.actor.label(),
+            self.actor.role().map(|r| r.as_str()),
+            self.actor.source(),
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (action, entity, entity_id, detail) in &self.entries {
+            query = query
+                .bind(new_id())
+                .bind(now)
+                .bind(label.clone())
+                .bind(role)
+                .bind(source)
+                .bind(action.as_str())
+                .bind(entity.as_str())
+                .bind(entity_id.clone())
+                .bind(detail.clone());
+        }
+        query.execute(&mut *conn).await?;
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AuditEntry {
     pub id: String,

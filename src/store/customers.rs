@@ -371,14 +371,27 @@ pub(crate) async fn insert(
 ) -> StoreResult<String> {
     let id = new_id();
     let now = Timestamp::now().millis();
+    let d = details;
+    let text = |t: &Option<ShortText>| t.as_ref().map(|t| t.as_str().to_string());
     sqlx::query(
-        "INSERT INTO customers (id, name_key, version, created_at, updated_at) VALUES ($1, '', 0, $2, $2)",
+        "INSERT INTO customers (id, title, given_name, family_name, name_key, date_of_birth, \
+         preferred_channel, language, accessibility_needs, version, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $10)",
     )
     .bind(&id)
+    .bind(text(&d.title))
+    .bind(text(&d.given_name))
+    .bind(text(&d.family_name))
+    .bind(d.name_key())
+    .bind(d.date_of_birth.map(|x| x.to_string()))
+    .bind(d.preferred_channel.map(|c| c.as_str()))
+    .bind(text(&d.language))
+    .bind(d.accessibility_needs.as_ref().map(LongText::as_str))
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    write_details(conn, &id, details).await?;
+    // A new record has no lists to clear.
+    insert_lists(conn, &id, details).await?;
     let snapshot = serde_json::to_value(details).expect("details serialise");
     insert_history(
         conn,
@@ -568,6 +581,12 @@ async fn write_details(conn: &mut AnyConnection, id: &str, d: &CustomerDetails) 
         .execute(&mut *conn)
         .await?;
     }
+    insert_lists(conn, id, d).await
+}
+
+/// A record's phones, emails, addresses and representatives, in order.
+async fn insert_lists(conn: &mut AnyConnection, id: &str, d: &CustomerDetails) -> StoreResult<()> {
+    let text = |t: &Option<ShortText>| t.as_ref().map(|t| t.as_str().to_string());
     insert_strings(
         conn,
         "INSERT INTO customer_phones (customer_id, position, e164) VALUES ($1, $2, $3)",

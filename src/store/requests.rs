@@ -464,11 +464,7 @@ pub(crate) async fn append(
     .bind(e.message_id)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("UPDATE service_requests SET updated_at = $1 WHERE id = $2")
-        .bind(now)
-        .bind(request_id)
-        .execute(&mut *conn)
-        .await?;
+    // The request's updated_at follows (a trigger: migration 0011).
     Ok(id)
 }
 

@@ -55,6 +55,48 @@ impl SmtpSink {
         Self::refusing(0).await
     }
 
+    /// From now on every message is read as it arrives (so a busy sink never
+    /// blocks on its output) and kept, for an exact count at the end.
+    pub fn collect(mut self) -> SinkCollector {
+        let stdin = self._child.stdin.take();
+        let mut lines = self.lines;
+        let task = tokio::spawn(async move {
+            let mut all = Vec::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let v: Value = serde_json::from_str(&line).unwrap();
+                if v.get("refused").is_none() {
+                    all.push(v);
+                }
+            }
+            all
+        });
+        SinkCollector {
+            stdin,
+            task,
+            _child: self._child,
+        }
+    }
+}
+
+/// A sink whose messages are being collected (see [`SmtpSink::collect`]).
+pub struct SinkCollector {
+    stdin: Option<tokio::process::ChildStdin>,
+    task: tokio::task::JoinHandle<Vec<Value>>,
+    _child: Child,
+}
+
+impl SinkCollector {
+    /// Stops the sink; every message it received.
+    pub async fn finish(mut self) -> Vec<Value> {
+        drop(self.stdin.take());
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the SMTP sink stops")
+            .unwrap()
+    }
+}
+
+impl SmtpSink {
     /// A relay that refuses its first `n` messages with 451.
     pub async fn refusing(n: usize) -> SmtpSink {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/smtp_sink.py");

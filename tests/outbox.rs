@@ -1,0 +1,227 @@
+//! The outbox shared by several daemons: three `contactd serve` processes on one
+//! PostgreSQL, with one Redis or with none (the embedded scheduler), send every
+//! message exactly once — counted at a stand-in Twilio REST API and at a real SMTP
+//! server (aiosmtpd).
+//!
+//! The messages are committed before any daemon runs: the state a daemon killed
+//! between committing (a new request and its acknowledgement, a reminder) and
+//! sending leaves behind. With Redis, Redis also restarts empty mid-run.
+
+mod common;
+
+use std::collections::HashSet;
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+use common::daemon::{Daemon, start_with};
+use common::email::SmtpSink;
+use common::twilio::{ACCOUNT_SID, AUTH_TOKEN, COUNCIL_NUMBER, FakeTwilio, PUBLIC_URL};
+use common::{TestDatabase, test_settings};
+use contactd::configuration::Backend;
+use contactd::domain::message::{Direction, MessagePurpose, status};
+use contactd::domain::{Actor, Channel, Timestamp};
+use contactd::store::Store;
+use contactd::store::messages::{NewMessage, insert};
+
+const MESSAGES: usize = 600;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_on_redis_send_each_message_exactly_once() {
+    three_instances(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_on_the_embedded_scheduler_send_each_message_exactly_once() {
+    three_instances(false).await;
+}
+
+async fn three_instances(redis: bool) {
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let store = contactd::startup::open_store(&test_settings(&db))
+        .await
+        .unwrap();
+    let twilio = FakeTwilio::start().await;
+    let sink = SmtpSink::start().await;
+    let relay = sink.url();
+    let sink = sink.collect();
+    for i in 0..MESSAGES {
+        queue(&store, i).await;
+    }
+    let prefix = format!("contactd-test-{}", uuid::Uuid::new_v4().simple());
+    let redis_url = if redis {
+        common::redis_url().to_string()
+    } else {
+        String::new()
+    };
+    let env = [
+        ("CONTACTD__SCHEDULER__REDIS_URL", redis_url),
+        ("CONTACTD__SCHEDULER__REDIS_PREFIX", prefix.clone()),
+        ("CONTACTD__HTTP__PUBLIC_URL", PUBLIC_URL.to_string()),
+        ("CONTACTD__SMS__ACCOUNT_SID", ACCOUNT_SID.to_string()),
+        ("CONTACTD__SMS__AUTH_TOKEN", AUTH_TOKEN.to_string()),
+        ("CONTACTD__SMS__FROM", COUNCIL_NUMBER.to_string()),
+        ("CONTACTD__SMS__API_BASE", twilio.url.clone()),
+        ("CONTACTD__EMAIL__RELAY_URL", relay),
+        (
+            "CONTACTD__EMAIL__FROM",
+            "Council <contact@council.example>".to_string(),
+        ),
+    ];
+    let notify_path = db.dir().join("notify.sock");
+    let _notify = UnixDatagram::bind(&notify_path).unwrap();
+    let mut daemons: Vec<Daemon> = (0..3)
+        .map(|_| start_with(&db, &notify_path, &env))
+        .collect();
+
+    if redis {
+        // Redis restarts without persistence while the work is under way: the
+        // daemons rebuild it from the database, and nothing is lost or sent twice.
+        until(&store, |settled| settled >= MESSAGES as i64 / 4).await;
+        for d in &daemons {
+            // What they logged so far, the rebuild at start included.
+            d.log.try_iter().for_each(drop);
+        }
+        common::forget_redis_keys(&prefix).await;
+    }
+    until(&store, |settled| settled == MESSAGES as i64).await;
+    let mut rebuilds = 0;
+    for d in &mut daemons {
+        let _ = d.child.kill();
+        let _ = d.child.wait();
+        // The log ends with the process.
+        rebuilds += d
+            .log
+            .iter()
+            .filter(|l| l.contains("the scheduler is rebuilt from the database"))
+            .count();
+    }
+    if redis {
+        assert!(rebuilds >= 1, "Redis was rebuilt after its restart");
+    }
+
+    let texts: Vec<String> = twilio
+        .received()
+        .into_iter()
+        .map(|form| {
+            form.into_iter()
+                .find(|(k, _)| k == "Body")
+                .map(|(_, v)| v)
+                .expect("a Body")
+        })
+        .collect();
+    let distinct: HashSet<&String> = texts.iter().collect();
+    assert_eq!(texts.len(), MESSAGES / 2, "texts sent");
+    assert_eq!(distinct.len(), MESSAGES / 2, "no text twice");
+
+    let mails = sink.finish().await;
+    let subjects: HashSet<String> = mails
+        .iter()
+        .map(|m| {
+            let data = m["data"].as_str().unwrap();
+            data.lines()
+                .find_map(|l| l.strip_prefix("Subject: "))
+                .expect("a Subject")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(mails.len(), MESSAGES / 2, "emails sent");
+    assert_eq!(subjects.len(), MESSAGES / 2, "no email twice");
+
+    let unsettled = count(
+        &store,
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM messages WHERE status IN ('pending', 'dispatching', 'unknown', 'failed')",
+    )
+    .await;
+    assert_eq!(unsettled, 0);
+    if redis {
+        common::forget_redis_keys(&prefix).await;
+    }
+}
+
+/// Message `i`, committed and due now: texts to even numbers, emails to odd ones.
+async fn queue(store: &Store, i: usize) {
+    let (channel, address, subject) = if i.is_multiple_of(2) {
+        (Channel::Sms, format!("+4477009{:05}", i), None)
+    } else {
+        (
+            Channel::Email,
+            format!("resident{i}@example.org"),
+            Some(format!("Reminder {i}")),
+        )
+    };
+    let body = format!("Reminder {i}: your collection is tomorrow.");
+    let mut tx = store.begin().await.unwrap();
+    insert(
+        &mut tx,
+        &Actor::System,
+        &NewMessage {
+            channel,
+            direction: Direction::Out,
+            request_id: None,
+            customer_id: None,
+            contact_id: None,
+            address: &address,
+            subject: subject.as_deref(),
+            body: &body,
+            html: None,
+            purpose: MessagePurpose::Reply,
+            internet_message_id: None,
+            thread_ids: &[],
+            thread_index: None,
+            status: status::PENDING,
+            status_rank: 0,
+            due_at: Some(Timestamp::now()),
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn count(store: &Store, sql: &'static str) -> i64 {
+    use sqlx::Row;
+    sqlx::query(sql)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .get::<i64, _>("n")
+}
+
+/// Waits (up to 120 s) until the number of messages handed over satisfies `done`.
+async fn until(store: &Store, done: impl Fn(i64) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let settled = count(
+            store,
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM messages WHERE provider_sid IS NOT NULL",
+        )
+        .await;
+        if done(settled) {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            use sqlx::Row;
+            let rows = sqlx::query(
+                "SELECT channel, status, COALESCE(last_error, '') AS e, CAST(COUNT(*) AS BIGINT) AS n \
+                 FROM messages GROUP BY channel, status, COALESCE(last_error, '')",
+            )
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+            let by_status: Vec<String> = rows
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} {} {:?}: {}",
+                        r.get::<String, _>("channel"),
+                        r.get::<String, _>("status"),
+                        r.get::<String, _>("e"),
+                        r.get::<i64, _>("n")
+                    )
+                })
+                .collect();
+            panic!("{settled} messages handed over: {by_status:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
