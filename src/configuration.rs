@@ -57,11 +57,42 @@ pub struct Settings {
     pub sip: SipSettings,
     pub sms: SmsSettings,
     pub email: EmailSettings,
+    pub reminders: ReminderSettings,
     pub recordings: RecordingSettings,
     pub ivr: IvrSettings,
     pub shutdown: ShutdownSettings,
     pub log: LogSettings,
     pub services: Vec<ServiceDefinition>,
+}
+
+/// Appointment reminders: when, and what they say.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReminderSettings {
+    /// Minutes before an appointment that its reminders are sent, unless a booking
+    /// names its own (e.g. two days and two hours: [2880, 120]).
+    pub appointment_offsets_minutes: Vec<u32>,
+    /// The reminder's text; `{reference}`, `{date}`, `{time}` (Europe/London) and
+    /// `{place}` are filled in.
+    pub appointment_text: String,
+    /// An email reminder's subject, filled in the same way.
+    pub appointment_subject: String,
+}
+
+impl ReminderSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.appointment_offsets_minutes.contains(&0) {
+            return Err(ConfigError::Invalid(
+                "reminders.appointment_offsets_minutes: each at least 1".into(),
+            ));
+        }
+        if !self.appointment_text.contains("{date}") {
+            return Err(ConfigError::Invalid(
+                "reminders.appointment_text: must contain {date}".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The SMS channel (Twilio). No account: the channel is off.
@@ -941,6 +972,7 @@ impl Settings {
         }
         self.sms.validate()?;
         self.email.validate()?;
+        self.reminders.validate()?;
         self.sip.validate()?;
         if self.database.max_connections == 0 {
             return bad("database.max_connections", "must be at least 1");

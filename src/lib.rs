@@ -24,6 +24,7 @@
 //! - [`cli`]: the `contactd` command; [`bench`]: throughput measurement
 
 pub mod api;
+pub mod appointments;
 pub mod bench;
 pub mod channels;
 pub mod cli;

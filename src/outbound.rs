@@ -66,6 +66,8 @@ pub struct OutboundMessage {
     /// The request it is about: (id, reference).
     pub request: Option<(String, Reference)>,
     pub customer_id: Option<String>,
+    /// A reminder: its appointment, and the key of this occurrence (unique).
+    pub appointment: Option<(String, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +189,11 @@ impl Outbound {
         })
     }
 
+    /// The clock the outbox runs on.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
     pub fn tokens(&self) -> &ReplyTokens {
         &self.inner.tokens
     }
@@ -267,6 +274,8 @@ impl Outbound {
                 status: state,
                 status_rank: rank,
                 due_at: held_back.is_none().then_some(due),
+                appointment_id: m.appointment.as_ref().map(|(id, _)| id.as_str()),
+                schedule_key: m.appointment.as_ref().map(|(_, key)| key.as_str()),
             },
         )
         .await?;
@@ -288,6 +297,14 @@ impl Outbound {
         self.inner.wake.notify_one();
     }
 
+    /// After the commit that cancelled message `id`: the scheduler forgets it (were
+    /// it claimed meanwhile, its send is refused: it is no longer pending).
+    pub async fn cancelled(&self, id: &str) {
+        if let Err(e) = self.inner.scheduler.cancel(id).await {
+            tracing::warn!(message = %id, error = %e, "a cancelled message is still scheduled; it will not be sent");
+        }
+    }
+
     /// Queues `m` and delivers it before returning (a staff member waits to see the
     /// outcome). Should this request die mid-way, the outbox still has it.
     pub async fn send_now(
@@ -299,7 +316,8 @@ impl Outbound {
         let mut tx = store.begin().await?;
         // Not due for the dispatcher until the lease would have run out: this request
         // sends it, unless it dies first.
-        let due = Timestamp::from_millis(Timestamp::now().millis() + LEASE.as_millis() as i64);
+        let due =
+            Timestamp::from_millis(self.inner.clock.now().millis() + LEASE.as_millis() as i64);
         let id = self.queue(&mut tx, actor, m, due).await?;
         tx.commit().await?;
         self.scheduled(&id, due).await;

@@ -128,6 +128,15 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// `build`, with the clock the outbox, the scheduler and reminders read (a
+    /// test's, which it moves forward instead of waiting).
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Application, StartupError> {
         private_dir(&settings.data_dir).map_err(|source| StartupError::DataDir {
             dir: settings.data_dir.display().to_string(),
             source,
@@ -156,15 +165,9 @@ impl Application {
                 source,
             })?;
         let tokens = reply_tokens(&store).await?;
-        let scheduler = open_scheduler(&settings, &store, redis.as_ref());
-        let outbound = Outbound::new(
-            store.clone(),
-            &settings,
-            tokens,
-            scheduler,
-            Arc::new(SystemClock),
-        )
-        .map_err(StartupError::Outbound)?;
+        let scheduler = open_scheduler_with_clock(&settings, &store, redis.as_ref(), clock.clone());
+        let outbound = Outbound::new(store.clone(), &settings, tokens, scheduler, clock.clone())
+            .map_err(StartupError::Outbound)?;
         let intake = Intake::new(store.clone(), &settings, outbound.clone());
         let recorder = Recorder::new(
             store.clone(),
@@ -204,10 +207,17 @@ impl Application {
         running.add(&voice);
         running.add(&sms);
         running.add(&email);
+        let appointments = crate::appointments::Appointments::new(
+            store.clone(),
+            outbound.clone(),
+            &settings,
+            clock,
+        );
         let state = AppState {
             intake,
             store,
             recordings: recorder.dir().clone(),
+            appointments,
             outbound,
             sms,
             metrics: telemetry::metrics_handle(),

@@ -171,6 +171,8 @@ async fn queue(store: &Store, i: usize) {
             status: status::PENDING,
             status_rank: 0,
             due_at: Some(Timestamp::now()),
+            appointment_id: None,
+            schedule_key: None,
         },
     )
     .await

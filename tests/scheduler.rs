@@ -126,6 +126,8 @@ impl Harness {
                 status: status::PENDING,
                 status_rank: 0,
                 due_at: Some(due),
+                appointment_id: None,
+                schedule_key: None,
             },
         )
         .await

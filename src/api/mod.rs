@@ -12,6 +12,7 @@
 //! Every route is registered through utoipa-axum's `routes!`, which will not compile a
 //! handler without its `#[utoipa::path]`: the OpenAPI document cannot miss a route.
 
+pub mod appointments;
 pub mod attachments;
 pub mod audit;
 pub mod auth;
@@ -57,6 +58,7 @@ pub struct AppState {
     pub redis: Option<SchedulerLink>,
     pub recordings: contactd_recordings::RecordingsDir,
     pub outbound: crate::outbound::Outbound,
+    pub appointments: crate::appointments::Appointments,
     /// Present when the SMS channel is configured.
     pub sms: Option<crate::channels::sms::SmsChannel>,
     /// Cancelled when the daemon starts shutting down (readiness turns 503).
@@ -123,6 +125,9 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
         .routes(routes!(recordings::legal_hold))
         .routes(routes!(messages::send_sms))
         .routes(routes!(messages::send_email))
+        .routes(routes!(appointments::book, appointments::of_request))
+        .routes(routes!(appointments::reschedule))
+        .routes(routes!(appointments::cancel))
         .routes(routes!(contacts::record))
         .routes(routes!(audit::list));
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())

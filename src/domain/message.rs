@@ -17,6 +17,9 @@ super::text_enum! {
         Acknowledgement = "acknowledgement",
         /// Unprompted news of a request: needs consent to service updates.
         ServiceUpdate = "service_update",
+        /// An appointment or renewal reminder: a service message the resident asked
+        /// to have, so it needs consent to service updates like the news of a request.
+        Reminder = "reminder",
         /// Needs consent to satisfaction surveys.
         Survey = "survey",
         /// Needs consent to marketing.
@@ -29,7 +32,9 @@ impl MessagePurpose {
     pub fn consent(self) -> Option<super::ConsentPurpose> {
         match self {
             MessagePurpose::Reply | MessagePurpose::Acknowledgement => None,
-            MessagePurpose::ServiceUpdate => Some(super::ConsentPurpose::ServiceUpdates),
+            MessagePurpose::ServiceUpdate | MessagePurpose::Reminder => {
+                Some(super::ConsentPurpose::ServiceUpdates)
+            }
             MessagePurpose::Survey => Some(super::ConsentPurpose::SatisfactionSurveys),
             MessagePurpose::Marketing => Some(super::ConsentPurpose::Marketing),
         }
@@ -63,6 +68,8 @@ pub mod status {
     pub const FAILED: &str = "failed";
     /// A message from a resident.
     pub const RECEIVED: &str = "received";
+    /// Not sent because its cause went away (an appointment moved or cancelled).
+    pub const CANCELLED: &str = "cancelled";
     /// A final status: later reports cannot move a message past it.
     pub const FINAL_RANK: i64 = 5;
 }

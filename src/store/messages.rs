@@ -35,6 +35,9 @@ pub struct NewMessage<'a> {
     pub status_rank: i64,
     /// When the outbox may send it (pending messages only).
     pub due_at: Option<Timestamp>,
+    /// A reminder's appointment, and the occurrence it is (unique).
+    pub appointment_id: Option<&'a str>,
+    pub schedule_key: Option<&'a str>,
 }
 
 /// A pending message claimed by a dispatcher: everything needed to send it.
@@ -67,7 +70,8 @@ pub async fn insert(
     sqlx::query(
         "INSERT INTO messages (id, channel, direction, request_id, customer_id, contact_id, address, subject, body, html, \
          purpose, internet_message_id, thread_ids, status, status_rank, sent_by, next_attempt_at, created_at, updated_at, \
-         thread_index) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18, $19)",
+         thread_index, appointment_id, schedule_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18, $19, $20, $21)",
     )
     .bind(&id)
     .bind(m.channel.as_str())
@@ -88,6 +92,8 @@ pub async fn insert(
     .bind(m.due_at.map(Timestamp::millis))
     .bind(now)
     .bind(m.thread_index)
+    .bind(m.appointment_id)
+    .bind(m.schedule_key)
     .execute(&mut *conn)
     .await?;
     // A received message is on the timeline as its contact; a sent one as itself.

@@ -18,6 +18,7 @@
 //! Functions that must run inside a caller's transaction take `&mut AnyConnection`;
 //! `Store` methods own their transaction.
 
+pub mod appointments;
 pub mod attachments;
 pub mod audit;
 pub mod contacts;

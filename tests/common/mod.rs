@@ -172,10 +172,27 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// `spawn_app` with the settings adjusted first.
 pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_with_clock(
+        backend,
+        std::sync::Arc::new(contactd::scheduler::SystemClock),
+        adjust,
+    )
+    .await
+}
+
+/// `spawn_app_with`, the outbox and reminders on `clock` (a test clock, moved
+/// forward instead of waited for).
+pub async fn spawn_app_with_clock(
+    backend: Backend,
+    clock: std::sync::Arc<dyn contactd::scheduler::Clock>,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
     let db = TestDatabase::new(backend).await;
     let mut settings = test_settings(&db);
     adjust(&mut settings);
-    let app = Application::build(settings).await.expect("daemon starts");
+    let app = Application::build_with_clock(settings, clock)
+        .await
+        .expect("daemon starts");
     let sip = app.sip_listening();
     let smtp = app.smtp_addr();
     let addr = app.local_addr();

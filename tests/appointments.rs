@@ -1,0 +1,250 @@
+//! Appointments and their reminders, through the staff API, with the daemon on a
+//! test clock: reminders are scheduled at the configured offsets (or the booking's
+//! own times), moving an appointment sends only at the new times, cancelling sends
+//! nothing, a resident without consent gets nothing, and a reminder that falls due
+//! is texted (to a stand-in Twilio REST API) once.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::twilio::{ACCOUNT_SID, AUTH_TOKEN, COUNCIL_NUMBER, FakeTwilio, PUBLIC_URL};
+use common::{TestApp, spawn_app_with_clock};
+use contactd::configuration::{Backend, Secret};
+use contactd::domain::Role;
+use contactd::domain::Timestamp;
+use contactd::scheduler::{Clock, TestClock};
+use serde_json::{Value, json};
+
+on_both_backends!(
+    reminders_follow_the_appointment_and_only_the_new_times_send,
+    a_reminder_needs_consent_and_a_time_still_to_come,
+);
+
+async fn app(backend: Backend) -> (TestApp, FakeTwilio, Arc<TestClock>) {
+    let fake = FakeTwilio::start().await;
+    let clock = TestClock::new();
+    let api = url::Url::parse(&fake.url).unwrap();
+    let app = spawn_app_with_clock(backend, clock.clone(), move |s| {
+        s.http.public_url = url::Url::parse(PUBLIC_URL).unwrap();
+        s.sms.account_sid = ACCOUNT_SID.into();
+        s.sms.auth_token = Secret::new(AUTH_TOKEN);
+        s.sms.from = COUNCIL_NUMBER.into();
+        s.sms.api_base = api;
+    })
+    .await;
+    (app, fake, clock)
+}
+
+/// A resident with a phone (and, if `consents`, consent to service messages) and a
+/// request: its reference.
+async fn resident(app: &TestApp, consents: bool) -> String {
+    let customer = app
+        .create_customer(json!({"given_name": "Jo", "phones": ["07700 900123"]}))
+        .await;
+    if consents {
+        let (status, body) = app
+            .post(
+                Role::Agent,
+                &format!(
+                    "/api/v1/customers/{}/consents",
+                    customer["id"].as_str().unwrap()
+                ),
+                json!({"purpose": "service_updates", "granted": true, "method": "phone"}),
+            )
+            .await;
+        assert!((200..300).contains(&status), "{body}");
+    }
+    let (status, request) = app
+        .post(
+            Role::Agent,
+            "/api/v1/requests",
+            json!({"customer_id": customer["id"], "service": "waste", "summary": "Bulky waste collection"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{request}");
+    request["reference"].as_str().unwrap().to_string()
+}
+
+fn at(clock: &TestClock, from_now: Duration) -> String {
+    Timestamp::from_millis(clock.now().millis() + from_now.as_millis() as i64).to_string()
+}
+
+fn ago(clock: &TestClock, before_now: Duration) -> String {
+    Timestamp::from_millis(clock.now().millis() - before_now.as_millis() as i64).to_string()
+}
+
+fn due_times(booked: &Value) -> Vec<i64> {
+    booked["reminders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            Timestamp::parse(r["due_at"].as_str().unwrap())
+                .unwrap()
+                .millis()
+        })
+        .collect()
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+const HOUR: Duration = Duration::from_secs(3600);
+
+async fn reminders_follow_the_appointment_and_only_the_new_times_send(backend: Backend) {
+    let (app, fake, clock) = app(backend).await;
+    let reference = resident(&app, true).await;
+    let starts = at(&clock, 3 * DAY);
+    let (status, booked) = app
+        .post(
+            Role::Agent,
+            &format!("/api/v1/requests/{reference}/appointments"),
+            json!({"starts_at": starts, "place": "Outside 12 Mill Lane"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{booked}");
+    // The configured offsets: two days and two hours before.
+    let start = Timestamp::parse(&starts).unwrap().millis();
+    assert_eq!(
+        due_times(&booked),
+        [start - 2 * 86_400_000, start - 2 * 3_600_000]
+    );
+    let id = booked["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        app.count("messages WHERE purpose = 'reminder' AND status = 'pending'")
+            .await,
+        2
+    );
+
+    // Moved a day later: the old reminders are cancelled, the new ones scheduled.
+    let moved = at(&clock, 4 * DAY);
+    let (status, again) = app
+        .patch(
+            Role::Agent,
+            &format!("/api/v1/appointments/{id}"),
+            json!({"starts_at": moved, "place": "Outside 12 Mill Lane", "reminders": [{"minutes_before": 1440}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["version"], 2);
+    let new_start = Timestamp::parse(&moved).unwrap().millis();
+    assert_eq!(due_times(&again), [new_start - 86_400_000]);
+    assert_eq!(
+        app.count("messages WHERE purpose = 'reminder' AND status = 'cancelled'")
+            .await,
+        2
+    );
+
+    // The old first reminder's time passes: nothing is sent.
+    clock.advance(DAY + HOUR);
+    // The new one's time passes: it is texted, once.
+    clock.advance(2 * DAY);
+    app.until_count(
+        "messages WHERE purpose = 'reminder' AND provider_sid IS NOT NULL",
+        1,
+    )
+    .await;
+    let sent = fake.received();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let body = &sent[0].iter().find(|(k, _)| k == "Body").unwrap().1;
+    assert!(
+        body.contains(&reference) && body.contains("Outside 12 Mill Lane"),
+        "{body}"
+    );
+
+    // The timeline says what happened; a cancelled appointment cannot be moved.
+    let (_, timeline) = app
+        .get(
+            Role::Agent,
+            &format!("/api/v1/requests/{reference}/timeline"),
+        )
+        .await;
+    let notes: Vec<&str> = timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["body"].as_str())
+        .filter(|b| b.starts_with("Appointment"))
+        .collect();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    let (status, cancelled) = app
+        .post(
+            Role::Agent,
+            &format!("/api/v1/appointments/{id}/cancel"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled");
+    let (status, _) = app
+        .post(
+            Role::Agent,
+            &format!("/api/v1/appointments/{id}/cancel"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 409);
+    let (status, _) = app
+        .patch(
+            Role::Agent,
+            &format!("/api/v1/appointments/{id}"),
+            json!({"starts_at": at(&clock, 5 * DAY), "place": "Depot"}),
+        )
+        .await;
+    assert_eq!(status, 409);
+    let (_, list) = app
+        .get(
+            Role::Agent,
+            &format!("/api/v1/requests/{reference}/appointments"),
+        )
+        .await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    app.stop().await;
+}
+
+async fn a_reminder_needs_consent_and_a_time_still_to_come(backend: Backend) {
+    let (app, fake, clock) = app(backend).await;
+    // Without consent to service messages: recorded, held back, never sent.
+    let reference = resident(&app, false).await;
+    let (status, booked) = app
+        .post(
+            Role::Agent,
+            &format!("/api/v1/requests/{reference}/appointments"),
+            json!({"starts_at": at(&clock, 2 * HOUR), "place": "Register office",
+                   "reminders": [{"minutes_before": 60}, {"at": ago(&clock, HOUR)}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{booked}");
+    // The time already past is no reminder; the other is held back.
+    assert_eq!(due_times(&booked).len(), 1);
+    assert_eq!(
+        app.count("messages WHERE purpose = 'reminder' AND status = 'no_consent'")
+            .await,
+        1
+    );
+    clock.advance(2 * HOUR);
+    assert!(fake.received().is_empty());
+
+    // Hostile or mistaken input gets a clear error and nothing written.
+    for bad in [
+        json!({"starts_at": "tomorrow", "place": "Depot"}),
+        json!({"starts_at": ago(&clock, HOUR), "place": "Depot"}),
+        json!({"starts_at": at(&clock, DAY), "place": ""}),
+        json!({"starts_at": at(&clock, DAY), "place": "x".repeat(201)}),
+    ] {
+        let (status, body) = app
+            .post(
+                Role::Agent,
+                &format!("/api/v1/requests/{reference}/appointments"),
+                bad,
+            )
+            .await;
+        assert_eq!(status, 422, "{body}");
+    }
+    assert_eq!(app.count("appointments").await, 1);
+    let (status, _) = app
+        .post(Role::Agent, "/api/v1/appointments/nope/cancel", json!({}))
+        .await;
+    assert_eq!(status, 404);
+    app.stop().await;
+}
