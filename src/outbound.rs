@@ -443,9 +443,34 @@ impl Outbound {
         Ok(())
     }
 
+    /// The rules again, at the moment of sending: a resident may have withdrawn
+    /// consent, or a number opted out, since the message was scheduled (a reminder
+    /// booked weeks ago). The status it is held back with, if it is.
+    async fn held_back_now(&self, c: &Claimed) -> Result<Option<&'static str>, StoreError> {
+        let mut conn = self.inner.store.pool().acquire().await?;
+        if c.channel == Channel::Sms && messages::sms_suppressed(&mut conn, &c.address).await? {
+            return Ok(Some(status::SUPPRESSED));
+        }
+        Ok(match (c.purpose.consent(), &c.customer_id) {
+            (None, _) => None,
+            (Some(p), Some(id)) if messages::consent_given(&mut conn, id, p).await? => None,
+            (Some(_), _) => Some(status::NO_CONSENT),
+        })
+    }
+
     /// Sends a begun message and settles it; when it is due again (a retry), if it is.
     async fn deliver(&self, c: Claimed) -> Result<Option<Timestamp>, StoreError> {
         let mut again = None;
+        if let Some(held) = self.held_back_now(&c).await? {
+            tracing::info!(message = %c.id, status = held, "message not sent: the resident's wishes changed");
+            metrics::counter!("contactd_messages_sent_total", "channel" => c.channel.as_str(), "outcome" => held)
+                .increment(1);
+            self.inner
+                .store
+                .message_failed(&c.id, held, status::FINAL_RANK, None, None)
+                .await?;
+            return Ok(None);
+        }
         let outcome = match c.channel {
             Channel::Sms => self.deliver_sms(&c).await,
             Channel::Email => self.deliver_email(&c).await,

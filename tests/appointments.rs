@@ -246,5 +246,41 @@ async fn a_reminder_needs_consent_and_a_time_still_to_come(backend: Backend) {
         .post(Role::Agent, "/api/v1/appointments/nope/cancel", json!({}))
         .await;
     assert_eq!(status, 404);
+
+    // Consent given at booking and withdrawn before the reminder is due: the rules
+    // are checked again at the send, and it is held back.
+    let reference = resident(&app, true).await;
+    let (status, booked) = app
+        .post(
+            Role::Agent,
+            &format!("/api/v1/requests/{reference}/appointments"),
+            json!({"starts_at": at(&clock, DAY), "place": "Depot", "reminders": [{"minutes_before": 60}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{booked}");
+    let (_, request) = app
+        .get(Role::Agent, &format!("/api/v1/requests/{reference}"))
+        .await;
+    let (status, body) = app
+        .post(
+            Role::Agent,
+            &format!(
+                "/api/v1/customers/{}/consents",
+                request["customer_id"].as_str().unwrap()
+            ),
+            json!({"purpose": "service_updates", "granted": false, "method": "phone"}),
+        )
+        .await;
+    assert!((200..300).contains(&status), "{body}");
+    clock.advance(DAY);
+    app.until_count(
+        "messages WHERE purpose = 'reminder' AND status = 'no_consent'",
+        2,
+    )
+    .await;
+    assert!(
+        fake.received().is_empty(),
+        "nothing sent against the resident's wishes"
+    );
     app.stop().await;
 }

@@ -55,6 +55,7 @@ pub struct Claimed {
     pub thread_index: Option<String>,
     pub purpose: MessagePurpose,
     pub attempts: i64,
+    pub customer_id: Option<String>,
 }
 
 /// Records a message in the caller's transaction, and puts it on its request's
@@ -278,7 +279,7 @@ impl Store {
         }
         let id = id.to_string();
         let r = sqlx::query(
-            "SELECT id, channel, request_id, address, subject, body, html, internet_message_id, thread_ids, thread_index, purpose, attempts \
+            "SELECT id, channel, request_id, customer_id, address, subject, body, html, internet_message_id, thread_ids, thread_index, purpose, attempts \
              FROM messages WHERE id = $1",
         )
         .bind(&id)
@@ -300,6 +301,7 @@ impl Store {
             thread_index: r.try_get("thread_index")?,
             purpose: parsed(&r, "purpose", str::parse)?,
             attempts: r.try_get("attempts")?,
+            customer_id: r.try_get("customer_id")?,
         };
         tx.commit().await?;
         Ok(Some(c))
