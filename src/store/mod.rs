@@ -135,12 +135,9 @@ impl Store {
                         // makes a commit survive power loss, since a contact is
                         // acknowledged to its sender once committed; busy_timeout makes
                         // writers queue rather than fail; foreign keys are off unless asked.
-                        // A 64 MiB page cache and reads through mmap keep the one writer
-                        // from re-reading pages it just wrote (its hot path, measured).
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
-                             PRAGMA cache_size = -65536; PRAGMA mmap_size = 268435456;",
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
                         )
                         .await?;
                     }
