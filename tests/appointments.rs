@@ -9,9 +9,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::twilio::{ACCOUNT_SID, AUTH_TOKEN, COUNCIL_NUMBER, FakeTwilio, PUBLIC_URL};
+use common::twilio::FakeTwilio;
 use common::{TestApp, spawn_app_with_clock};
-use contactd::configuration::{Backend, Secret};
+use contactd::configuration::Backend;
 use contactd::domain::Role;
 use contactd::domain::Timestamp;
 use contactd::scheduler::{Clock, TestClock};
@@ -25,15 +25,7 @@ on_both_backends!(
 async fn app(backend: Backend) -> (TestApp, FakeTwilio, Arc<TestClock>) {
     let fake = FakeTwilio::start().await;
     let clock = TestClock::new();
-    let api = url::Url::parse(&fake.url).unwrap();
-    let app = spawn_app_with_clock(backend, clock.clone(), move |s| {
-        s.http.public_url = url::Url::parse(PUBLIC_URL).unwrap();
-        s.sms.account_sid = ACCOUNT_SID.into();
-        s.sms.auth_token = Secret::new(AUTH_TOKEN);
-        s.sms.from = COUNCIL_NUMBER.into();
-        s.sms.api_base = api;
-    })
-    .await;
+    let app = spawn_app_with_clock(backend, clock.clone(), |s| fake.configure(s)).await;
     (app, fake, clock)
 }
 

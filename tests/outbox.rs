@@ -18,10 +18,8 @@ use common::email::SmtpSink;
 use common::twilio::{ACCOUNT_SID, AUTH_TOKEN, COUNCIL_NUMBER, FakeTwilio, PUBLIC_URL};
 use common::{TestDatabase, test_settings};
 use contactd::configuration::Backend;
-use contactd::domain::message::{Direction, MessagePurpose, status};
-use contactd::domain::{Actor, Channel, Timestamp};
+use contactd::domain::{Channel, Timestamp};
 use contactd::store::Store;
-use contactd::store::messages::{NewMessage, insert};
 
 const MESSAGES: usize = 600;
 
@@ -150,34 +148,15 @@ async fn queue(store: &Store, i: usize) {
         )
     };
     let body = format!("Reminder {i}: your collection is tomorrow.");
-    let mut tx = store.begin().await.unwrap();
-    insert(
-        &mut tx,
-        &Actor::System,
-        &NewMessage {
-            channel,
-            direction: Direction::Out,
-            request_id: None,
-            customer_id: None,
-            contact_id: None,
-            address: &address,
-            subject: subject.as_deref(),
-            body: &body,
-            html: None,
-            purpose: MessagePurpose::Reply,
-            internet_message_id: None,
-            thread_ids: &[],
-            thread_index: None,
-            status: status::PENDING,
-            status_rank: 0,
-            due_at: Some(Timestamp::now()),
-            appointment_id: None,
-            schedule_key: None,
-        },
+    common::queue_pending(
+        store,
+        channel,
+        &address,
+        subject.as_deref(),
+        &body,
+        Timestamp::now(),
     )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    .await;
 }
 
 async fn count(store: &Store, sql: &'static str) -> i64 {

@@ -9,11 +9,10 @@ use std::time::Duration;
 
 use common::{TestDatabase, test_settings};
 use contactd::configuration::Backend;
-use contactd::domain::message::{Direction, MessagePurpose, status};
-use contactd::domain::{Actor, Channel, Timestamp};
+use contactd::domain::message::status;
+use contactd::domain::{Channel, Timestamp};
 use contactd::scheduler::{Claim, Clock, Scheduler, SchedulerLink, TestClock};
 use contactd::store::Store;
-use contactd::store::messages::{NewMessage, insert};
 
 /// The three ways to run the suite.
 #[derive(Debug, Clone, Copy)]
@@ -105,34 +104,15 @@ impl Harness {
 
     /// A pending reminder in the outbox, due at `due`, handed to the scheduler.
     async fn reminder(&self, due: Timestamp) -> String {
-        let mut tx = self.store.begin().await.unwrap();
-        let id = insert(
-            &mut tx,
-            &Actor::System,
-            &NewMessage {
-                channel: Channel::Sms,
-                direction: Direction::Out,
-                request_id: None,
-                customer_id: None,
-                contact_id: None,
-                address: "+447700900123",
-                subject: None,
-                body: "Your bulky waste collection is tomorrow.",
-                html: None,
-                purpose: MessagePurpose::Reply,
-                internet_message_id: None,
-                thread_ids: &[],
-                thread_index: None,
-                status: status::PENDING,
-                status_rank: 0,
-                due_at: Some(due),
-                appointment_id: None,
-                schedule_key: None,
-            },
+        let id = common::queue_pending(
+            &self.store,
+            Channel::Sms,
+            "+447700900123",
+            None,
+            "Your bulky waste collection is tomorrow.",
+            due,
         )
-        .await
-        .unwrap();
-        tx.commit().await.unwrap();
+        .await;
         self.scheduler.schedule(&id, due).await.unwrap();
         id
     }

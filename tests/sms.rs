@@ -9,7 +9,7 @@ use common::twilio::{
     self, ACCOUNT_SID, AUTH_TOKEN, COUNCIL_NUMBER, FakeTwilio, PUBLIC_URL, sdk_signature, sid,
 };
 use common::{TestApp, spawn_app_with};
-use contactd::configuration::{Backend, Secret};
+use contactd::configuration::Backend;
 use contactd::domain::Role;
 use serde_json::{Value, json};
 
@@ -24,15 +24,7 @@ on_both_backends!(
 
 async fn sms_app(backend: Backend) -> (TestApp, FakeTwilio) {
     let fake = FakeTwilio::start().await;
-    let api = url::Url::parse(&fake.url).unwrap();
-    let app = spawn_app_with(backend, move |s| {
-        s.http.public_url = url::Url::parse(PUBLIC_URL).unwrap();
-        s.sms.account_sid = ACCOUNT_SID.into();
-        s.sms.auth_token = Secret::new(AUTH_TOKEN);
-        s.sms.from = COUNCIL_NUMBER.into();
-        s.sms.api_base = api;
-    })
-    .await;
+    let app = spawn_app_with(backend, |s| fake.configure(s)).await;
     (app, fake)
 }
 

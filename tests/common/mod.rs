@@ -22,6 +22,48 @@ use serde_json::Value;
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
+/// A message committed to the outbox and due at `due`, as a cause (a reminder, an
+/// acknowledgement) leaves it: its id.
+pub async fn queue_pending(
+    store: &Store,
+    channel: contactd::domain::Channel,
+    address: &str,
+    subject: Option<&str>,
+    body: &str,
+    due: contactd::domain::Timestamp,
+) -> String {
+    use contactd::domain::message::{Direction, MessagePurpose, status};
+    let mut tx = store.begin().await.unwrap();
+    let id = contactd::store::messages::insert(
+        &mut tx,
+        &contactd::domain::Actor::System,
+        &contactd::store::messages::NewMessage {
+            channel,
+            direction: Direction::Out,
+            request_id: None,
+            customer_id: None,
+            contact_id: None,
+            address,
+            subject,
+            body,
+            html: None,
+            purpose: MessagePurpose::Reply,
+            internet_message_id: None,
+            thread_ids: &[],
+            thread_index: None,
+            status: status::PENDING,
+            status_rank: 0,
+            due_at: Some(due),
+            appointment_id: None,
+            schedule_key: None,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    id
+}
+
 /// The Redis the scheduler tests use, each under a key prefix of its own.
 pub fn redis_url() -> url::Url {
     let url = std::env::var("CONTACTD_TEST_REDIS_URL")

@@ -79,6 +79,15 @@ impl FakeTwilio {
         }
     }
 
+    /// Points the daemon's SMS channel at this stand-in, as the council's account.
+    pub fn configure(&self, s: &mut contactd::configuration::Settings) {
+        s.http.public_url = url::Url::parse(PUBLIC_URL).unwrap();
+        s.sms.account_sid = ACCOUNT_SID.into();
+        s.sms.auth_token = contactd::configuration::Secret::new(AUTH_TOKEN);
+        s.sms.from = COUNCIL_NUMBER.into();
+        s.sms.api_base = url::Url::parse(&self.url).unwrap();
+    }
+
     /// Queues an answer for the next request (otherwise: 201 queued).
     pub fn answer(&self, status: u16, body: serde_json::Value) {
         self.inner.lock().unwrap().answers.push_back((status, body));
