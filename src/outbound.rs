@@ -378,9 +378,16 @@ impl Outbound {
                 }
                 _ => IDLE_POLL,
             };
+            let jumped = async {
+                match self.inner.clock.jumps() {
+                    Some(jumps) => jumps.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = self.inner.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
+                _ = jumped => {}
                 _ = stop.cancelled() => return,
             }
         }

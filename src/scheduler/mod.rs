@@ -90,6 +90,11 @@ pub trait Clock: Send + Sync + 'static {
     fn offset_millis(&self) -> i64 {
         0
     }
+    /// Rung when the clock jumps (a test's), so whoever sleeps until a due time
+    /// looks again; the system clock never jumps.
+    fn jumps(&self) -> Option<&tokio::sync::Notify> {
+        None
+    }
 }
 
 /// The system clock.
@@ -105,6 +110,7 @@ impl Clock for SystemClock {
 #[derive(Default)]
 pub struct TestClock {
     offset: AtomicI64,
+    jumped: tokio::sync::Notify,
 }
 
 impl TestClock {
@@ -115,6 +121,7 @@ impl TestClock {
     pub fn advance(&self, by: Duration) {
         self.offset
             .fetch_add(by.as_millis() as i64, Ordering::SeqCst);
+        self.jumped.notify_waiters();
     }
 }
 
@@ -125,5 +132,9 @@ impl Clock for TestClock {
 
     fn offset_millis(&self) -> i64 {
         self.offset.load(Ordering::SeqCst)
+    }
+
+    fn jumps(&self) -> Option<&tokio::sync::Notify> {
+        Some(&self.jumped)
     }
 }
