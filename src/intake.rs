@@ -197,10 +197,7 @@ pub struct Intake {
 }
 
 /// A contact waiting for the next group commit, and who to tell.
-type Job = (
-    InboundContact,
-    oneshot::Sender<Result<IntakeOutcome, IntakeError>>,
-);
+type Job = (InboundContact, oneshot::Sender<Result<Taken, IntakeError>>);
 
 /// The most contacts in one group commit.
 const MAX_BATCH: usize = 64;
@@ -254,7 +251,7 @@ impl Intake {
     }
 
     pub async fn receive(&self, contact: &InboundContact) -> Result<IntakeOutcome, IntakeError> {
-        let outcome = match self.core.authorise(contact).await {
+        let taken = match self.core.authorise(contact).await {
             Err(e) => Err(e),
             Ok(()) => match &self.batches {
                 Some(batches) => {
@@ -278,6 +275,12 @@ impl Intake {
                 }
                 None => self.core.take_in(contact).await,
             },
+        };
+        // After the commit, on the caller's task: the one SQLite writer never waits
+        // on the scheduler.
+        let outcome = match taken {
+            Ok(taken) => Ok(self.core.committed(contact, taken).await),
+            Err(e) => Err(e),
         };
         if let Err(IntakeError::Store(e)) = &outcome {
             // A contact that could not be stored: the night shift's first page.
@@ -316,15 +319,15 @@ impl Core {
     }
 
     /// One contact, one transaction.
-    async fn take_in(&self, contact: &InboundContact) -> Result<IntakeOutcome, IntakeError> {
+    async fn take_in(&self, contact: &InboundContact) -> Result<Taken, IntakeError> {
         let mut tx = self.store.begin().await?;
         let taken = self.take_in_tx(&mut tx, contact).await?;
         tx.commit().await?;
-        Ok(self.committed(contact, taken).await)
+        Ok(taken)
     }
 
     /// Several contacts, one transaction, a savepoint each.
-    async fn take_in_batch(&self, jobs: &[Job]) -> Vec<Result<IntakeOutcome, IntakeError>> {
+    async fn take_in_batch(&self, jobs: &[Job]) -> Vec<Result<Taken, IntakeError>> {
         let failed = |e: &StoreError| {
             jobs.iter()
                 .map(|_| Err(StoreError::Failed(e.to_string()).into()))
@@ -365,14 +368,7 @@ impl Core {
         if let Err(e) = tx.commit().await {
             return failed(&e);
         }
-        let mut outcomes = Vec::with_capacity(jobs.len());
-        for ((contact, _), t) in jobs.iter().zip(taken) {
-            outcomes.push(match t {
-                Ok(t) => Ok(self.committed(contact, t).await),
-                Err(e) => Err(e),
-            });
-        }
-        outcomes
+        taken
     }
 
     /// After the commit: an acknowledgement scheduled, the count kept.

@@ -155,6 +155,8 @@ async fn killed_during_data_loses_nothing_that_got_250(backend: Backend) {
     // Restarted, every message that got 250 is a contact, once; the cut-off one is
     // nowhere.
     let mut again = start_with(&db, &notify, &env);
+    // This process may not have opened a database yet (the daemon ran in another).
+    sqlx::any::install_default_drivers();
     let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
     let rows = sqlx::query("SELECT external_id FROM contacts WHERE channel = 'email'")
         .fetch_all(&mut conn)
