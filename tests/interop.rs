@@ -153,15 +153,29 @@ fn level_and_pitch(path: &Path, channel: usize) -> (f64, f64) {
         .skip(channel)
         .step_by(spec.channels as usize)
         .collect();
-    let rms = (samples.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>()
-        / samples.len().max(1) as f64)
-        .sqrt();
-    let crossings = samples
-        .windows(2)
-        .filter(|w| (w[0] < 0) != (w[1] < 0))
-        .count() as f64;
-    let seconds = samples.len() as f64 / f64::from(spec.sample_rate);
-    (rms, crossings / 2.0 / seconds.max(0.001))
+    level_and_pitch_of(&samples, spec.sample_rate)
+}
+
+/// Level over the whole channel; pitch over its voiced 20 ms frames only, so a gap
+/// where a loaded peer's sound source stalled does not pull the tone's frequency down.
+fn level_and_pitch_of(samples: &[i16], rate: u32) -> (f64, f64) {
+    let rms_of = |s: &[i16]| {
+        (s.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / s.len().max(1) as f64).sqrt()
+    };
+    let rms = rms_of(samples);
+    let frame = (rate as usize / 50).max(1);
+    let (mut crossings, mut voiced) = (0usize, 0usize);
+    for chunk in samples.chunks(frame).filter(|c| c.len() == frame) {
+        if rms_of(chunk) > 300.0 {
+            crossings += chunk
+                .windows(2)
+                .filter(|w| (w[0] < 0) != (w[1] < 0))
+                .count();
+            voiced += chunk.len() - 1;
+        }
+    }
+    let seconds = voiced as f64 / f64::from(rate);
+    (rms, crossings as f64 / 2.0 / seconds.max(0.001))
 }
 
 /// A call from baresip: dial, key `*1` once established, wait for our hang-up.
@@ -298,17 +312,7 @@ fn heard_level_and_pitch(path: &Path) -> (f64, f64) {
         .map(|b| i16::from_le_bytes([b[0], b[1]]))
         .step_by(channels)
         .collect();
-    let rms = (samples.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>()
-        / samples.len().max(1) as f64)
-        .sqrt();
-    let crossings = samples
-        .windows(2)
-        .filter(|w| (w[0] < 0) != (w[1] < 0))
-        .count() as f64;
-    (
-        rms,
-        crossings / 2.0 / (samples.len() as f64 / f64::from(rate)).max(0.001),
-    )
+    level_and_pitch_of(&samples, rate)
 }
 
 async fn one_call(app: &TestApp, peer: Peer, transport: SipTransport, calls_before: i64) {
