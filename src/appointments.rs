@@ -12,12 +12,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::TimeZone;
-
 use crate::configuration::{ReminderSettings, Settings};
-use crate::domain::message::MessagePurpose;
+use crate::domain::message::{MessagePurpose, Occurrence, ReminderOf};
 use crate::domain::request::TimelineKind;
-use crate::domain::{Actor, Channel, Reference, Timestamp};
+use crate::domain::{Actor, Reference, Timestamp};
 use crate::outbound::{Outbound, OutboundError, OutboundMessage, Recipient, html_from_text};
 use crate::scheduler::Clock;
 use crate::store::appointments::{self, Appointment};
@@ -275,7 +273,7 @@ impl Appointments {
             return Ok(Vec::new());
         };
         let customer = customers::read(tx, &customer_id).await?;
-        let Some(to) = self.recipient(&customer.details) else {
+        let Some(to) = self.outbound.recipient_for(&customer.details) else {
             return Ok(Vec::new());
         };
         let times = match &booking.reminders {
@@ -300,7 +298,7 @@ impl Appointments {
             .collect();
         due.sort_unstable();
         due.dedup();
-        let (date, time) = london(appointment.starts_at);
+        let (date, time) = appointment.starts_at.in_london();
         let fill = |template: &str| {
             template
                 .replace("{reference}", &reference.to_string())
@@ -338,7 +336,10 @@ impl Appointments {
                         purpose: MessagePurpose::Reminder,
                         request: Some((request.id.clone(), request.reference)),
                         customer_id: Some(customer_id.clone()),
-                        appointment: Some((appointment.id.clone(), key)),
+                        occurrence: Some(Occurrence {
+                            of: ReminderOf::Appointment(appointment.id.clone()),
+                            key,
+                        }),
                     },
                     at,
                 )
@@ -350,24 +351,6 @@ impl Appointments {
             queued.push((id, at));
         }
         Ok(queued)
-    }
-
-    /// The resident's preferred channel if it can be used, else a phone, else email.
-    fn recipient(&self, d: &crate::domain::customer::CustomerDetails) -> Option<Recipient> {
-        let sms = d
-            .phones
-            .first()
-            .filter(|_| self.outbound.can_send(Channel::Sms))
-            .map(|p| Recipient::Sms(p.clone()));
-        let email = d
-            .emails
-            .first()
-            .filter(|_| self.outbound.can_send(Channel::Email))
-            .map(|e| Recipient::Email(e.clone()));
-        match d.preferred_channel {
-            Some(Channel::Email) => email.or(sms),
-            _ => sms.or(email),
-        }
     }
 
     /// After the commit: the scheduler told of new reminders and of cancelled ones.
@@ -383,19 +366,8 @@ impl Appointments {
 
 /// The appointment in words, for the timeline.
 fn describe(a: &Appointment) -> String {
-    let (date, time) = london(a.starts_at);
+    let (date, time) = a.starts_at.in_london();
     format!("{date} at {time}, {}", a.place)
-}
-
-/// The date and time as a resident in England reads them.
-fn london(at: Timestamp) -> (String, String) {
-    match chrono_tz::Europe::London.timestamp_millis_opt(at.millis()) {
-        chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => (
-            t.format("%A %-d %B %Y").to_string(),
-            t.format("%-I:%M%P").to_string(),
-        ),
-        chrono::LocalResult::None => (at.to_string(), String::new()),
-    }
 }
 
 #[cfg(test)]
@@ -407,12 +379,12 @@ mod tests {
         // 14:00 UTC in July is 3pm BST; in December 2pm GMT.
         let summer = Timestamp::parse("2026-07-14T14:00:00Z").unwrap();
         assert_eq!(
-            london(summer),
+            summer.in_london(),
             ("Tuesday 14 July 2026".into(), "3:00pm".into())
         );
         let winter = Timestamp::parse("2026-12-01T14:00:00Z").unwrap();
         assert_eq!(
-            london(winter),
+            winter.in_london(),
             ("Tuesday 1 December 2026".into(), "2:00pm".into())
         );
     }

@@ -58,6 +58,8 @@ pub struct Settings {
     pub sms: SmsSettings,
     pub email: EmailSettings,
     pub reminders: ReminderSettings,
+    pub renewals: RenewalSettings,
+    pub notices: NoticeSettings,
     pub recordings: RecordingSettings,
     pub ivr: IvrSettings,
     pub shutdown: ShutdownSettings,
@@ -90,6 +92,116 @@ impl ReminderSettings {
             return Err(ConfigError::Invalid(
                 "reminders.appointment_text: must contain {date}".into(),
             ));
+        }
+        Ok(())
+    }
+}
+
+/// What a resident is told when staff open their request or it is resolved,
+/// cancelled or reopened (requests opened by the resident's own text, email or call
+/// are acknowledged by intake instead). `{reference}` and `{service}` are filled in;
+/// an empty text sends nothing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoticeSettings {
+    pub opened: String,
+    pub resolved: String,
+    pub cancelled: String,
+    pub reopened: String,
+    /// An email notice's subject.
+    pub subject: String,
+}
+
+impl NoticeSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, text) in [
+            ("opened", &self.opened),
+            ("resolved", &self.resolved),
+            ("cancelled", &self.cancelled),
+            ("reopened", &self.reopened),
+        ] {
+            if !text.is_empty() && !text.contains("{reference}") {
+                return Err(ConfigError::Invalid(format!(
+                    "notices.{key}: must contain {{reference}} (or be empty)"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Renewal reminders: when the run looks for them, and each kind of subscription's
+/// offsets and words.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewalSettings {
+    /// When the renewal run runs: a cron expression with seconds first
+    /// (`sec min hour day-of-month month day-of-week`), in Europe/London time.
+    pub run_cron: String,
+    /// The kinds of subscription staff can record, by code (`garden_waste`).
+    pub kinds: std::collections::BTreeMap<String, RenewalKind>,
+}
+
+/// One kind of subscription.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewalKind {
+    /// As a resident reads it: "garden waste collection".
+    pub name: String,
+    /// Days before the expiry that a reminder goes (e.g. [30, 7]).
+    pub offsets_days: Vec<u32>,
+    /// The reminder's text: `{name}`, `{description}` and `{date}` (the expiry,
+    /// Europe/London) are filled in.
+    pub text: String,
+    /// An email reminder's subject, filled in the same way.
+    pub subject: String,
+}
+
+impl RenewalSettings {
+    /// The run's schedule.
+    pub fn schedule(&self) -> Result<crate::scheduler::calendar::LondonCron, ConfigError> {
+        self.run_cron
+            .parse()
+            .map_err(|e| ConfigError::Invalid(format!("renewals.run_cron: {e}")))
+    }
+
+    /// The furthest before an expiry that any reminder goes.
+    pub fn longest_offset_days(&self) -> i64 {
+        self.kinds
+            .values()
+            .flat_map(|k| k.offsets_days.iter())
+            .copied()
+            .max()
+            .map_or(0, i64::from)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.schedule()?;
+        for (code, kind) in &self.kinds {
+            let bad = |why: &str| {
+                Err(ConfigError::Invalid(format!(
+                    "renewals.kinds.{code}: {why}"
+                )))
+            };
+            if code.is_empty()
+                || code.len() > 40
+                || !code
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                return bad("a code of lower-case letters, digits and _");
+            }
+            if kind.offsets_days.is_empty()
+                || kind.offsets_days.iter().any(|d| !(1..=3650).contains(d))
+            {
+                return bad("offsets_days: one or more, each from 1 to 3650");
+            }
+            if !kind.text.contains("{date}") {
+                return bad("text: must contain {date}");
+            }
+            if kind.name.trim().is_empty() {
+                return bad("name: must not be empty");
+            }
         }
         Ok(())
     }
@@ -727,6 +839,20 @@ pub struct ServiceDefinition {
     pub retention_years: u32,
     #[serde(default)]
     pub special_category: bool,
+    /// This service's own words for its notices, replacing `[notices]`; an empty
+    /// text sends none of that kind for this service.
+    #[serde(default)]
+    pub notices: ServiceNotices,
+}
+
+/// A service's notices, where they differ from `[notices]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceNotices {
+    pub opened: Option<String>,
+    pub resolved: Option<String>,
+    pub cancelled: Option<String>,
+    pub reopened: Option<String>,
 }
 
 /// A service catalogue code: lower-case letters, digits and `_`, at most 40 long.
@@ -973,6 +1099,8 @@ impl Settings {
         self.sms.validate()?;
         self.email.validate()?;
         self.reminders.validate()?;
+        self.renewals.validate()?;
+        self.notices.validate()?;
         self.sip.validate()?;
         if self.database.max_connections == 0 {
             return bad("database.max_connections", "must be at least 1");

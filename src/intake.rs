@@ -511,8 +511,7 @@ impl Core {
                     status: status::RECEIVED,
                     status_rank: status::FINAL_RANK,
                     due_at: None,
-                    appointment_id: None,
-                    schedule_key: None,
+                    occurrence: None,
                 },
             )
             .await?;
@@ -675,7 +674,7 @@ impl Core {
                     purpose: MessagePurpose::Acknowledgement,
                     request: Some((request.id.clone(), request.reference)),
                     customer_id: customer_id.map(str::to_string),
-                    appointment: None,
+                    occurrence: None,
                 },
                 due,
             )

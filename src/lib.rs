@@ -15,6 +15,9 @@
 //!   (opt-outs and consent enforced, never lost, never resent blind)
 //! - [`channels`]: the hub side of each channel (voice, sms, email) and the one
 //!   contract startup starts and stops them by
+//! - [`notices`]: requests opened and moved by staff, and what the resident is told
+//! - [`appointments`], [`renewals`]: what residents are reminded of (appointments
+//!   booked on a request; subscriptions that expire), queued into the outbox
 //! - [`recordings`]: call recordings' life: start, finish, crash repair, expiry
 //! - [`api`]: the staff API, health, metrics and OpenAPI; [`http`]: its listener
 //!   (connection limits, header-read timeout, graceful drain)
@@ -32,8 +35,10 @@ pub mod configuration;
 pub mod domain;
 pub mod http;
 pub mod intake;
+pub mod notices;
 pub mod outbound;
 pub mod recordings;
+pub mod renewals;
 pub mod scheduler;
 pub mod shutdown;
 pub mod startup;

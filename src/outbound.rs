@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::configuration::Settings;
-use crate::domain::message::{Direction, Message, MessagePurpose, status};
+use crate::domain::message::{Direction, Message, MessagePurpose, Occurrence, status};
 use crate::domain::thread::ReplyTokens;
 use crate::domain::{Actor, Channel, EmailAddress, PhoneNumber, Reference, Timestamp};
 use crate::scheduler::{Claim, Clock, ScheduleError, Scheduler};
@@ -66,8 +66,8 @@ pub struct OutboundMessage {
     /// The request it is about: (id, reference).
     pub request: Option<(String, Reference)>,
     pub customer_id: Option<String>,
-    /// A reminder: its appointment, and the key of this occurrence (unique).
-    pub appointment: Option<(String, String)>,
+    /// A reminder: what it is of, and which occurrence.
+    pub occurrence: Option<Occurrence>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -207,6 +207,25 @@ impl Outbound {
         }
     }
 
+    /// Where a message to this resident goes: their preferred channel if it can be
+    /// used, else a phone, else an email address.
+    pub fn recipient_for(&self, d: &crate::domain::customer::CustomerDetails) -> Option<Recipient> {
+        let sms = d
+            .phones
+            .first()
+            .filter(|_| self.can_send(Channel::Sms))
+            .map(|p| Recipient::Sms(p.clone()));
+        let email = d
+            .emails
+            .first()
+            .filter(|_| self.can_send(Channel::Email))
+            .map(|e| Recipient::Email(e.clone()));
+        match d.preferred_channel {
+            Some(Channel::Email) => email.or(sms),
+            _ => sms.or(email),
+        }
+    }
+
     /// Writes `m` into the outbox in the caller's transaction, held back at once if
     /// the rules forbid it. Ring [`Outbound::wake`] after the commit.
     pub async fn queue(
@@ -274,8 +293,7 @@ impl Outbound {
                 status: state,
                 status_rank: rank,
                 due_at: held_back.is_none().then_some(due),
-                appointment_id: m.appointment.as_ref().map(|(id, _)| id.as_str()),
-                schedule_key: m.appointment.as_ref().map(|(_, key)| key.as_str()),
+                occurrence: m.occurrence.as_ref(),
             },
         )
         .await?;

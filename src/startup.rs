@@ -211,13 +211,18 @@ impl Application {
             store.clone(),
             outbound.clone(),
             &settings,
-            clock,
+            clock.clone(),
         );
+        let notices = crate::notices::Notices::new(store.clone(), outbound.clone(), &settings);
+        let renewals =
+            crate::renewals::Renewals::new(store.clone(), outbound.clone(), &settings, clock);
         let state = AppState {
             intake,
             store,
             recordings: recorder.dir().clone(),
             appointments,
+            renewals,
+            notices,
             outbound,
             sms,
             metrics: telemetry::metrics_handle(),
@@ -280,6 +285,10 @@ impl Application {
         &self.state.intake
     }
 
+    pub fn renewals(&self) -> &crate::renewals::Renewals {
+        &self.state.renewals
+    }
+
     /// Serves until the shutdown token is cancelled, then gives in-flight requests the
     /// grace period to finish. Returns once everything is closed.
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
@@ -289,6 +298,7 @@ impl Application {
         let grace = self.settings.grace_period();
         let channels = self.channels;
         let dispatcher = tokio::spawn(self.state.outbound.clone().dispatch(token.clone()));
+        let renewal_runs = tokio::spawn(self.state.renewals.clone().run_on_schedule(token.clone()));
         let http_connections = self.state.http_connections.clone();
         let sweeper = tokio::spawn(sweep_periodically(
             self.recorder,
@@ -333,6 +343,8 @@ impl Application {
         // The dispatcher finishes the send in hand, then stops; what is still
         // pending waits in the outbox for the next start.
         let _ = dispatcher.await;
+        // A renewal run stops between subscriptions; each is its own transaction.
+        let _ = renewal_runs.await;
         store.close().await;
         tracing::info!("shutdown complete");
         Ok(())

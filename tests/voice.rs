@@ -215,7 +215,8 @@ async fn a_pcmu_call_keying_a_reference_is_recorded_on_that_request(backend: Bac
 }
 
 async fn a_pcma_call_pressing_star_and_a_service_opens_a_new_request(backend: Backend) {
-    let app = voice_app(backend, 300, "127.0.0.1/32").await;
+    let fake = common::twilio::FakeTwilio::start().await;
+    let app = voice_app_with(backend, 300, "127.0.0.1/32", |s| fake.configure(s)).await;
     let dir = tempfile::tempdir().unwrap();
     let media = sipp::tone_file(dir.path(), Codec::Pcma, 3);
     let text = sipp::call_scenario("07700900555", "8 0", &media, "8", "*1", None);
@@ -243,6 +244,21 @@ async fn a_pcma_call_pressing_star_and_a_service_opens_a_new_request(backend: Ba
     let request = &requests["items"][0];
     assert_eq!(request["service"], "waste", "menu key 1 is waste");
     assert_eq!(request["opened_via"], "phone");
+    // The caller is on a mobile: the new reference is texted to them too.
+    app.until_count(
+        "messages WHERE purpose = 'acknowledgement' AND provider_sid IS NOT NULL",
+        1,
+    )
+    .await;
+    let texted = fake.received();
+    assert_eq!(texted.len(), 1, "{texted:?}");
+    let to = &texted[0].iter().find(|(k, _)| k == "To").unwrap().1;
+    let body = &texted[0].iter().find(|(k, _)| k == "Body").unwrap().1;
+    assert_eq!(to, "+447700900555");
+    assert!(
+        body.contains(request["reference"].as_str().unwrap()),
+        "{body}"
+    );
     assert_eq!(
         rows[0]
             .try_get::<Option<String>, _>("request_id")

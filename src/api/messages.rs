@@ -171,7 +171,7 @@ async fn send(
                 purpose,
                 request: Some((request.id.clone(), request.reference)),
                 customer_id: Some(customer_id),
-                appointment: None,
+                occurrence: None,
             },
         )
         .await

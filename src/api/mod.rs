@@ -7,6 +7,7 @@
 //!   [`audit`]: the routes
 //! - [`webhooks`]: Twilio's signed SMS and status webhooks (HTTP only)
 //! - [`messages`]: staff write to residents by SMS or email
+//! - [`appointments`], [`subscriptions`]: what residents are reminded of
 //! - [`ops`]: health, readiness, metrics, OpenAPI, the service catalogue
 //!
 //! Every route is registered through utoipa-axum's `routes!`, which will not compile a
@@ -25,6 +26,7 @@ pub mod ops;
 pub mod pagination;
 pub mod recordings;
 pub mod requests;
+pub mod subscriptions;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -59,6 +61,8 @@ pub struct AppState {
     pub recordings: contactd_recordings::RecordingsDir,
     pub outbound: crate::outbound::Outbound,
     pub appointments: crate::appointments::Appointments,
+    pub renewals: crate::renewals::Renewals,
+    pub notices: crate::notices::Notices,
     /// Present when the SMS channel is configured.
     pub sms: Option<crate::channels::sms::SmsChannel>,
     /// Cancelled when the daemon starts shutting down (readiness turns 503).
@@ -128,6 +132,9 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
         .routes(routes!(appointments::book, appointments::of_request))
         .routes(routes!(appointments::reschedule))
         .routes(routes!(appointments::cancel))
+        .routes(routes!(subscriptions::record, subscriptions::of_customer))
+        .routes(routes!(subscriptions::renew))
+        .routes(routes!(subscriptions::cancel))
         .routes(routes!(contacts::record))
         .routes(routes!(audit::list));
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())

@@ -27,7 +27,7 @@ pub async fn create(
     Body(new): Body<NewRequest>,
 ) -> ApiResult<(StatusCode, Json<ServiceRequest>)> {
     let actor = auth.actor;
-    let request = state.store.create_request(&actor, &new).await?;
+    let request = state.notices.open_request(&actor, &new).await?;
     Ok((StatusCode::CREATED, Json(request)))
 }
 
@@ -118,7 +118,7 @@ pub async fn change_status(
     let note = change.note.as_ref().map(LongText::as_str);
     Ok(Json(
         state
-            .store
+            .notices
             .change_status(&actor, reference, change.status, note, access)
             .await?,
     ))
@@ -173,7 +173,7 @@ async fn move_to(
     let note = input.reason.as_ref().map(LongText::as_str);
     Ok(Json(
         state
-            .store
+            .notices
             .change_status(&actor, reference, to, note, access)
             .await?,
     ))

@@ -41,6 +41,37 @@ impl MessagePurpose {
     }
 }
 
+/// What a reminder reminds the resident of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReminderOf {
+    Appointment(String),
+    Subscription(String),
+}
+
+/// One occurrence of a reminder: what it is of, and a key naming the occurrence
+/// (unique among all messages, so the same reminder is never queued twice).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Occurrence {
+    pub of: ReminderOf,
+    pub key: String,
+}
+
+impl Occurrence {
+    pub fn appointment_id(&self) -> Option<&str> {
+        match &self.of {
+            ReminderOf::Appointment(id) => Some(id),
+            ReminderOf::Subscription(_) => None,
+        }
+    }
+
+    pub fn subscription_id(&self) -> Option<&str> {
+        match &self.of {
+            ReminderOf::Subscription(id) => Some(id),
+            ReminderOf::Appointment(_) => None,
+        }
+    }
+}
+
 super::text_enum! {
     /// Which way a message went.
     Direction {

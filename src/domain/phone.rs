@@ -38,6 +38,16 @@ impl PhoneNumber {
         &self.0
     }
 
+    /// A UK mobile, which can receive texts: Ofcom's 071–075 and 077–079 ranges and
+    /// the Isle of Man's 07624; not 070 (personal numbers) nor other 076 (pagers).
+    pub fn is_uk_mobile(&self) -> bool {
+        let Some(national) = self.0.strip_prefix("+447") else {
+            return false;
+        };
+        national.starts_with(['1', '2', '3', '4', '5', '7', '8', '9'])
+            || national.starts_with("624")
+    }
+
     /// A value already normalised by `parse` and read back from the store.
     pub(crate) fn from_stored(s: String) -> Self {
         PhoneNumber(s)
@@ -72,6 +82,17 @@ super::string_domain_type!(PhoneNumber, "A phone number in E.164", "+44770090012
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mobiles_are_told_from_landlines_pagers_and_personal_numbers() {
+        let mobile = |s: &str| PhoneNumber::parse(s).unwrap().is_uk_mobile();
+        assert!(mobile("07700 900123"));
+        assert!(mobile("07624 123456"));
+        assert!(!mobile("0161 496 0000"));
+        assert!(!mobile("07012 345678"));
+        assert!(!mobile("07623 123456"));
+        assert!(!mobile("+33 6 12 34 56 78"));
+    }
 
     #[test]
     fn uk_formats_become_e164() {

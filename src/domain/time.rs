@@ -13,6 +13,19 @@ pub struct Timestamp(i64);
 pub struct TimestampError;
 
 impl Timestamp {
+    /// The date and time as a resident in England reads them ("Tuesday 14 July
+    /// 2026", "3:00pm"), in Europe/London whatever the season.
+    pub fn in_london(self) -> (String, String) {
+        use chrono::TimeZone;
+        match chrono_tz::Europe::London.timestamp_millis_opt(self.0) {
+            chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => (
+                t.format("%A %-d %B %Y").to_string(),
+                t.format("%-I:%M%P").to_string(),
+            ),
+            chrono::LocalResult::None => (self.to_string(), String::new()),
+        }
+    }
+
     pub fn now() -> Self {
         Timestamp((OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64)
     }

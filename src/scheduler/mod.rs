@@ -12,7 +12,9 @@
 //! - [`redis`]: Redis in production (due times in a sorted set, moved by Lua
 //!   scripts; Redis's own clock; rebuilt from SQL at start and after a restart)
 //! - [`Clock`]: the time everything here reads, which tests control
+//! - [`calendar`]: cron expressions in Europe/London, daylight saving handled
 
+pub mod calendar;
 pub mod embedded;
 pub mod redis;
 

@@ -41,7 +41,13 @@ pub enum UpdateError<E> {
 
 /// Tables whose rows follow a resident when their duplicate record is merged into
 /// another: everything that happened to or for them.
-pub const MOVED_ON_MERGE: [&str; 4] = ["consents", "service_requests", "contacts", "messages"];
+pub const MOVED_ON_MERGE: [&str; 5] = [
+    "consents",
+    "service_requests",
+    "contacts",
+    "messages",
+    "subscriptions",
+];
 
 /// Tables whose `customer_id` rows stay with the merged-away record: its own details
 /// (copied into the survivor) and its history, which say what that record was.

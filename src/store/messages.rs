@@ -6,7 +6,7 @@ use sqlx::{AnyConnection, Row};
 use super::audit::{self, Action, Entity};
 use super::requests::{self, Event};
 use super::{Store, StoreError, StoreResult, customers, new_id, parsed};
-use crate::domain::message::{Direction, Message, MessagePurpose, status};
+use crate::domain::message::{Direction, Message, MessagePurpose, Occurrence, status};
 use crate::domain::request::TimelineKind;
 use crate::domain::{Actor, Channel, ConsentPurpose, PhoneNumber, Timestamp};
 
@@ -35,9 +35,8 @@ pub struct NewMessage<'a> {
     pub status_rank: i64,
     /// When the outbox may send it (pending messages only).
     pub due_at: Option<Timestamp>,
-    /// A reminder's appointment, and the occurrence it is (unique).
-    pub appointment_id: Option<&'a str>,
-    pub schedule_key: Option<&'a str>,
+    /// A reminder: what it is of, and which occurrence (unique).
+    pub occurrence: Option<&'a Occurrence>,
 }
 
 /// A pending message claimed by a dispatcher: everything needed to send it.
@@ -71,8 +70,8 @@ pub async fn insert(
     sqlx::query(
         "INSERT INTO messages (id, channel, direction, request_id, customer_id, contact_id, address, subject, body, html, \
          purpose, internet_message_id, thread_ids, status, status_rank, sent_by, next_attempt_at, created_at, updated_at, \
-         thread_index, appointment_id, schedule_key) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18, $19, $20, $21)",
+         thread_index, appointment_id, subscription_id, schedule_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18, $19, $20, $21, $22)",
     )
     .bind(&id)
     .bind(m.channel.as_str())
@@ -93,8 +92,9 @@ pub async fn insert(
     .bind(m.due_at.map(Timestamp::millis))
     .bind(now)
     .bind(m.thread_index)
-    .bind(m.appointment_id)
-    .bind(m.schedule_key)
+    .bind(m.occurrence.and_then(Occurrence::appointment_id))
+    .bind(m.occurrence.and_then(Occurrence::subscription_id))
+    .bind(m.occurrence.map(|o| o.key.as_str()))
     .execute(&mut *conn)
     .await?;
     // A received message is on the timeline as its contact; a sent one as itself.

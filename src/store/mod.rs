@@ -5,9 +5,13 @@
 //! - [`requests`]: service requests, reference numbers and timelines
 //! - [`recordings`]: call recordings' metadata, expiry and legal hold
 //! - [`contacts`]: inbound contacts, idempotent on (channel, external id)
-//! - [`sms`]: text messages sent, opted-out numbers, keyword messages
+//! - [`messages`]: every message sent and received (the outbox), opted-out numbers
+//! - [`mail`], [`attachments`]: received mail's originals, positions and attachments
+//! - [`schedule`]: what the scheduler is rebuilt from, and sends begun under a fence
+//! - [`appointments`], [`subscriptions`]: what reminders are of
 //! - [`staff`]: staff users and their API tokens
 //! - [`services`]: the service catalogue, seeded from configuration
+//! - [`secrets`]: keys the hub makes once (the reply-token key)
 //! - [`audit`]: the append-only audit log
 //!
 //! Rules that hold both backends together (see ARCHITECTURE.md): column types BIGINT,
@@ -31,6 +35,7 @@ pub mod schedule;
 pub mod secrets;
 pub mod services;
 pub mod staff;
+pub mod subscriptions;
 
 use std::sync::Arc;
 use std::time::Duration;

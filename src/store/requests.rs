@@ -85,49 +85,6 @@ impl Store {
         Ok(row.is_some())
     }
 
-    pub async fn create_request(
-        &self,
-        actor: &Actor,
-        new: &NewRequest,
-    ) -> StoreResult<ServiceRequest> {
-        let mut tx = self.begin().await?;
-        // The customer's lock also keeps a concurrent merge from moving it under us.
-        customers::lock(&mut tx, &new.customer_id).await?;
-        let customer = customers::read(&mut tx, &new.customer_id).await?;
-        if let Some(to) = customer.merged_into {
-            return Err(StoreError::Conflict(format!(
-                "customer was merged into {to}"
-            )));
-        }
-        let service = active_service(&mut tx, &new.service)
-            .await?
-            .ok_or_else(|| StoreError::Conflict(format!("unknown service {}", new.service)))?;
-        let request = open(
-            &mut tx,
-            actor,
-            &Opening {
-                customer_id: Some(&new.customer_id),
-                service: &service,
-                summary: &new.summary,
-                special_category: new.special_category,
-                identity_review: false,
-                opened_via: new.opened_via,
-            },
-        )
-        .await?;
-        audit::record(
-            &mut tx,
-            actor,
-            Action::Create,
-            Entity::Request,
-            &request.id,
-            None,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(request)
-    }
-
     /// Reads a request by reference and audits the read (and a refused read).
     pub async fn get_request(
         &self,
@@ -186,75 +143,6 @@ impl Store {
         }
         tx.commit().await?;
         Ok((requests, total))
-    }
-
-    /// Moves a request along its life-cycle. Closing starts the retention clock;
-    /// reopening stops it. A move the life-cycle does not allow is a `Conflict`.
-    pub async fn change_status(
-        &self,
-        actor: &Actor,
-        reference: Reference,
-        to: RequestStatus,
-        note: Option<&str>,
-        access: SpecialCategoryAccess,
-    ) -> StoreResult<ServiceRequest> {
-        self.authorise_change(actor, reference, access).await?;
-        let mut tx = self.begin().await?;
-        let id = lock(&mut tx, reference).await?;
-        let request = read(&mut tx, &id).await?;
-        if !request.status.may_become(to) {
-            return Err(StoreError::Conflict(format!(
-                "a {} request cannot become {}",
-                request.status, to
-            )));
-        }
-        let now = Timestamp::now();
-        let (closed_at, retain_until) = if to.is_closed() {
-            (
-                Some(now.millis()),
-                Some(now.plus_days(request.retention_days).millis()),
-            )
-        } else {
-            (None, None)
-        };
-        sqlx::query(
-            "UPDATE service_requests SET status = $1, closed_at = $2, retain_until = $3, updated_at = $4 \
-             WHERE id = $5",
-        )
-        .bind(to.as_str())
-        .bind(closed_at)
-        .bind(retain_until)
-        .bind(now.millis())
-        .bind(&id)
-        .execute(&mut *tx)
-        .await?;
-        append(
-            &mut tx,
-            &id,
-            &Event {
-                kind: TimelineKind::StatusChange,
-                actor,
-                contact_id: None,
-                body: note,
-                from: Some(request.status),
-                to: Some(to),
-                message_id: None,
-            },
-        )
-        .await?;
-        let detail = format!("{} -> {}", request.status, to);
-        audit::record(
-            &mut tx,
-            actor,
-            Action::StatusChange,
-            Entity::Request,
-            &id,
-            Some(&detail),
-        )
-        .await?;
-        let updated = read(&mut tx, &id).await?;
-        tx.commit().await?;
-        Ok(updated)
     }
 
     pub async fn add_note(
@@ -419,6 +307,114 @@ pub(crate) async fn open(
 }
 
 /// Takes the request's row lock; returns its id.
+/// Opens a request for a customer, in the caller's transaction (staff opening one).
+pub(crate) async fn create(
+    tx: &mut AnyConnection,
+    actor: &Actor,
+    new: &NewRequest,
+) -> StoreResult<ServiceRequest> {
+    // The customer's lock also keeps a concurrent merge from moving it under us.
+    customers::lock(tx, &new.customer_id).await?;
+    let customer = customers::read(tx, &new.customer_id).await?;
+    if let Some(to) = customer.merged_into {
+        return Err(StoreError::Conflict(format!(
+            "customer was merged into {to}"
+        )));
+    }
+    let service = active_service(tx, &new.service)
+        .await?
+        .ok_or_else(|| StoreError::Conflict(format!("unknown service {}", new.service)))?;
+    let request = open(
+        tx,
+        actor,
+        &Opening {
+            customer_id: Some(&new.customer_id),
+            service: &service,
+            summary: &new.summary,
+            special_category: new.special_category,
+            identity_review: false,
+            opened_via: new.opened_via,
+        },
+    )
+    .await?;
+    audit::record(
+        tx,
+        actor,
+        Action::Create,
+        Entity::Request,
+        &request.id,
+        None,
+    )
+    .await?;
+    Ok(request)
+}
+
+/// Moves a request along its life-cycle in the caller's transaction: (before,
+/// after). Closing starts the retention clock; reopening stops it. A move the
+/// life-cycle does not allow is a `Conflict`. The caller checked the actor may.
+pub(crate) async fn change_status(
+    tx: &mut AnyConnection,
+    actor: &Actor,
+    reference: Reference,
+    to: RequestStatus,
+    note: Option<&str>,
+) -> StoreResult<(ServiceRequest, ServiceRequest)> {
+    let id = lock(tx, reference).await?;
+    let request = read(tx, &id).await?;
+    if !request.status.may_become(to) {
+        return Err(StoreError::Conflict(format!(
+            "a {} request cannot become {}",
+            request.status, to
+        )));
+    }
+    let now = Timestamp::now();
+    let (closed_at, retain_until) = if to.is_closed() {
+        (
+            Some(now.millis()),
+            Some(now.plus_days(request.retention_days).millis()),
+        )
+    } else {
+        (None, None)
+    };
+    sqlx::query(
+        "UPDATE service_requests SET status = $1, closed_at = $2, retain_until = $3, updated_at = $4 \
+         WHERE id = $5",
+    )
+    .bind(to.as_str())
+    .bind(closed_at)
+    .bind(retain_until)
+    .bind(now.millis())
+    .bind(&id)
+    .execute(&mut *tx)
+    .await?;
+    append(
+        tx,
+        &id,
+        &Event {
+            kind: TimelineKind::StatusChange,
+            actor,
+            contact_id: None,
+            body: note,
+            from: Some(request.status),
+            to: Some(to),
+            message_id: None,
+        },
+    )
+    .await?;
+    let detail = format!("{} -> {}", request.status, to);
+    audit::record(
+        tx,
+        actor,
+        Action::StatusChange,
+        Entity::Request,
+        &id,
+        Some(&detail),
+    )
+    .await?;
+    let updated = read(tx, &id).await?;
+    Ok((request, updated))
+}
+
 pub(crate) async fn lock(conn: &mut AnyConnection, reference: Reference) -> StoreResult<String> {
     let row = sqlx::query(
         "UPDATE service_requests SET version = version + 1 WHERE number = $1 RETURNING id",

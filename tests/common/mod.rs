@@ -54,8 +54,7 @@ pub async fn queue_pending(
             status: status::PENDING,
             status_rank: 0,
             due_at: Some(due),
-            appointment_id: None,
-            schedule_key: None,
+            occurrence: None,
         },
     )
     .await
@@ -198,6 +197,7 @@ pub struct TestApp {
     pub store: Store,
     pub intake: contactd::intake::Intake,
     pub recorder: contactd::recordings::Recorder,
+    pub renewals: contactd::renewals::Renewals,
     pub tokens: HashMap<Role, String>,
     /// Where the voice channel listens, when a test turned it on.
     pub sip: Vec<contactd_sip::SipListen>,
@@ -241,6 +241,7 @@ pub async fn spawn_app_with_clock(
     let store = app.store().clone();
     let intake = app.intake().clone();
     let recorder = app.recorder().clone();
+    let renewals = app.renewals().clone();
     let shutdown = app.shutdown_token();
     let server = tokio::spawn(async move {
         app.run_until_stopped().await.expect("daemon runs");
@@ -258,6 +259,7 @@ pub async fn spawn_app_with_clock(
         store,
         intake,
         recorder,
+        renewals,
         tokens,
         sip,
         smtp,

@@ -24,6 +24,7 @@ use super::{Hub, Lifecycle};
 use crate::configuration::{IvrSettings, Settings, WhenUnrecordable};
 use crate::domain::{Channel, LongText, PhoneNumber, ShortText, Timestamp};
 use crate::intake::{InboundContact, Intake, Origin, Sender, ThreadHints};
+use crate::outbound::Recipient;
 use crate::recordings::{ActiveRecording, Recorder};
 use crate::startup::StartupError;
 use crate::store::Store;
@@ -221,11 +222,18 @@ impl Inner {
             recording.is_some(),
         )
         .await;
+        let from = sender(&call.info.caller);
+        // A caller on a mobile gets the new request's reference by text as well as
+        // read back (through the outbox, after intake commits).
+        let acknowledge = match &from {
+            Sender::Phone(p) if p.is_uk_mobile() => Some(Recipient::Sms(p.clone())),
+            _ => None,
+        };
         let contact = InboundContact {
             channel: Channel::Phone,
             origin: Origin::Channel,
             external_id: external_id(&call.info.key),
-            from: sender(&call.info.caller),
+            from,
             to: ShortText::truncate_from(&call.info.called)
                 .unwrap_or_else(|| ShortText::parse("unknown").expect("valid")),
             received_at: Timestamp::from_system_time(call.info.answered_at),
@@ -237,7 +245,7 @@ impl Inner {
                 sender_proven: true,
                 ..ThreadHints::default()
             },
-            acknowledge: None,
+            acknowledge,
             message: None,
             original: None,
             attachments: Vec::new(),
