@@ -13,7 +13,18 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::Deserialize;
 use url::Url;
 
-use crate::domain::UnknownValue;
+use crate::domain::{QuietHours, UnknownValue};
+
+/// `"21:00-08:00"`, or empty for no quiet hours.
+fn quiet_hours<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<QuietHours>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    QuietHours::parse(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
 
 /// The embedded defaults, compiled into the binary so `contactd serve` needs no file.
 pub const EMBEDDED_DEFAULTS: &str = include_str!("../config/contactd.toml");
@@ -225,6 +236,10 @@ pub struct SmsSettings {
     pub reply_window_hours: u32,
     /// How long Twilio may keep trying to deliver a message.
     pub validity_period_seconds: u32,
+    /// No unprompted texts (reminders, notices) in this Europe/London window,
+    /// `"21:00-08:00"`; empty for none.
+    #[serde(deserialize_with = "quiet_hours")]
+    pub quiet_hours: Option<QuietHours>,
     /// Sent when a text opens a new request; `{reference}` is replaced.
     pub acknowledgement: String,
     /// The answer to HELP or INFO.
@@ -308,6 +323,10 @@ pub enum ImapSignIn {
 pub struct EmailSettings {
     /// Where the SMTP receiver listens.
     pub smtp_listen: SocketAddr,
+    /// No unprompted mail (reminders, notices) in this Europe/London window; empty
+    /// for none.
+    #[serde(deserialize_with = "quiet_hours")]
+    pub quiet_hours: Option<QuietHours>,
     /// Domains (`council.example`) or whole addresses (`contact@council.example`)
     /// accepted in RCPT TO; anything else gets 550.
     pub domains: Vec<String>,

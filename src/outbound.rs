@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::configuration::Settings;
 use crate::domain::message::{Direction, Message, MessagePurpose, Occurrence, status};
 use crate::domain::thread::ReplyTokens;
-use crate::domain::{Actor, Channel, EmailAddress, PhoneNumber, Reference, Timestamp};
+use crate::domain::{Actor, Channel, EmailAddress, PhoneNumber, QuietHours, Reference, Timestamp};
 use crate::scheduler::{Claim, Clock, ScheduleError, Scheduler};
 use crate::store::messages::{self, Claimed, NewMessage};
 use crate::store::{Store, StoreError};
@@ -96,6 +96,7 @@ struct Inner {
 
 struct SmsSender {
     client: TwilioClient,
+    quiet_hours: Option<QuietHours>,
     from: Option<String>,
     messaging_service_sid: Option<String>,
     status_callback: String,
@@ -104,6 +105,7 @@ struct SmsSender {
 
 struct EmailSender {
     sender: MailSender,
+    quiet_hours: Option<QuietHours>,
     from: Mailbox,
     local: String,
     domain: String,
@@ -149,6 +151,7 @@ impl Outbound {
             let base = settings.http.public_url.as_str().trim_end_matches('/');
             Some(SmsSender {
                 client,
+                quiet_hours: s.quiet_hours,
                 from: (!s.from.is_empty()).then(|| s.from.clone()),
                 messaging_service_sid: (!s.messaging_service_sid.is_empty())
                     .then(|| s.messaging_service_sid.clone()),
@@ -164,6 +167,7 @@ impl Outbound {
                 let address =
                     Address::new(&local, &domain).map_err(|x| format!("email.from: {x}"))?;
                 Some(EmailSender {
+                    quiet_hours: e.quiet_hours,
                     sender: MailSender::new(
                         e.relay_url.expose(),
                         Duration::from_secs(e.relay_timeout_seconds),
@@ -483,6 +487,20 @@ impl Outbound {
         })
     }
 
+    /// When the quiet hours that hold this message back end, if they do now: only
+    /// messages the council sends unprompted wait; answers to a resident do not.
+    fn quiet_until(&self, c: &Claimed) -> Option<Timestamp> {
+        if !c.purpose.unprompted() {
+            return None;
+        }
+        let quiet = match c.channel {
+            Channel::Sms => self.inner.sms.as_ref()?.quiet_hours?,
+            Channel::Email => self.inner.email.as_ref()?.quiet_hours?,
+            _ => return None,
+        };
+        quiet.ends_after(self.inner.clock.now())
+    }
+
     /// Sends a begun message and settles it; when it is due again (a retry), if it is.
     async fn deliver(&self, c: Claimed) -> Result<Option<Timestamp>, StoreError> {
         let mut again = None;
@@ -495,6 +513,23 @@ impl Outbound {
                 .message_failed(&c.id, held, status::FINAL_RANK, None, None)
                 .await?;
             return Ok(None);
+        }
+        if let Some(until) = self.quiet_until(&c) {
+            let store = &self.inner.store;
+            if let Some(start) = store.appointment_start_of(&c.id).await?
+                && start <= until
+            {
+                tracing::info!(message = %c.id, "reminder not sent: quiet hours last past the appointment");
+                metrics::counter!("contactd_messages_sent_total", "channel" => c.channel.as_str(), "outcome" => status::EXPIRED)
+                    .increment(1);
+                store
+                    .message_failed(&c.id, status::EXPIRED, status::FINAL_RANK, None, None)
+                    .await?;
+                return Ok(None);
+            }
+            tracing::debug!(message = %c.id, until = %until, "held until quiet hours end");
+            store.defer_message(&c.id, until).await?;
+            return Ok(Some(until));
         }
         let outcome = match c.channel {
             Channel::Sms => self.deliver_sms(&c).await,

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 on_both_backends!(
     reminders_follow_the_appointment_and_only_the_new_times_send,
     a_reminder_needs_consent_and_a_time_still_to_come,
+    quiet_hours_hold_a_text_until_morning_unless_the_appointment_is_over_by_then,
 );
 
 async fn app(backend: Backend) -> (TestApp, FakeTwilio, Arc<TestClock>) {
@@ -285,4 +286,94 @@ async fn a_reminder_needs_consent_and_a_time_still_to_come(backend: Backend) {
         "nothing sent against the resident's wishes"
     );
     app.stop().await;
+}
+
+/// `hh:mm` Europe/London on the day after the test clock's today.
+fn tomorrow_in_london(clock: &TestClock, hh: u32, mm: u32) -> Timestamp {
+    use chrono::TimeZone;
+    let today = chrono_tz::Europe::London
+        .timestamp_millis_opt(clock.now().millis())
+        .unwrap()
+        .date_naive();
+    let wall = (today + chrono::Duration::days(1))
+        .and_hms_opt(hh, mm, 0)
+        .unwrap();
+    let t = chrono_tz::Europe::London
+        .from_local_datetime(&wall)
+        .earliest()
+        .unwrap();
+    Timestamp::from_millis(t.timestamp_millis())
+}
+
+fn advance_to(clock: &TestClock, to: Timestamp) {
+    let by = to.millis() - clock.now().millis();
+    assert!(by >= 0, "the test clock only goes forward");
+    clock.advance(Duration::from_millis(by as u64));
+}
+
+async fn quiet_hours_hold_a_text_until_morning_unless_the_appointment_is_over_by_then(
+    backend: Backend,
+) {
+    let fake = FakeTwilio::start().await;
+    let clock = TestClock::new();
+    let app = spawn_app_with_clock(backend, clock.clone(), |s| {
+        fake.configure(s);
+        s.sms.quiet_hours = Some(contactd::domain::QuietHours::parse("21:00-08:00").unwrap());
+    })
+    .await;
+    let reference = resident(&app, true).await;
+    // The evening before: 20:00 London.
+    advance_to(&clock, tomorrow_in_london(&clock, 20, 0));
+    let book = |starts: Timestamp, remind: String| {
+        json!({"starts_at": starts.to_string(), "place": "Register office",
+               "reminders": [{"at": remind}]})
+    };
+    let morning = tomorrow_in_london(&clock, 8, 0);
+    // A 10:00 appointment reminded at 22:00: held until 08:00.
+    let (status, late) = app
+        .post(
+            Role::Agent,
+            &format!("/api/v1/requests/{reference}/appointments"),
+            book(tomorrow_in_london(&clock, 10, 0), at(&clock, 2 * HOUR)),
+        )
+        .await;
+    assert_eq!(status, 201, "{late}");
+    // A 07:30 appointment reminded at 06:00: 08:00 would be too late; never sent.
+    let (status, early) = app
+        .post(
+            Role::Agent,
+            &format!("/api/v1/requests/{reference}/appointments"),
+            book(tomorrow_in_london(&clock, 7, 30), at(&clock, 10 * HOUR)),
+        )
+        .await;
+    assert_eq!(status, 201, "{early}");
+
+    clock.advance(2 * HOUR + Duration::from_secs(60));
+    app.until_count(
+        &format!(
+            "messages WHERE purpose = 'reminder' AND status = 'pending' AND next_attempt_at = {}",
+            morning.millis()
+        ),
+        1,
+    )
+    .await;
+    advance_to(&clock, Timestamp::from_millis(morning.millis() - 3_600_000));
+    app.until_count("messages WHERE status = 'expired'", 1)
+        .await;
+    assert!(reminders_texted(&fake).is_empty(), "nothing in quiet hours");
+
+    advance_to(&clock, morning);
+    sent_at_last(&app).await;
+    let sent = reminders_texted(&fake);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].contains("10:00am"), "{}", sent[0]);
+    app.stop().await;
+}
+
+async fn sent_at_last(app: &TestApp) {
+    app.until_count(
+        "messages WHERE purpose = 'reminder' AND provider_sid IS NOT NULL",
+        1,
+    )
+    .await;
 }

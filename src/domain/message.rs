@@ -28,6 +28,15 @@ super::text_enum! {
 }
 
 impl MessagePurpose {
+    /// Sent on the council's initiative rather than in answer to the resident, so
+    /// held back in quiet hours.
+    pub fn unprompted(self) -> bool {
+        !matches!(
+            self,
+            MessagePurpose::Reply | MessagePurpose::Acknowledgement
+        )
+    }
+
     /// The consent this purpose needs beyond the number not having opted out.
     pub fn consent(self) -> Option<super::ConsentPurpose> {
         match self {
@@ -101,6 +110,9 @@ pub mod status {
     pub const RECEIVED: &str = "received";
     /// Not sent because its cause went away (an appointment moved or cancelled).
     pub const CANCELLED: &str = "cancelled";
+    /// Not sent because it would have arrived too late to be of use (a reminder held
+    /// by quiet hours past the start of its appointment).
+    pub const EXPIRED: &str = "expired";
     /// A final status: later reports cannot move a message past it.
     pub const FINAL_RANK: i64 = 5;
 }

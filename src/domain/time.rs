@@ -132,3 +132,110 @@ mod tests {
         assert!(CalendarDate::parse("1970-02-31").is_err());
     }
 }
+
+/// A daily window, in Europe/London wall-clock time, in which residents are not
+/// sent unprompted messages (e.g. no texts from 21:00 to 08:00). Parsed from
+/// `"HH:MM-HH:MM"`; a window may wrap past midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuietHours {
+    /// Minutes after local midnight.
+    start: u32,
+    end: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("quiet hours are written HH:MM-HH:MM (e.g. 21:00-08:00), start and end different")]
+pub struct QuietHoursError;
+
+impl QuietHours {
+    pub fn parse(s: &str) -> Result<Self, QuietHoursError> {
+        let minutes = |t: &str| -> Result<u32, QuietHoursError> {
+            let (h, m) = t.trim().split_once(':').ok_or(QuietHoursError)?;
+            if !(1..=2).contains(&h.len()) || m.len() != 2 {
+                return Err(QuietHoursError);
+            }
+            let (h, m): (u32, u32) = (
+                h.parse().map_err(|_| QuietHoursError)?,
+                m.parse().map_err(|_| QuietHoursError)?,
+            );
+            if h > 23 || m > 59 {
+                return Err(QuietHoursError);
+            }
+            Ok(h * 60 + m)
+        };
+        let (a, b) = s.split_once('-').ok_or(QuietHoursError)?;
+        let (start, end) = (minutes(a)?, minutes(b)?);
+        if start == end {
+            return Err(QuietHoursError);
+        }
+        Ok(QuietHours { start, end })
+    }
+
+    /// When the window that `now` falls in ends (the first instant messages may go
+    /// again); `None` when `now` is not in quiet hours.
+    pub fn ends_after(&self, now: Timestamp) -> Option<Timestamp> {
+        use chrono::{Duration, TimeZone, Timelike};
+        let local = chrono_tz::Europe::London
+            .timestamp_millis_opt(now.0)
+            .single()?
+            .naive_local();
+        let minute = local.hour() * 60 + local.minute();
+        let quiet = if self.start < self.end {
+            (self.start..self.end).contains(&minute)
+        } else {
+            minute >= self.start || minute < self.end
+        };
+        if !quiet {
+            return None;
+        }
+        let end_time = chrono::NaiveTime::from_hms_opt(self.end / 60, self.end % 60, 0)?;
+        let mut end = local.date().and_time(end_time);
+        if end <= local {
+            end += Duration::days(1);
+        }
+        Some(crate::scheduler::calendar::place_in_london(end))
+    }
+}
+
+#[cfg(test)]
+mod quiet_hours_tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        Timestamp::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_window_past_midnight_in_winter_and_summer() {
+        let q = QuietHours::parse("21:00-08:00").unwrap();
+        // 22:30 GMT: quiet until 08:00 GMT the next morning.
+        assert_eq!(
+            q.ends_after(at("2026-12-04T22:30:00Z")),
+            Some(at("2026-12-05T08:00:00Z"))
+        );
+        // 06:00 GMT: quiet until 08:00 that morning.
+        assert_eq!(
+            q.ends_after(at("2026-12-05T06:00:00Z")),
+            Some(at("2026-12-05T08:00:00Z"))
+        );
+        // 20:30 UTC in July is 21:30 BST: quiet until 08:00 BST (07:00 UTC).
+        assert_eq!(
+            q.ends_after(at("2026-07-04T20:30:00Z")),
+            Some(at("2026-07-05T07:00:00Z"))
+        );
+        assert_eq!(q.ends_after(at("2026-12-04T12:00:00Z")), None);
+        assert_eq!(q.ends_after(at("2026-12-04T08:00:00Z")), None);
+    }
+
+    #[test]
+    fn a_window_within_a_day_and_bad_ones() {
+        let q = QuietHours::parse("12:00-13:30").unwrap();
+        assert_eq!(
+            q.ends_after(at("2026-12-04T12:10:00Z")),
+            Some(at("2026-12-04T13:30:00Z"))
+        );
+        for bad in ["21:00", "25:00-08:00", "21:00-21:00", "9-8", "21:000-08:00"] {
+            assert!(QuietHours::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

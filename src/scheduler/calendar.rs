@@ -49,7 +49,7 @@ impl LondonCron {
 
 /// A London wall-clock time as an instant: in a gap, the first valid instant after
 /// it; when ambiguous, the earlier instant.
-fn place_in_london(wall: NaiveDateTime) -> Timestamp {
+pub(crate) fn place_in_london(wall: NaiveDateTime) -> Timestamp {
     match London.from_local_datetime(&wall) {
         LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => {
             Timestamp::from_millis(t.timestamp_millis())

@@ -330,6 +330,38 @@ impl Store {
         tx.commit().await
     }
 
+    /// A begun send put off until `at` (quiet hours): pending again, the attempt
+    /// not counted.
+    pub async fn defer_message(&self, id: &str, at: Timestamp) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE messages SET status = $1, next_attempt_at = $2, lease_until = NULL, attempts = attempts - 1, updated_at = $3 \
+             WHERE id = $4 AND status = $5",
+        )
+        .bind(status::PENDING)
+        .bind(at.millis())
+        .bind(Timestamp::now().millis())
+        .bind(id)
+        .bind(status::DISPATCHING)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    /// When the appointment a reminder is for begins, if it is an appointment's.
+    pub async fn appointment_start_of(&self, message_id: &str) -> StoreResult<Option<Timestamp>> {
+        let row = sqlx::query(
+            "SELECT a.starts_at FROM messages m JOIN appointments a ON a.id = m.appointment_id WHERE m.id = $1",
+        )
+        .bind(message_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(match row {
+            Some(r) => Some(Timestamp::from_millis(r.try_get("starts_at")?)),
+            None => None,
+        })
+    }
+
     /// Claims whose lease ran out (a dispatcher died mid-send) become `unknown`: the
     /// message may have gone, so it is never resent blind. Returns how many.
     pub async fn expire_message_leases(&self, now: Timestamp) -> StoreResult<u64> {

@@ -174,6 +174,9 @@ pub fn test_settings(db: &TestDatabase) -> Settings {
     // The voice channel is off unless a test turns it on (see `spawn_app_with`).
     settings.sip.trunks = Vec::new();
     settings.shutdown.grace_seconds = 5;
+    // The tests run at any hour: quiet hours only where a test sets its clock for them.
+    settings.sms.quiet_hours = None;
+    settings.email.quiet_hours = None;
     settings
 }
 
