@@ -549,6 +549,15 @@ impl Outbound {
             } => {
                 metrics::counter!("contactd_messages_sent_total", "channel" => channel, "outcome" => "sent")
                     .increment(1);
+                // Lateness of what was scheduled (a staff reply's "due" is its safety
+                // net, not its time, so it is left out).
+                if let Some(due) = c.due_at
+                    && c.purpose.unprompted()
+                {
+                    let late = (self.inner.clock.now().millis() - due.millis()).max(0);
+                    metrics::histogram!("contactd_outbox_lateness_seconds", "channel" => channel)
+                        .record(late as f64 / 1000.0);
+                }
                 store
                     .message_handed_over(&c.id, &provider_id, status, rank)
                     .await?;
@@ -563,10 +572,10 @@ impl Outbound {
             }
             Delivery::Retry(why) => {
                 tracing::warn!(message = %c.id, error = %why, "message not sent after the last retry");
-                metrics::counter!("contactd_messages_sent_total", "channel" => channel, "outcome" => "failed")
+                metrics::counter!("contactd_messages_sent_total", "channel" => channel, "outcome" => status::DEAD)
                     .increment(1);
                 store
-                    .message_failed(&c.id, status::FAILED, status::FINAL_RANK, None, Some(&why))
+                    .message_failed(&c.id, status::DEAD, status::FINAL_RANK, None, Some(&why))
                     .await?;
             }
             Delivery::Refused { code, why } => {

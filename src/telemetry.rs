@@ -164,7 +164,25 @@ pub fn describe_metrics(limits: &Limits) {
             "HTTP connections refused at a limit",
             &[],
         ),
+        (
+            "contactd_outbox_claimed_total",
+            "Outbox messages claimed from the scheduler",
+            &[],
+        ),
+        (
+            "contactd_renewal_reminders_queued_total",
+            "Renewal reminders queued by renewal runs",
+            &[],
+        ),
     ];
+    describe_counter!(
+        "contactd_messages_sent_total",
+        "Outbox messages settled, by channel and outcome (sent, failed, dead, unknown, suppressed, no_consent, expired)"
+    );
+    metrics::describe_histogram!(
+        "contactd_outbox_lateness_seconds",
+        "How long after its due time a reminder or notice was handed over"
+    );
     for (name, help, labels) in counters {
         describe_counter!(*name, *help);
         if labels.is_empty() {

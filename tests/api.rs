@@ -54,6 +54,8 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("get", "/api/v1/customers/{id}/subscriptions"),
     ("post", "/api/v1/subscriptions/{id}/renew"),
     ("post", "/api/v1/subscriptions/{id}/cancel"),
+    ("get", "/api/v1/customers/{id}/messages"),
+    ("get", "/api/v1/outbox/attention"),
     ("get", "/api/v1/requests/{reference}/attachments"),
     ("get", "/api/v1/attachments/{id}"),
     ("post", "/api/v1/requests/{reference}/status"),

@@ -118,6 +118,33 @@ async fn reminders_follow_the_appointment_and_only_the_new_times_send(backend: B
             .await,
         2
     );
+    // Staff see them on the resident's record as scheduled, with when.
+    let (_, request) = app
+        .get(Role::Agent, &format!("/api/v1/requests/{reference}"))
+        .await;
+    let (status, messages) = app
+        .get(
+            Role::Agent,
+            &format!(
+                "/api/v1/customers/{}/messages",
+                request["customer_id"].as_str().unwrap()
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{messages}");
+    let mut upcoming: Vec<i64> = messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["purpose"] == "reminder" && m["state"] == "scheduled")
+        .map(|m| {
+            Timestamp::parse(m["due_at"].as_str().unwrap())
+                .unwrap()
+                .millis()
+        })
+        .collect();
+    upcoming.sort_unstable();
+    assert_eq!(upcoming, due_times(&booked), "{messages}");
 
     // Moved a day later: the old reminders are cancelled, the new ones scheduled.
     let moved = at(&clock, 4 * DAY);

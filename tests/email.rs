@@ -25,6 +25,7 @@ on_both_backends!(
     starttls_is_offered_with_a_certificate,
     attachments_are_kept_and_every_download_audited,
     a_relay_that_refuses_for_now_is_tried_again,
+    a_relay_that_keeps_refusing_leaves_a_dead_letter_for_staff,
     a_dkim_signature_alone_proves_a_sender,
     a_mistyped_reference_still_follows_the_reply_token,
     floods_from_one_source_and_too_many_recipients_are_refused,
@@ -786,6 +787,63 @@ async fn a_relay_that_refuses_for_now_is_tried_again(backend: Backend) {
     assert_eq!(ack.rcpt_tos, vec!["ann@example.org"]);
     app.until_count("messages WHERE direction = 'out' AND status = 'sent'", 1)
         .await;
+    app.stop().await;
+}
+
+async fn a_relay_that_keeps_refusing_leaves_a_dead_letter_for_staff(backend: Backend) {
+    let relay = SmtpSink::refusing(100).await;
+    let dns = LocalDns::start(DNS).await;
+    let clock = TestClock::new();
+    let app = email_app_on(backend, clock.clone(), &relay, &dns, |_| {}).await;
+    send(
+        &app,
+        "ann@example.org",
+        COUNCIL,
+        &[("Subject", "Hello")],
+        "Hi",
+    )
+    .await;
+    // Eight tries, each after its backoff (30 s, 1, 2 … 64 minutes), all refused.
+    for attempt in 1..=8u32 {
+        app.until_count(
+            &format!(
+                "messages WHERE direction = 'out' AND attempts = {attempt} AND status IN ('pending', 'dead')"
+            ),
+            1,
+        )
+        .await;
+        clock.advance(Duration::from_secs((30u64 << (attempt - 1)) + 1));
+    }
+    app.until_count("messages WHERE direction = 'out' AND status = 'dead'", 1)
+        .await;
+
+    // A dead letter for supervisors, with why; not for agents.
+    let (status, attention) = app.get(Role::Supervisor, "/api/v1/outbox/attention").await;
+    assert_eq!(status, 200, "{attention}");
+    let items = attention.as_array().unwrap();
+    assert_eq!(items.len(), 1, "{attention}");
+    assert_eq!(items[0]["state"], "dead");
+    assert_eq!(items[0]["attempts"], 8);
+    assert!(items[0]["last_error"].as_str().is_some(), "{attention}");
+    let (status, _) = app.get(Role::Agent, "/api/v1/outbox/attention").await;
+    assert_eq!(status, 403);
+
+    // On the resident's record: what they sent, and what became of our answer.
+    let (_, found) = app
+        .get(Role::Agent, "/api/v1/customers?email=ann@example.org")
+        .await;
+    let id = found["items"][0]["id"].as_str().unwrap().to_string();
+    let (status, messages) = app
+        .get(Role::Agent, &format!("/api/v1/customers/{id}/messages"))
+        .await;
+    assert_eq!(status, 200, "{messages}");
+    let states: Vec<&str> = messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["dead", "received"], "{messages}");
     app.stop().await;
 }
 

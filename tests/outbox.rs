@@ -127,7 +127,7 @@ async fn three_instances(redis: bool) {
 
     let unsettled = count(
         &store,
-        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM messages WHERE status IN ('pending', 'dispatching', 'unknown', 'failed')",
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM messages WHERE status IN ('pending', 'dispatching', 'unknown', 'failed', 'dead')",
     )
     .await;
     assert_eq!(unsettled, 0);

@@ -24,6 +24,8 @@ pub enum Permission {
     ReadAudit,
     ListenToRecordings,
     HoldRecordings,
+    /// See the outbox's dead letters and sends that need checking.
+    WatchOutbox,
 }
 
 /// Who may do what. Special category (health) data is further limited to supervisors
@@ -42,7 +44,7 @@ pub fn allows(role: Role, p: Permission) -> bool {
         ReadRequest | ReadCatalogue => true,
         ReadAudit => role == Admin,
         ListenToRecordings => matches!(role, Quality | Supervisor),
-        HoldRecordings => matches!(role, Supervisor | Admin),
+        HoldRecordings | WatchOutbox => matches!(role, Supervisor | Admin),
     }
 }
 
@@ -83,7 +85,8 @@ pub mod can {
         ReadCatalogue,
         ReadAudit,
         ListenToRecordings,
-        HoldRecordings
+        HoldRecordings,
+        WatchOutbox
     );
 }
 

@@ -1,21 +1,26 @@
 //! Staff write to the resident about their request: `POST /requests/{reference}/sms`
 //! and `POST /requests/{reference}/email`. One path for both: the message goes through
 //! the outbox (recorded and on the timeline whatever becomes of it) and is delivered
-//! before the answer, which shows its status.
+//! before the answer, which shows its status. What was sent and is still to be sent
+//! to a resident: `GET /customers/{id}/messages`; what staff must look at (dead
+//! letters, sends of unknown outcome): `GET /outbox/attention`.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth::{Authorized, can};
+use super::customers::PageParams;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{Body, RefPath};
+use super::extract::{Body, Params, RefPath};
+use super::pagination::Paging;
 use crate::domain::message::{Message, MessagePurpose};
 use crate::domain::{Channel, Reference};
 use crate::outbound::{OutboundError, OutboundMessage, Recipient, html_from_text};
+use crate::store::requests::SpecialCategoryAccess;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -184,4 +189,38 @@ async fn send(
             OutboundError::Store(e) => e.into(),
         })?;
     Ok((StatusCode::CREATED, Json(message)))
+}
+
+/// A customer's messages, newest first: reminders and notices still to come (with
+/// when), what was sent and what became of it, and what they sent us.
+#[utoipa::path(get, path = "/customers/{id}/messages", tag = "customers",
+    params(("id" = String, Path, description = "Customer id"), PageParams),
+    responses((status = 200, body = Vec<Message>)),
+    security(("bearer" = [])))]
+pub async fn of_customer(
+    State(state): State<AppState>,
+    auth: Authorized<can::ReadCustomer>,
+    Path(id): Path<String>,
+    Params(p): Params<PageParams>,
+) -> ApiResult<Json<Vec<Message>>> {
+    let paging = Paging::new(p.page, p.per_page)?;
+    let special = auth.special_category() == SpecialCategoryAccess::Allowed;
+    let messages = state
+        .store
+        .customer_messages(&auth.actor, &id, special, paging.limit(), paging.offset())
+        .await?;
+    Ok(Json(messages))
+}
+
+/// The outbox's dead letters (still failing after the last retry) and the sends
+/// whose outcome is unknown (to be checked with the provider before any resend),
+/// oldest first (supervisors and admins).
+#[utoipa::path(get, path = "/outbox/attention", tag = "customers",
+    responses((status = 200, body = Vec<Message>)),
+    security(("bearer" = [])))]
+pub async fn attention(
+    State(state): State<AppState>,
+    auth: Authorized<can::WatchOutbox>,
+) -> ApiResult<Json<Vec<Message>>> {
+    Ok(Json(state.store.outbox_attention(&auth.actor, 200).await?))
 }

@@ -113,6 +113,9 @@ pub mod status {
     /// Not sent because it would have arrived too late to be of use (a reminder held
     /// by quiet hours past the start of its appointment).
     pub const EXPIRED: &str = "expired";
+    /// Given up after the last retry of a send that kept failing for now (a relay or
+    /// provider outage): a dead letter for staff.
+    pub const DEAD: &str = "dead";
     /// A final status: later reports cannot move a message past it.
     pub const FINAL_RANK: i64 = 5;
 }
@@ -136,7 +139,62 @@ pub struct Message {
     /// failed…); or, never sent: suppressed, no_consent; unknown; received.
     pub status: String,
     pub error_code: Option<i64>,
+    /// Where the message stands, in the words staff use for every channel.
+    pub state: MessageState,
+    /// When the outbox will (next) try to send it, while it waits.
+    pub due_at: Option<Timestamp>,
+    /// Sends begun so far.
+    pub attempts: i64,
+    /// Why the last attempt did not go, if it did not.
+    pub last_error: Option<String>,
+    /// What it reminds of, for a reminder.
+    pub appointment_id: Option<String>,
+    pub subscription_id: Option<String>,
     pub sent_by: String,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+super::text_enum! {
+    /// A message's status as staff read it, whichever the channel and provider.
+    MessageState {
+        /// Waiting in the outbox for its time.
+        Scheduled = "scheduled",
+        /// Being sent now.
+        Sending = "sending",
+        /// Handed to the provider or relay.
+        Sent = "sent",
+        /// The provider says it arrived.
+        Delivered = "delivered",
+        /// Refused, or undeliverable.
+        Failed = "failed",
+        /// Still failing after the last retry: staff decide what to do.
+        Dead = "dead",
+        /// It may have gone (no answer to the send): staff check before any resend.
+        Reconcile = "reconcile",
+        /// Never sent: opted out, or no consent for its purpose.
+        Suppressed = "suppressed",
+        /// Never sent: its cause went away, or it would have come too late.
+        Cancelled = "cancelled",
+        /// From the resident.
+        Received = "received",
+    }
+}
+
+impl MessageState {
+    /// The state of a message with this council or provider status.
+    pub fn of_status(status: &str) -> MessageState {
+        match status {
+            status::PENDING => MessageState::Scheduled,
+            status::DISPATCHING => MessageState::Sending,
+            status::SUPPRESSED | status::NO_CONSENT => MessageState::Suppressed,
+            status::CANCELLED | status::EXPIRED => MessageState::Cancelled,
+            status::UNKNOWN => MessageState::Reconcile,
+            status::DEAD => MessageState::Dead,
+            status::RECEIVED => MessageState::Received,
+            "delivered" | "read" => MessageState::Delivered,
+            "failed" | "undelivered" | "canceled" => MessageState::Failed,
+            _ => MessageState::Sent,
+        }
+    }
 }

@@ -6,12 +6,15 @@ use sqlx::{AnyConnection, Row};
 use super::audit::{self, Action, Entity};
 use super::requests::{self, Event};
 use super::{Store, StoreError, StoreResult, customers, new_id, parsed};
-use crate::domain::message::{Direction, Message, MessagePurpose, Occurrence, status};
+use crate::domain::message::{
+    Direction, Message, MessagePurpose, MessageState, Occurrence, status,
+};
 use crate::domain::request::TimelineKind;
 use crate::domain::{Actor, Channel, ConsentPurpose, PhoneNumber, Timestamp};
 
 const COLUMNS: &str = "id, channel, direction, request_id, customer_id, address, subject, body, purpose, \
-     provider_sid, status, error_code, sent_by, created_at, updated_at";
+     provider_sid, status, error_code, sent_by, created_at, updated_at, next_attempt_at, attempts, last_error, \
+     appointment_id, subscription_id";
 
 /// A message about to be recorded: sent (into the outbox) or received.
 pub struct NewMessage<'a> {
@@ -55,6 +58,8 @@ pub struct Claimed {
     pub purpose: MessagePurpose,
     pub attempts: i64,
     pub customer_id: Option<String>,
+    /// When it was due (how late it goes is measured from here).
+    pub due_at: Option<Timestamp>,
 }
 
 /// Records a message in the caller's transaction, and puts it on its request's
@@ -279,7 +284,7 @@ impl Store {
         }
         let id = id.to_string();
         let r = sqlx::query(
-            "SELECT id, channel, request_id, customer_id, address, subject, body, html, internet_message_id, thread_ids, thread_index, purpose, attempts \
+            "SELECT id, channel, request_id, customer_id, address, subject, body, html, internet_message_id, thread_ids, thread_index, purpose, attempts, next_attempt_at \
              FROM messages WHERE id = $1",
         )
         .bind(&id)
@@ -302,6 +307,9 @@ impl Store {
             purpose: parsed(&r, "purpose", str::parse)?,
             attempts: r.try_get("attempts")?,
             customer_id: r.try_get("customer_id")?,
+            due_at: r
+                .try_get::<Option<i64>, _>("next_attempt_at")?
+                .map(Timestamp::from_millis),
         };
         tx.commit().await?;
         Ok(Some(c))
@@ -593,6 +601,79 @@ impl Store {
     }
 }
 
+impl Store {
+    /// A customer's messages, sent, scheduled and received, newest first (those on
+    /// special-category requests only for roles that may see them). Audited.
+    pub async fn customer_messages(
+        &self,
+        actor: &Actor,
+        customer_id: &str,
+        include_special_category: bool,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<Vec<Message>> {
+        let mut conn = self.pool().acquire().await?;
+        customers::exists(&mut conn, customer_id).await?;
+        let columns = COLUMNS
+            .split(", ")
+            .map(|c| format!("m.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {columns} FROM messages m LEFT JOIN service_requests r ON r.id = m.request_id \
+             WHERE m.customer_id = $1 AND ($2 = 1 OR COALESCE(r.special_category, 0) = 0) \
+             ORDER BY m.created_at DESC, m.id DESC LIMIT $3 OFFSET $4"
+        )))
+        .bind(customer_id)
+        .bind(i64::from(include_special_category))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&mut *conn)
+        .await?;
+        drop(conn);
+        self.audit(
+            actor,
+            Action::Read,
+            Entity::Customer,
+            customer_id,
+            Some("messages"),
+        )
+        .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Messages staff must look at: dead letters, and sends whose outcome is not
+    /// known (to be checked with the provider before anything is sent again),
+    /// oldest first. Each one's customer is audited as read.
+    pub async fn outbox_attention(&self, actor: &Actor, limit: i64) -> StoreResult<Vec<Message>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM messages WHERE status IN ($1, $2) ORDER BY updated_at, id LIMIT $3"
+        )))
+        .bind(status::DEAD)
+        .bind(status::UNKNOWN)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        let messages = rows.iter().map(from_row).collect::<StoreResult<Vec<_>>>()?;
+        let mut tx = self.begin().await?;
+        for m in &messages {
+            if let Some(customer) = &m.customer_id {
+                audit::record(
+                    &mut tx,
+                    actor,
+                    Action::Read,
+                    Entity::Customer,
+                    customer,
+                    Some("outbox attention"),
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(messages)
+    }
+}
+
 pub(crate) async fn read(conn: &mut AnyConnection, id: &str) -> StoreResult<Message> {
     let sql = format!("SELECT {COLUMNS} FROM messages WHERE id = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -604,6 +685,7 @@ pub(crate) async fn read(conn: &mut AnyConnection, id: &str) -> StoreResult<Mess
 }
 
 fn from_row(r: &sqlx::any::AnyRow) -> StoreResult<Message> {
+    let status: String = r.try_get("status")?;
     Ok(Message {
         id: r.try_get("id")?,
         channel: parsed(r, "channel", str::parse)?,
@@ -615,7 +697,17 @@ fn from_row(r: &sqlx::any::AnyRow) -> StoreResult<Message> {
         body: r.try_get("body")?,
         purpose: parsed(r, "purpose", str::parse)?,
         provider_sid: r.try_get("provider_sid")?,
-        status: r.try_get("status")?,
+        state: MessageState::of_status(&status),
+        due_at: (status == status::PENDING)
+            .then(|| r.try_get::<Option<i64>, _>("next_attempt_at"))
+            .transpose()?
+            .flatten()
+            .map(Timestamp::from_millis),
+        attempts: r.try_get("attempts")?,
+        last_error: r.try_get("last_error")?,
+        appointment_id: r.try_get("appointment_id")?,
+        subscription_id: r.try_get("subscription_id")?,
+        status,
         error_code: r.try_get("error_code")?,
         sent_by: r.try_get("sent_by")?,
         created_at: Timestamp::from_millis(r.try_get("created_at")?),
