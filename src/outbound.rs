@@ -5,7 +5,8 @@
 //! cause and the send. The dispatcher ([`Outbound::dispatch`]) claims due messages
 //! with a lease, sends each through its channel, and settles it: handed over, refused,
 //! retried later with backoff (nothing left), or `unknown` (it may have gone — never
-//! resent blind). A staff reply is delivered at once by the request that wrote it
+//! resent blind: a text is looked for in Twilio's message list first, and sent again
+//! only if it is not there). A staff reply is delivered at once by the request that wrote it
 //! ([`Outbound::send_now`]); the outbox is its safety net.
 //!
 //! The rules hold for every message: never to a number that has opted out, never
@@ -124,6 +125,10 @@ const CLAIM_BATCH: usize = 32;
 /// How often lapsed sends and claims are looked for, and the scheduler checked
 /// against the database.
 const HOUSEKEEPING: Duration = Duration::from_secs(60);
+/// A text of unknown outcome is asked about this long after it became unknown…
+const RECONCILE_AFTER: Duration = Duration::from_secs(60);
+/// …and for this long; after that it waits for staff.
+const RECONCILE_FOR: Duration = Duration::from_secs(86_400);
 
 impl Outbound {
     pub fn new(
@@ -363,17 +368,20 @@ impl Outbound {
     pub async fn dispatch(self, stop: CancellationToken) {
         let store = &self.inner.store;
         let scheduler = &self.inner.scheduler;
-        let mut next_housekeeping = tokio::time::Instant::now();
+        let clock = &self.inner.clock;
+        // On the outbox's clock, so a test that moves it sees housekeeping happen.
+        let mut next_housekeeping = clock.now();
         let mut complete = true;
         loop {
             // A Redis that restarted empty is rebuilt at once, not at the next round
             // of housekeeping: one EXISTS a round.
             if !complete && matches!(scheduler.lost_state().await, Ok(true)) {
                 complete = true;
-                next_housekeeping = tokio::time::Instant::now();
+                next_housekeeping = clock.now();
             }
-            if tokio::time::Instant::now() >= next_housekeeping {
-                next_housekeeping = tokio::time::Instant::now() + HOUSEKEEPING;
+            if clock.now() >= next_housekeeping {
+                next_housekeeping =
+                    Timestamp::from_millis(clock.now().millis() + HOUSEKEEPING.as_millis() as i64);
                 match store.expire_message_leases(self.inner.clock.now()).await {
                     Ok(0) => {}
                     Ok(n) => tracing::warn!(
@@ -381,6 +389,9 @@ impl Outbound {
                         "sends interrupted by a stop are marked unknown for staff to check"
                     ),
                     Err(e) => tracing::error!(error = %e, "lapsed sends could not be marked"),
+                }
+                if let Err(e) = self.reconcile_texts().await {
+                    tracing::error!(error = %e, "texts of unknown outcome could not be checked");
                 }
                 if let Err(e) = self.keep_scheduler(complete).await {
                     tracing::error!(error = %e, "the scheduler could not be brought up to date");
@@ -391,7 +402,7 @@ impl Outbound {
             if let Err(e) = self.dispatch_due().await {
                 tracing::error!(error = %e, "the outbox could not be worked");
                 // Redis gone, say: look again soon, and check it then.
-                next_housekeeping = tokio::time::Instant::now();
+                next_housekeeping = clock.now();
             }
             let wait = match scheduler.next_due().await {
                 Ok(Some(at)) => {
@@ -413,6 +424,56 @@ impl Outbound {
                 _ = stop.cancelled() => return,
             }
         }
+    }
+
+    /// Texts whose send timed out after the request left, or was cut off by a stop:
+    /// Twilio's message list says whether each arrived. Found: it was sent (no
+    /// resend). Not there: it never left, so it is due again. Twilio cannot say (an
+    /// error, or too many texts since): it stays for staff. Looked at from a minute
+    /// after it became unknown (Twilio's list needs a moment) for a day.
+    async fn reconcile_texts(&self) -> Result<(), StoreError> {
+        let Some(sms) = &self.inner.sms else {
+            return Ok(());
+        };
+        let store = &self.inner.store;
+        let now = self.inner.clock.now().millis();
+        let found = store
+            .texts_to_reconcile(
+                Timestamp::from_millis(now - RECONCILE_FOR.as_millis() as i64),
+                Timestamp::from_millis(now - RECONCILE_AFTER.as_millis() as i64),
+                LEASE,
+            )
+            .await?;
+        for (id, to, body, began) in found {
+            match sms.client.find_sent(&to, &body, began.millis()).await {
+                Ok(Some(sent)) => {
+                    tracing::info!(message = %id, "a text of unknown outcome had arrived at Twilio");
+                    metrics::counter!("contactd_outbox_reconciled_total", "outcome" => "sent")
+                        .increment(1);
+                    store
+                        .message_handed_over(
+                            &id,
+                            &sent.sid,
+                            sent.status.as_str(),
+                            sent.status.rank(),
+                        )
+                        .await?;
+                }
+                Ok(None) => {
+                    tracing::info!(message = %id, "a text of unknown outcome never reached Twilio; due again");
+                    metrics::counter!("contactd_outbox_reconciled_total", "outcome" => "resent")
+                        .increment(1);
+                    let at = self.inner.clock.now();
+                    if store.requeue_unknown(&id, at).await? {
+                        self.scheduled(&id, at).await;
+                    }
+                }
+                Err(why) => {
+                    tracing::warn!(message = %id, error = %why, "Twilio cannot say whether a text arrived; left for staff");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The scheduler made to hold what the database has pending: everything at
@@ -614,9 +675,7 @@ impl Outbound {
                 tracing::error!(message = %c.id, error = %why, "no answer to a send; kept as unknown");
                 metrics::counter!("contactd_messages_sent_total", "channel" => channel, "outcome" => "unknown")
                     .increment(1);
-                store
-                    .message_failed(&c.id, status::UNKNOWN, 0, None, Some(&why))
-                    .await?;
+                store.message_unknown(&c.id, &why).await?;
             }
         }
         Ok(again)

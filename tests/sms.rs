@@ -20,6 +20,7 @@ on_both_backends!(
     status_callbacks_never_move_a_message_backwards,
     texts_join_the_senders_request_by_reference_or_reply,
     control_characters_and_staff_contacts_cannot_lose_a_text,
+    a_text_of_unknown_outcome_is_looked_for_at_twilio_before_any_resend,
 );
 
 async fn sms_app(backend: Backend) -> (TestApp, FakeTwilio) {
@@ -624,4 +625,69 @@ async fn control_characters_and_staff_contacts_cannot_lose_a_text(backend: Backe
         .await;
     assert_eq!(status, 403, "{refused}");
     assert_eq!(app.count("contacts").await, before, "nothing half-written");
+}
+
+async fn a_text_of_unknown_outcome_is_looked_for_at_twilio_before_any_resend(backend: Backend) {
+    let fake = FakeTwilio::start().await;
+    let clock = contactd::scheduler::TestClock::new();
+    let app = common::spawn_app_with_clock(backend, clock.clone(), |s| {
+        fake.configure(s);
+        s.notices.opened = String::new();
+    })
+    .await;
+    let (_, request) = resident_with_request(&app, "07700 900400").await;
+    let sms_path = format!(
+        "/api/v1/requests/{}/sms",
+        request["reference"].as_str().unwrap()
+    );
+    // Twilio takes the first text, but its answer cannot be read: it may have gone.
+    fake.answer(201, json!("<html>gateway</html>"));
+    let (status, first) = app
+        .post(Role::Agent, &sms_path, json!({"body": "First"}))
+        .await;
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["state"], "reconcile", "{first}");
+    // The second is lost before Twilio has it; the answer is as unreadable.
+    fake.answer_and_lose(201, json!("<html>gateway</html>"));
+    let (_, second) = app
+        .post(Role::Agent, &sms_path, json!({"body": "Second"}))
+        .await;
+    assert_eq!(second["state"], "reconcile", "{second}");
+    assert_eq!(fake.received().len(), 2);
+
+    // A couple of minutes on, the outbox asks Twilio's list: the first is there
+    // (never sent again), the second is not (sent again, once).
+    clock.advance(std::time::Duration::from_secs(150));
+    app.until_count(
+        "messages WHERE direction = 'out' AND provider_sid IS NOT NULL",
+        2,
+    )
+    .await;
+    let bodies: Vec<String> = fake
+        .received()
+        .into_iter()
+        .filter_map(|m| m.into_iter().find(|(k, _)| k == "Body").map(|(_, v)| v))
+        .collect();
+    assert_eq!(bodies, ["First", "Second", "Second"]);
+    let (_, found) = app
+        .get(
+            Role::Agent,
+            &format!(
+                "/api/v1/customers/{}/messages",
+                request["customer_id"].as_str().unwrap()
+            ),
+        )
+        .await;
+    let first_now = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == first["id"])
+        .unwrap();
+    assert_eq!(first_now["state"], "sent", "{first_now}");
+    assert_eq!(
+        first_now["provider_sid"].as_str().unwrap(),
+        fake.listed_sids()[0]
+    );
+    app.stop().await;
 }

@@ -550,6 +550,75 @@ impl Store {
         Ok(m)
     }
 
+    /// A send whose outcome is not known: never resent blind. Its lease's end is
+    /// kept, since it says when the send began (what to look for at the provider).
+    pub async fn message_unknown(&self, id: &str, error: &str) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE messages SET status = $1, status_rank = 0, updated_at = $2, last_error = $3 WHERE id = $4",
+        )
+        .bind(status::UNKNOWN)
+        .bind(Timestamp::now().millis())
+        .bind(error)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    /// Texts of unknown outcome to ask the provider about: marked unknown between
+    /// `from` and `until` (the provider's list needs a moment to show a new text),
+    /// with when each send began.
+    pub async fn texts_to_reconcile(
+        &self,
+        from: Timestamp,
+        until: Timestamp,
+        lease: std::time::Duration,
+    ) -> StoreResult<Vec<(String, String, String, Timestamp)>> {
+        let rows = sqlx::query(
+            "SELECT id, address, body, lease_until FROM messages \
+             WHERE status = $1 AND channel = $2 AND direction = $3 AND lease_until IS NOT NULL \
+             AND updated_at >= $4 AND updated_at <= $5 ORDER BY updated_at LIMIT 50",
+        )
+        .bind(status::UNKNOWN)
+        .bind(Channel::Sms.as_str())
+        .bind(Direction::Out.as_str())
+        .bind(from.millis())
+        .bind(until.millis())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let lease_until: i64 = r.try_get("lease_until")?;
+                Ok((
+                    r.try_get("id")?,
+                    r.try_get("address")?,
+                    r.try_get("body")?,
+                    Timestamp::from_millis(lease_until - lease.as_millis() as i64),
+                ))
+            })
+            .collect()
+    }
+
+    /// A send of unknown outcome that the provider says never arrived: pending
+    /// again, due at `at`. False if it was no longer unknown.
+    pub async fn requeue_unknown(&self, id: &str, at: Timestamp) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE messages SET status = $1, next_attempt_at = $2, lease_until = NULL, updated_at = $3 \
+             WHERE id = $4 AND status = $5",
+        )
+        .bind(status::PENDING)
+        .bind(at.millis())
+        .bind(Timestamp::now().millis())
+        .bind(id)
+        .bind(status::UNKNOWN)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// A status report from Twilio: applied only if it moves the message forward,
     /// so duplicates and late arrivals change nothing. `false` if nothing changed.
     pub async fn apply_message_status(

@@ -50,8 +50,12 @@ pub fn sid(prefix: &str) -> String {
 
 #[derive(Default)]
 struct Fake {
-    answers: VecDeque<(u16, serde_json::Value)>,
+    /// The next answers, and whether Twilio keeps the message (false: it never
+    /// arrived, whatever the answer says).
+    answers: VecDeque<(u16, serde_json::Value, bool)>,
     received: Vec<Vec<(String, String)>>,
+    /// Messages Twilio accepted, newest last, as its message list shows them.
+    listed: Vec<serde_json::Value>,
 }
 
 /// Twilio's Messages endpoint, on a random port.
@@ -67,7 +71,7 @@ impl FakeTwilio {
         let app = axum::Router::new()
             .route(
                 "/2010-04-01/Accounts/{account}/Messages.json",
-                axum::routing::post(messages),
+                axum::routing::post(messages).get(list),
             )
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -90,7 +94,32 @@ impl FakeTwilio {
 
     /// Queues an answer for the next request (otherwise: 201 queued).
     pub fn answer(&self, status: u16, body: serde_json::Value) {
-        self.inner.lock().unwrap().answers.push_back((status, body));
+        self.inner
+            .lock()
+            .unwrap()
+            .answers
+            .push_back((status, body, true));
+    }
+
+    /// The next request gets `status` and `body`, but the message never reaches
+    /// Twilio's list (it was lost before Twilio took it).
+    pub fn answer_and_lose(&self, status: u16, body: serde_json::Value) {
+        self.inner
+            .lock()
+            .unwrap()
+            .answers
+            .push_back((status, body, false));
+    }
+
+    /// The sids of the messages Twilio's list shows.
+    pub fn listed_sids(&self) -> Vec<String> {
+        self.inner
+            .lock()
+            .unwrap()
+            .listed
+            .iter()
+            .map(|m| m["sid"].as_str().unwrap().to_string())
+            .collect()
     }
 
     /// Every message request received, as form parameters.
@@ -119,13 +148,58 @@ async fn messages(
         );
     }
     let form: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let field = |k: &str| {
+        form.iter()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let (to, text) = (field("To"), field("Body"));
     let mut fake = inner.lock().unwrap();
     fake.received.push(form);
-    let (status, json) = fake.answers.pop_front().unwrap_or_else(|| {
+    let (status, json, kept) = fake.answers.pop_front().unwrap_or_else(|| {
         (
             201,
             serde_json::json!({"sid": sid("SM"), "status": "queued"}),
+            true,
         )
     });
+    if kept && (200..300).contains(&status) {
+        let listed_sid = json["sid"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| sid("SM"));
+        fake.listed.push(serde_json::json!({
+            "sid": listed_sid, "to": to, "body": text, "status": "queued",
+            "date_created": chrono::Utc::now().to_rfc2822(),
+        }));
+    }
     (StatusCode::from_u16(status).unwrap(), axum::Json(json))
+}
+
+/// Twilio's message list, newest first, filtered by `To`, one page of `PageSize`.
+async fn list(
+    State(inner): State<Arc<Mutex<Fake>>>,
+    Path(account): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<Vec<(String, String)>>,
+) -> impl IntoResponse {
+    if account != ACCOUNT_SID {
+        return (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({})));
+    }
+    let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let to = get("To");
+    let size: usize = get("PageSize").and_then(|s| s.parse().ok()).unwrap_or(50);
+    let fake = inner.lock().unwrap();
+    let messages: Vec<_> = fake
+        .listed
+        .iter()
+        .rev()
+        .filter(|m| to.as_deref().is_none_or(|t| m["to"] == t))
+        .take(size)
+        .cloned()
+        .collect();
+    (
+        StatusCode::OK,
+        axum::Json(serde_json::json!({ "messages": messages })),
+    )
 }

@@ -5,7 +5,9 @@
 //! exponential backoff and jitter, a bounded number of times, honouring Retry-After;
 //! a connection that could not be made is retried too (nothing was sent). Any other
 //! 4xx is final. A timeout after the request went out is *not* retried: Twilio may
-//! have accepted it, and a resident must not get the same text twice.
+//! have accepted it, and a resident must not get the same text twice: the outbox
+//! asks Twilio's message list ([`TwilioClient::find_sent`]) before anything is sent
+//! again.
 
 use std::time::Duration;
 
@@ -76,6 +78,23 @@ pub enum SendError {
 struct MessageResource {
     sid: String,
     status: String,
+}
+
+/// Messages looked at when reconciling a send: Twilio lists the newest first.
+const LOOKUP_PAGE: usize = 50;
+
+#[derive(Deserialize)]
+struct MessagePage {
+    messages: Vec<ListedMessage>,
+}
+
+#[derive(Deserialize)]
+struct ListedMessage {
+    sid: String,
+    status: String,
+    body: String,
+    /// RFC 2822, e.g. `Wed, 18 Aug 2010 20:01:40 +0000`.
+    date_created: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -178,6 +197,60 @@ impl TwilioClient {
             attempts: self.max_attempts,
             last,
         })
+    }
+
+    /// Asks Twilio whether a text to `to` with exactly `body` was accepted at or after
+    /// `since` (Unix milliseconds): the answer to a send that timed out, before
+    /// anything is sent again. `Ok(None)` only when Twilio's newest messages to that
+    /// number cover `since` and none matches; any doubt is an error.
+    pub async fn find_sent(
+        &self,
+        to: &str,
+        body: &str,
+        since_millis: i64,
+    ) -> Result<Option<SentSms>, String> {
+        let mut url = self.messages_url.clone();
+        url.query_pairs_mut()
+            .append_pair("To", to)
+            .append_pair("PageSize", &LOOKUP_PAGE.to_string());
+        let response = self
+            .http
+            .get(url)
+            .basic_auth(&self.credentials.username, Some(&self.credentials.password))
+            .send()
+            .await
+            .map_err(|e| format!("Twilio's message list: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("Twilio's message list: HTTP {}", response.status()));
+        }
+        let text = response
+            .text()
+            .await
+            .map_err(|e| format!("Twilio's message list: {e}"))?;
+        let page: MessagePage = serde_json::from_str(&text)
+            .map_err(|e| format!("Twilio's message list is unreadable: {e}"))?;
+        let mut oldest = i64::MAX;
+        for m in &page.messages {
+            let created = chrono::DateTime::parse_from_rfc2822(&m.date_created)
+                .map_err(|e| format!("Twilio's date_created is unreadable: {e}"))?
+                .timestamp_millis();
+            oldest = oldest.min(created);
+            // A minute's grace for clocks that disagree.
+            if created + 60_000 >= since_millis && m.body == body {
+                return Ok(Some(SentSms {
+                    sid: m.sid.clone(),
+                    status: MessageStatus::parse(&m.status).unwrap_or(MessageStatus::Queued),
+                }));
+            }
+        }
+        // A full page whose oldest entry is still after `since` may not reach back
+        // far enough: Twilio cannot say from this page.
+        if page.messages.len() >= LOOKUP_PAGE && oldest > since_millis - 60_000 {
+            return Err(
+                "too many texts to this number since; Twilio's list does not reach back".into(),
+            );
+        }
+        Ok(None)
     }
 
     /// Exponential backoff with full jitter, at most 30 s; Retry-After when longer.
