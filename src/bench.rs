@@ -1,9 +1,13 @@
 //! `contactd bench webhooks` (below) measures the SMS channel end to end.
 //!
+//! `contactd bench scheduler` ([`scheduler`]): the Redis scheduler beside BullMQ.
+//!
 //! `contactd bench intake`: intake throughput against the configured database, in
 //! two cases — every contact opening a new request (a new sender each time, so the
 //! customer record is created too) and every contact attaching to an existing request
 //! by reference. Point it at a scratch database: it writes real rows.
+
+pub mod scheduler;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

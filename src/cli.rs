@@ -130,6 +130,25 @@ enum RecordingsCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// The Redis scheduler: reminders scheduled and handed out per second, and how
+    /// late (the BullMQ anchor's shape; prints its JSON fields).
+    Scheduler {
+        /// Default: scheduler.redis_url.
+        #[arg(long)]
+        redis_url: Option<url::Url>,
+        #[arg(long, default_value_t = 10_000)]
+        n: usize,
+        /// Due times spread over this many ms (10,000 over 1,000 ms: 10,000 due/s).
+        #[arg(long, default_value_t = 1000)]
+        spread_ms: u64,
+        #[arg(long, default_value_t = 2000)]
+        lead_ms: u64,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Claims per round trip (the outbox's CLAIM_BATCH).
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+    },
     /// Intake throughput: new-request and attach cases.
     Intake {
         #[arg(long, default_value_t = 2000)]
@@ -289,6 +308,41 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 "{} recording(s) could not be deleted",
                 report.failed.len()
             );
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Scheduler {
+                    redis_url,
+                    n,
+                    spread_ms,
+                    lead_ms,
+                    workers,
+                    batch,
+                },
+        } => {
+            anyhow::ensure!(
+                n > 0 && workers > 0 && batch > 0,
+                "n, workers and batch must be positive"
+            );
+            let redis_url = match redis_url {
+                Some(u) => u,
+                None => settings
+                    .scheduler
+                    .redis_url
+                    .get()
+                    .cloned()
+                    .ok_or_else(|| anyhow::anyhow!("give --redis-url or set scheduler.redis_url"))?,
+            };
+            let summary = crate::bench::scheduler::run(crate::bench::scheduler::Params {
+                redis_url,
+                n,
+                spread_ms,
+                lead_ms,
+                workers,
+                batch,
+            })
+            .await?;
+            println!("{summary}");
         }
         Command::Bench {
             command:

@@ -163,6 +163,19 @@ impl RedisScheduler {
     fn offset(&self) -> i64 {
         self.clock.offset_millis()
     }
+
+    /// Deletes this prefix's keys (a benchmark's, when it is done).
+    pub async fn clear(&self) -> ScheduleResult<()> {
+        let mut conn = self.conn.clone();
+        let _: i64 = redis::cmd("DEL")
+            .arg(&self.due)
+            .arg(&self.lease)
+            .arg(&self.fence)
+            .arg(&self.epoch)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
 }
 
 impl Scheduler for RedisScheduler {
