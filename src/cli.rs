@@ -326,12 +326,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             let redis_url = match redis_url {
                 Some(u) => u,
-                None => settings
-                    .scheduler
-                    .redis_url
-                    .get()
-                    .cloned()
-                    .ok_or_else(|| anyhow::anyhow!("give --redis-url or set scheduler.redis_url"))?,
+                None => settings.scheduler.redis_url.get().cloned().ok_or_else(|| {
+                    anyhow::anyhow!("give --redis-url or set scheduler.redis_url")
+                })?,
             };
             let summary = crate::bench::scheduler::run(crate::bench::scheduler::Params {
                 redis_url,

@@ -95,7 +95,10 @@ pub async fn run(p: Params) -> anyhow::Result<serde_json::Value> {
                     let due = t0 + (i as u64 * spread / n as u64) as i64;
                     lateness.lock().expect("not poisoned").push(arrived - due);
                     *seen.lock().expect("not poisoned").entry(i).or_default() += 1;
-                    dispatched_at.lock().expect("not poisoned").push(Instant::now());
+                    dispatched_at
+                        .lock()
+                        .expect("not poisoned")
+                        .push(Instant::now());
                 }
             }
         }));
@@ -124,7 +127,11 @@ pub async fn run(p: Params) -> anyhow::Result<serde_json::Value> {
 
     let mut late = lateness.lock().expect("not poisoned").clone();
     late.sort_unstable();
-    let pct = |q: f64| late.get(((late.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0);
+    let pct = |q: f64| {
+        late.get(((late.len() as f64 - 1.0) * q) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
     let seen = seen.lock().expect("not poisoned");
     let duplicates: u32 = seen.values().map(|c| c - 1).sum();
     let mut times = dispatched_at.lock().expect("not poisoned").clone();
