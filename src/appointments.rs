@@ -9,6 +9,7 @@
 //! resident's preferred channel (else a phone, else an email address), needs their
 //! consent to service messages, and is never scheduled for a time already past.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,6 +61,8 @@ pub struct Appointments {
     store: Store,
     outbound: Outbound,
     settings: ReminderSettings,
+    /// Services whose reminders go at offsets of their own (minutes before).
+    service_offsets: Arc<HashMap<String, Vec<u32>>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -74,6 +77,16 @@ impl Appointments {
             store,
             outbound,
             settings: settings.reminders.clone(),
+            service_offsets: Arc::new(
+                settings
+                    .services
+                    .iter()
+                    .filter_map(|s| {
+                        let offsets = s.appointment_offsets_minutes.clone()?;
+                        Some((s.code.as_str().to_string(), offsets))
+                    })
+                    .collect(),
+            ),
             clock,
         }
     }
@@ -103,7 +116,7 @@ impl Appointments {
         let what = format!("Appointment booked: {}", describe(&appointment));
         self.record(&mut tx, actor, &request_id, &what).await?;
         let reminders = self
-            .queue_reminders(&mut tx, actor, reference, &appointment, booking)
+            .queue_reminders(&mut tx, actor, &appointment, booking)
             .await?;
         tx.commit().await?;
         self.scheduled(&reminders, &[]).await;
@@ -139,7 +152,7 @@ impl Appointments {
         let what = format!("Appointment moved: {}", describe(&appointment));
         self.record(&mut tx, actor, &request_id, &what).await?;
         let reminders = self
-            .queue_reminders(&mut tx, actor, reference, &appointment, booking)
+            .queue_reminders(&mut tx, actor, &appointment, booking)
             .await?;
         tx.commit().await?;
         self.scheduled(&reminders, &cancelled).await;
@@ -165,8 +178,19 @@ impl Appointments {
         let appointment = appointments::cancel(&mut tx, id).await?;
         let what = format!("Appointment cancelled: {}", describe(&appointment));
         self.record(&mut tx, actor, &request_id, &what).await?;
+        let text = self.settings.appointment_cancelled_text.clone();
+        let mut notice = Vec::new();
+        if !text.is_empty()
+            && appointment.starts_at > self.clock.now()
+            && let Some((message, _)) = self
+                .message_about(&mut tx, &appointment, &text, MessagePurpose::ServiceUpdate)
+                .await?
+        {
+            let now = self.clock.now();
+            notice.push((self.queue(&mut tx, actor, &message, now).await?, now));
+        }
         tx.commit().await?;
-        self.scheduled(&[], &cancelled).await;
+        self.scheduled(&notice, &cancelled).await;
         Ok(appointment)
     }
 
@@ -259,28 +283,90 @@ impl Appointments {
         .await
     }
 
+    /// A message about `appointment` to its resident, from `text` (and the reminder
+    /// subject), on their preferred channel; `None` when there is nobody to tell.
+    async fn message_about(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        appointment: &Appointment,
+        text: &str,
+        purpose: MessagePurpose,
+    ) -> Result<Option<(OutboundMessage, crate::domain::request::ServiceRequest)>, AppointmentError>
+    {
+        let request = requests::read(tx, &appointment.request_id).await?;
+        let Some(customer_id) = request.customer_id.clone() else {
+            return Ok(None);
+        };
+        let customer = customers::read(tx, &customer_id).await?;
+        let Some(to) = self.outbound.recipient_for(&customer.details) else {
+            return Ok(None);
+        };
+        let (date, time) = appointment.starts_at.in_london();
+        let fill = |template: &str| {
+            template
+                .replace("{reference}", &request.reference.to_string())
+                .replace("{date}", &date)
+                .replace("{time}", &time)
+                .replace("{place}", &appointment.place)
+        };
+        let body = fill(text);
+        let (subject, html) = match to {
+            Recipient::Email(_) => (
+                Some(fill(&self.settings.appointment_subject)),
+                Some(html_from_text(&body)),
+            ),
+            Recipient::Sms(_) => (None, None),
+        };
+        let message = OutboundMessage {
+            to,
+            subject,
+            body,
+            html,
+            purpose,
+            request: Some((request.id.clone(), request.reference)),
+            customer_id: Some(customer_id),
+            occurrence: None,
+        };
+        Ok(Some((message, request)))
+    }
+
+    async fn queue(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        actor: &Actor,
+        message: &OutboundMessage,
+        at: Timestamp,
+    ) -> Result<String, AppointmentError> {
+        self.outbound
+            .queue(tx, actor, message, at)
+            .await
+            .map_err(|e| match e {
+                OutboundError::Store(e) => AppointmentError::Store(e),
+                other => AppointmentError::Invalid(other.to_string()),
+            })
+    }
+
     /// The reminders of this version of the appointment, into the outbox.
     async fn queue_reminders(
         &self,
         tx: &mut sqlx::AnyConnection,
         actor: &Actor,
-        reference: Reference,
         appointment: &Appointment,
         booking: &Booking,
     ) -> Result<Vec<(String, Timestamp)>, AppointmentError> {
-        let request = requests::read(tx, &appointment.request_id).await?;
-        let Some(customer_id) = request.customer_id.clone() else {
-            return Ok(Vec::new());
-        };
-        let customer = customers::read(tx, &customer_id).await?;
-        let Some(to) = self.outbound.recipient_for(&customer.details) else {
+        let text = self.settings.appointment_text.clone();
+        let Some((message, request)) = self
+            .message_about(tx, appointment, &text, MessagePurpose::Reminder)
+            .await?
+        else {
             return Ok(Vec::new());
         };
         let times = match &booking.reminders {
             Some(times) => times.clone(),
             None => self
-                .settings
-                .appointment_offsets_minutes
+                .service_offsets
+                .get(request.service.as_str())
+                .unwrap_or(&self.settings.appointment_offsets_minutes)
                 .iter()
                 .map(|m| ReminderTime::Before(Duration::from_secs(u64::from(*m) * 60)))
                 .collect(),
@@ -298,22 +384,6 @@ impl Appointments {
             .collect();
         due.sort_unstable();
         due.dedup();
-        let (date, time) = appointment.starts_at.in_london();
-        let fill = |template: &str| {
-            template
-                .replace("{reference}", &reference.to_string())
-                .replace("{date}", &date)
-                .replace("{time}", &time)
-                .replace("{place}", &appointment.place)
-        };
-        let body = fill(&self.settings.appointment_text);
-        let (subject, html) = match to {
-            Recipient::Email(_) => (
-                Some(fill(&self.settings.appointment_subject)),
-                Some(html_from_text(&body)),
-            ),
-            Recipient::Sms(_) => (None, None),
-        };
         let mut queued = Vec::with_capacity(due.len());
         for at in due {
             let at = Timestamp::from_millis(at);
@@ -323,32 +393,14 @@ impl Appointments {
                 appointment.version,
                 at.millis()
             );
-            let id = self
-                .outbound
-                .queue(
-                    tx,
-                    actor,
-                    &OutboundMessage {
-                        to: to.clone(),
-                        subject: subject.clone(),
-                        body: body.clone(),
-                        html: html.clone(),
-                        purpose: MessagePurpose::Reminder,
-                        request: Some((request.id.clone(), request.reference)),
-                        customer_id: Some(customer_id.clone()),
-                        occurrence: Some(Occurrence {
-                            of: ReminderOf::Appointment(appointment.id.clone()),
-                            key,
-                        }),
-                    },
-                    at,
-                )
-                .await
-                .map_err(|e| match e {
-                    OutboundError::Store(e) => AppointmentError::Store(e),
-                    other => AppointmentError::Invalid(other.to_string()),
-                })?;
-            queued.push((id, at));
+            let reminder = OutboundMessage {
+                occurrence: Some(Occurrence {
+                    of: ReminderOf::Appointment(appointment.id.clone()),
+                    key,
+                }),
+                ..message.clone()
+            };
+            queued.push((self.queue(tx, actor, &reminder, at).await?, at));
         }
         Ok(queued)
     }

@@ -90,6 +90,9 @@ pub struct ReminderSettings {
     pub appointment_text: String,
     /// An email reminder's subject, filled in the same way.
     pub appointment_subject: String,
+    /// Sent when staff cancel an appointment (a service message: it needs consent),
+    /// filled in the same way; empty: nothing is sent.
+    pub appointment_cancelled_text: String,
 }
 
 impl ReminderSettings {
@@ -858,6 +861,10 @@ pub struct ServiceDefinition {
     pub retention_years: u32,
     #[serde(default)]
     pub special_category: bool,
+    /// Minutes before an appointment of this service that its reminders go,
+    /// replacing `reminders.appointment_offsets_minutes`.
+    #[serde(default)]
+    pub appointment_offsets_minutes: Option<Vec<u32>>,
     /// This service's own words for its notices, replacing `[notices]`; an empty
     /// text sends none of that kind for this service.
     #[serde(default)]
@@ -1075,6 +1082,16 @@ impl Settings {
         codes.sort();
         if let Some(w) = codes.windows(2).find(|w| w[0] == w[1]) {
             return bad("services", &format!("service code {} appears twice", w[0]));
+        }
+        if let Some(s) = self.services.iter().find(|s| {
+            s.appointment_offsets_minutes
+                .as_ref()
+                .is_some_and(|o| o.is_empty() || o.contains(&0))
+        }) {
+            return bad(
+                &format!("services.{}.appointment_offsets_minutes", s.code.as_str()),
+                "one or more, each at least 1",
+            );
         }
         if let Some(s) = self.services.iter().find(|s| s.retention_years == 0) {
             return bad(

@@ -21,6 +21,7 @@ on_both_backends!(
     reminders_follow_the_appointment_and_only_the_new_times_send,
     a_reminder_needs_consent_and_a_time_still_to_come,
     quiet_hours_hold_a_text_until_morning_unless_the_appointment_is_over_by_then,
+    a_service_can_remind_at_offsets_of_its_own,
 );
 
 async fn app(backend: Backend) -> (TestApp, FakeTwilio, Arc<TestClock>) {
@@ -206,6 +207,12 @@ async fn reminders_follow_the_appointment_and_only_the_new_times_send(backend: B
         .await;
     assert_eq!(status, 200, "{cancelled}");
     assert_eq!(cancelled["status"], "cancelled");
+    // The resident, who agreed to service messages, is told.
+    app.until_count(
+        "messages WHERE purpose = 'service_update' AND body LIKE 'The council has cancelled%' AND provider_sid IS NOT NULL",
+        1,
+    )
+    .await;
     let (status, _) = app
         .post(
             Role::Agent,
@@ -403,4 +410,35 @@ async fn sent_at_last(app: &TestApp) {
         1,
     )
     .await;
+}
+
+async fn a_service_can_remind_at_offsets_of_its_own(backend: Backend) {
+    let fake = FakeTwilio::start().await;
+    let clock = TestClock::new();
+    let app = spawn_app_with_clock(backend, clock.clone(), |s| {
+        fake.configure(s);
+        let waste = s
+            .services
+            .iter_mut()
+            .find(|s| s.code.as_str() == "waste")
+            .unwrap();
+        waste.appointment_offsets_minutes = Some(vec![1440, 30]);
+    })
+    .await;
+    let reference = resident(&app, true).await;
+    let starts = at(&clock, 3 * DAY);
+    let (status, booked) = app
+        .post(
+            Role::Agent,
+            &format!("/api/v1/requests/{reference}/appointments"),
+            json!({"starts_at": starts, "place": "Depot"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{booked}");
+    let start = Timestamp::parse(&starts).unwrap().millis();
+    assert_eq!(
+        due_times(&booked),
+        [start - 86_400_000, start - 30 * 60_000]
+    );
+    app.stop().await;
 }
