@@ -501,8 +501,26 @@ impl Outbound {
                 return Ok(());
             }
             metrics::counter!("contactd_outbox_claimed_total").increment(claims.len() as u64);
+            // A batch's sends go side by side (a provider's answer takes a round
+            // trip); each under its own claim and fence, and all finished before the
+            // next claim, so a stop never leaves one behind.
+            let mut sends = tokio::task::JoinSet::new();
             for claim in claims {
-                self.deliver_claim(claim).await?;
+                let outbox = self.clone();
+                sends.spawn(async move { outbox.deliver_claim(claim).await });
+            }
+            let mut failed = None;
+            while let Some(done) = sends.join_next().await {
+                match done {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => failed = Some(e),
+                    // A send that panicked: its claim lapses and the database marks
+                    // it for reconciliation, never a blind resend.
+                    Err(e) => tracing::error!(error = %e, "a send failed unexpectedly"),
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
             }
         }
     }
