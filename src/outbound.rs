@@ -566,6 +566,18 @@ impl Outbound {
         })
     }
 
+    /// A text the council sends unprompted that is due longer ago than the SMS
+    /// validity period (an outage held it up): it would arrive out of date, so it is
+    /// dropped, as Twilio drops one it cannot deliver in that time.
+    fn stale(&self, c: &Claimed) -> bool {
+        let (Channel::Sms, Some(sms), Some(due)) = (c.channel, &self.inner.sms, c.due_at) else {
+            return false;
+        };
+        c.purpose.unprompted()
+            && self.inner.clock.now().millis() - due.millis()
+                > i64::from(sms.validity_period) * 1000
+    }
+
     /// When the quiet hours that hold this message back end, if they do now: only
     /// messages the council sends unprompted wait; answers to a resident do not.
     fn quiet_until(&self, c: &Claimed) -> Option<Timestamp> {
@@ -590,6 +602,22 @@ impl Outbound {
             self.inner
                 .store
                 .message_failed(&c.id, held, status::FINAL_RANK, None, None)
+                .await?;
+            return Ok(None);
+        }
+        if self.stale(&c) {
+            tracing::info!(message = %c.id, "a text that could not go in time is dropped");
+            metrics::counter!("contactd_messages_sent_total", "channel" => c.channel.as_str(), "outcome" => status::EXPIRED)
+                .increment(1);
+            self.inner
+                .store
+                .message_failed(
+                    &c.id,
+                    status::EXPIRED,
+                    status::FINAL_RANK,
+                    None,
+                    Some("stale: due longer ago than the SMS validity period"),
+                )
                 .await?;
             return Ok(None);
         }

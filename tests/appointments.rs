@@ -22,6 +22,7 @@ on_both_backends!(
     a_reminder_needs_consent_and_a_time_still_to_come,
     quiet_hours_hold_a_text_until_morning_unless_the_appointment_is_over_by_then,
     a_service_can_remind_at_offsets_of_its_own,
+    a_text_held_up_past_its_validity_is_dropped,
 );
 
 async fn app(backend: Backend) -> (TestApp, FakeTwilio, Arc<TestClock>) {
@@ -392,8 +393,11 @@ async fn quiet_hours_hold_a_text_until_morning_unless_the_appointment_is_over_by
     )
     .await;
     advance_to(&clock, Timestamp::from_millis(morning.millis() - 3_600_000));
-    app.until_count("messages WHERE status = 'expired'", 1)
-        .await;
+    app.until_count(
+        "messages WHERE purpose = 'reminder' AND status = 'expired'",
+        1,
+    )
+    .await;
     assert!(reminders_texted(&fake).is_empty(), "nothing in quiet hours");
 
     advance_to(&clock, morning);
@@ -440,5 +444,29 @@ async fn a_service_can_remind_at_offsets_of_its_own(backend: Backend) {
         due_times(&booked),
         [start - 86_400_000, start - 30 * 60_000]
     );
+    app.stop().await;
+}
+
+async fn a_text_held_up_past_its_validity_is_dropped(backend: Backend) {
+    let (app, fake, clock) = app(backend).await;
+    let reference = resident(&app, true).await;
+    let (status, booked) = app
+        .post(
+            Role::Agent,
+            &format!("/api/v1/requests/{reference}/appointments"),
+            json!({"starts_at": at(&clock, 10 * HOUR), "place": "Depot",
+                   "reminders": [{"minutes_before": 540}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{booked}");
+    // The daemon comes back six hours on (the clock jumps): the reminder was due
+    // five hours ago, past the four-hour validity period, and is not sent.
+    clock.advance(6 * HOUR);
+    app.until_count(
+        "messages WHERE purpose = 'reminder' AND status = 'expired'",
+        1,
+    )
+    .await;
+    assert!(reminders_texted(&fake).is_empty());
     app.stop().await;
 }
