@@ -394,6 +394,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 tokens,
                 scheduler,
                 std::sync::Arc::new(crate::scheduler::SystemClock),
+                crate::notify::NotifySender::new(&settings).map_err(anyhow::Error::msg)?,
             )
             .map_err(anyhow::Error::msg)?;
             let intake = crate::intake::Intake::new(store.clone(), &settings, outbound);

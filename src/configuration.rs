@@ -68,6 +68,7 @@ pub struct Settings {
     pub sip: SipSettings,
     pub sms: SmsSettings,
     pub email: EmailSettings,
+    pub notify: NotifySettings,
     pub reminders: ReminderSettings,
     pub renewals: RenewalSettings,
     pub notices: NoticeSettings,
@@ -250,16 +251,18 @@ pub struct SmsSettings {
 }
 
 impl SmsSettings {
+    /// Texts are sent and received: through Twilio once its account is given, or
+    /// through GOV.UK Notify (`[notify]`).
     pub fn enabled(&self) -> bool {
-        !self.account_sid.is_empty()
+        match self.provider {
+            SmsProvider::Twilio => !self.account_sid.is_empty(),
+            SmsProvider::Notify => true,
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
-        if !self.enabled() {
-            return Ok(());
-        }
-        {
+        if self.provider == SmsProvider::Twilio && self.enabled() {
             let sid_ok = |s: &str, prefix: &str| {
                 s.len() == 34
                     && s.starts_with(prefix)
@@ -324,6 +327,8 @@ pub enum ImapSignIn {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmailSettings {
+    /// What sends the council's mail: `relay` (`relay_url`) or `notify`.
+    pub provider: EmailProvider,
     /// Where the SMTP receiver listens.
     pub smtp_listen: SocketAddr,
     /// No unprompted mail (reminders, notices) in this Europe/London window; empty
@@ -480,9 +485,12 @@ impl EmailSettings {
         })
     }
 
-    /// Mail is sent through the relay.
+    /// Mail is sent: through the relay once it is given, or through GOV.UK Notify.
     pub fn sending(&self) -> bool {
-        !self.relay_url.is_empty()
+        match self.provider {
+            EmailProvider::Relay => !self.relay_url.is_empty(),
+            EmailProvider::Notify => true,
+        }
     }
 
     /// The resolver for sender checks, if one is configured.
@@ -538,7 +546,7 @@ impl EmailSettings {
                 );
             }
         }
-        if self.sending() {
+        if self.provider == EmailProvider::Relay && self.sending() {
             let url = self.relay_url.expose();
             if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
                 return bad("relay_url", "must start smtp:// or smtps://");
@@ -576,6 +584,87 @@ impl EmailSettings {
 #[serde(rename_all = "snake_case")]
 pub enum SmsProvider {
     Twilio,
+    Notify,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmailProvider {
+    Relay,
+    Notify,
+}
+
+/// GOV.UK Notify, when `sms.provider` or `email.provider` is `notify`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySettings {
+    /// The service's API key, `name-serviceid-secret`. Never logged.
+    pub api_key: Secret,
+    pub api_base: Url,
+    pub timeout_seconds: u64,
+    /// The bearer token the council gives Notify for its callbacks (delivery
+    /// receipts, received texts).
+    pub callback_token: Secret,
+    /// Template ids for texts: `default`, and any message purpose (`reminder`,
+    /// `service_update`, `acknowledgement`, `reply`, …) with a template of its own.
+    /// Each template is filled with `((body))`.
+    pub sms_templates: std::collections::BTreeMap<String, String>,
+    /// The same for email; filled with `((subject))` and `((body))`.
+    pub email_templates: std::collections::BTreeMap<String, String>,
+}
+
+impl NotifySettings {
+    fn validate(&self, sms: bool, email: bool) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("notify.{key}: {why}")));
+        if !sms && !email {
+            return Ok(());
+        }
+        if contactd_notify::ApiKey::parse(self.api_key.expose()).is_err() {
+            return bad(
+                "api_key",
+                "the service's API key, name-serviceid-secret (from Notify's API integration page)",
+            );
+        }
+        if self.callback_token.expose().len() < 16 {
+            return bad(
+                "callback_token",
+                "at least 16 characters: the bearer token Notify sends with its callbacks",
+            );
+        }
+        if self.timeout_seconds == 0 {
+            return bad("timeout_seconds", "must be at least 1");
+        }
+        for (key, on, templates) in [
+            ("sms_templates", sms, &self.sms_templates),
+            ("email_templates", email, &self.email_templates),
+        ] {
+            if !on {
+                continue;
+            }
+            if !templates.contains_key("default") {
+                return bad(key, "needs a default template id");
+            }
+            for (kind, id) in templates {
+                if kind != "default"
+                    && kind
+                        .parse::<crate::domain::message::MessagePurpose>()
+                        .is_err()
+                {
+                    return bad(
+                        key,
+                        &format!("{kind:?} is neither default nor a message purpose"),
+                    );
+                }
+                if !contactd_notify::key::is_notify_id(id) {
+                    return bad(
+                        key,
+                        &format!("{kind}: {id:?} is not a template id (a UUID)"),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A secret: never printed.
@@ -1134,6 +1223,10 @@ impl Settings {
         }
         self.sms.validate()?;
         self.email.validate()?;
+        self.notify.validate(
+            self.sms.provider == SmsProvider::Notify,
+            self.email.provider == EmailProvider::Notify && self.email.sending(),
+        )?;
         self.reminders.validate()?;
         self.renewals.validate()?;
         self.notices.validate()?;

@@ -15,6 +15,8 @@
 //!   (opt-outs and consent enforced, never lost, never resent blind)
 //! - [`channels`]: the hub side of each channel (voice, sms, email) and the one
 //!   contract startup starts and stops them by
+//! - [`notify`]: GOV.UK Notify as a provider for the SMS and email channels (the
+//!   sender the outbox uses, and Notify's receipts and received texts)
 //! - [`notices`]: requests opened and moved by staff, and what the resident is told
 //! - [`appointments`], [`renewals`]: what residents are reminded of (appointments
 //!   booked on a request; subscriptions that expire), queued into the outbox
@@ -36,6 +38,7 @@ pub mod domain;
 pub mod http;
 pub mod intake;
 pub mod notices;
+pub mod notify;
 pub mod outbound;
 pub mod recordings;
 pub mod renewals;

@@ -23,10 +23,11 @@ use sqlx::AnyConnection;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::configuration::Settings;
+use crate::configuration::{EmailProvider, Settings, SmsProvider};
 use crate::domain::message::{Direction, Message, MessagePurpose, Occurrence, status};
 use crate::domain::thread::ReplyTokens;
 use crate::domain::{Actor, Channel, EmailAddress, PhoneNumber, QuietHours, Reference, Timestamp};
+use crate::notify::{NotifySender, Sent};
 use crate::scheduler::{Claim, Clock, ScheduleError, Scheduler};
 use crate::store::messages::{self, Claimed, NewMessage};
 use crate::store::{Store, StoreError};
@@ -96,21 +97,37 @@ struct Inner {
 }
 
 struct SmsSender {
-    client: TwilioClient,
+    via: SmsVia,
     quiet_hours: Option<QuietHours>,
-    from: Option<String>,
-    messaging_service_sid: Option<String>,
-    status_callback: String,
     validity_period: u32,
 }
 
+/// The provider texts go through.
+enum SmsVia {
+    Twilio(Box<TwilioSms>),
+    Notify(Arc<NotifySender>),
+}
+
+struct TwilioSms {
+    client: TwilioClient,
+    from: Option<String>,
+    messaging_service_sid: Option<String>,
+    status_callback: String,
+}
+
 struct EmailSender {
-    sender: MailSender,
+    via: EmailVia,
     quiet_hours: Option<QuietHours>,
     from: Mailbox,
     local: String,
     domain: String,
     plus_addressing: bool,
+}
+
+/// What mail goes through.
+enum EmailVia {
+    Relay(MailSender),
+    Notify(Arc<NotifySender>),
 }
 
 /// How long a claim lasts: longer than any send takes (Twilio's bounded retries,
@@ -129,6 +146,9 @@ const HOUSEKEEPING: Duration = Duration::from_secs(60);
 const RECONCILE_AFTER: Duration = Duration::from_secs(60);
 /// …and for this long; after that it waits for staff.
 const RECONCILE_FOR: Duration = Duration::from_secs(86_400);
+/// A message Notify accepted but has not settled is asked about after this long
+/// without news (Notify sends no receipt for its own technical failures).
+const POLL_UNSETTLED_AFTER: Duration = Duration::from_secs(3600);
 
 impl Outbound {
     pub fn new(
@@ -137,9 +157,18 @@ impl Outbound {
         tokens: ReplyTokens,
         scheduler: Arc<dyn Scheduler>,
         clock: Arc<dyn Clock>,
+        notify: Option<Arc<NotifySender>>,
     ) -> Result<Self, String> {
         let s = &settings.sms;
-        let sms = if s.enabled() {
+        let sms = if !s.enabled() {
+            None
+        } else if let (SmsProvider::Notify, Some(n)) = (s.provider, &notify) {
+            Some(SmsSender {
+                via: SmsVia::Notify(n.clone()),
+                quiet_hours: s.quiet_hours,
+                validity_period: s.validity_period_seconds,
+            })
+        } else {
             let credentials = if s.api_key_sid.is_empty() {
                 Credentials {
                     username: s.account_sid.clone(),
@@ -155,28 +184,32 @@ impl Outbound {
                 .map_err(|e| format!("sms.api_base: {e}"))?;
             let base = settings.http.public_url.as_str().trim_end_matches('/');
             Some(SmsSender {
-                client,
+                via: SmsVia::Twilio(Box::new(TwilioSms {
+                    client,
+                    from: (!s.from.is_empty()).then(|| s.from.clone()),
+                    messaging_service_sid: (!s.messaging_service_sid.is_empty())
+                        .then(|| s.messaging_service_sid.clone()),
+                    status_callback: format!("{base}/webhooks/twilio/status"),
+                })),
                 quiet_hours: s.quiet_hours,
-                from: (!s.from.is_empty()).then(|| s.from.clone()),
-                messaging_service_sid: (!s.messaging_service_sid.is_empty())
-                    .then(|| s.messaging_service_sid.clone()),
-                status_callback: format!("{base}/webhooks/twilio/status"),
                 validity_period: s.validity_period_seconds,
             })
-        } else {
-            None
         };
         let e = &settings.email;
         let email = match (e.sending(), e.from_parts()) {
             (true, Some((name, local, domain))) => {
                 let address =
                     Address::new(&local, &domain).map_err(|x| format!("email.from: {x}"))?;
-                Some(EmailSender {
-                    quiet_hours: e.quiet_hours,
-                    sender: MailSender::new(
+                let via = match (e.provider, &notify) {
+                    (EmailProvider::Notify, Some(n)) => EmailVia::Notify(n.clone()),
+                    _ => EmailVia::Relay(MailSender::new(
                         e.relay_url.expose(),
                         Duration::from_secs(e.relay_timeout_seconds),
-                    )?,
+                    )?),
+                };
+                Some(EmailSender {
+                    quiet_hours: e.quiet_hours,
+                    via,
                     from: Mailbox::new(name, address),
                     local,
                     domain,
@@ -390,8 +423,11 @@ impl Outbound {
                     ),
                     Err(e) => tracing::error!(error = %e, "lapsed sends could not be marked"),
                 }
-                if let Err(e) = self.reconcile_texts().await {
-                    tracing::error!(error = %e, "texts of unknown outcome could not be checked");
+                if let Err(e) = self.reconcile_unknown().await {
+                    tracing::error!(error = %e, "messages of unknown outcome could not be checked");
+                }
+                if let Err(e) = self.poll_unsettled().await {
+                    tracing::error!(error = %e, "messages sent through Notify could not be checked");
                 }
                 if let Err(e) = self.keep_scheduler(complete).await {
                     tracing::error!(error = %e, "the scheduler could not be brought up to date");
@@ -426,50 +462,106 @@ impl Outbound {
         }
     }
 
-    /// Texts whose send timed out after the request left, or was cut off by a stop:
-    /// Twilio's message list says whether each arrived. Found: it was sent (no
-    /// resend). Not there: it never left, so it is due again. Twilio cannot say (an
-    /// error, or too many texts since): it stays for staff. Looked at from a minute
-    /// after it became unknown (Twilio's list needs a moment) for a day.
-    async fn reconcile_texts(&self) -> Result<(), StoreError> {
-        let Some(sms) = &self.inner.sms else {
+    /// Sends whose outcome is unknown (timed out after the request left, or cut off by
+    /// a stop), asked about at their provider: Twilio's message list (same number
+    /// and body since the send began), Notify by the message's reference. Found: it
+    /// was sent (no resend). Not there: it never left, so it is due again. The
+    /// provider cannot say (an error; the relay never can): it stays for staff.
+    /// Looked at from a minute after it became unknown (a provider's list needs a
+    /// moment) for a day.
+    async fn reconcile_unknown(&self) -> Result<(), StoreError> {
+        let mut channels = Vec::new();
+        if self.inner.sms.is_some() {
+            channels.push(Channel::Sms);
+        }
+        if matches!(&self.inner.email, Some(e) if matches!(e.via, EmailVia::Notify(_))) {
+            channels.push(Channel::Email);
+        }
+        if channels.is_empty() {
             return Ok(());
-        };
+        }
         let store = &self.inner.store;
         let now = self.inner.clock.now().millis();
         let found = store
-            .texts_to_reconcile(
+            .unknown_to_reconcile(
+                &channels,
                 Timestamp::from_millis(now - RECONCILE_FOR.as_millis() as i64),
                 Timestamp::from_millis(now - RECONCILE_AFTER.as_millis() as i64),
                 LEASE,
             )
             .await?;
-        for (id, to, body, began) in found {
-            match sms.client.find_sent(&to, &body, began.millis()).await {
-                Ok(Some(sent)) => {
-                    tracing::info!(message = %id, "a text of unknown outcome had arrived at Twilio");
+        for u in found {
+            let answer = match (&self.inner.sms, &self.inner.email, u.channel) {
+                (Some(sms), _, Channel::Sms) => match &sms.via {
+                    SmsVia::Twilio(t) => t
+                        .client
+                        .find_sent(&u.address, &u.body, u.began.millis())
+                        .await
+                        .map(|f| f.map(|f| (f.sid, f.status.as_str(), f.status.rank()))),
+                    SmsVia::Notify(n) => n.find(&u.id).await,
+                },
+                (_, Some(email), Channel::Email) => match &email.via {
+                    EmailVia::Notify(n) => n.find(&u.id).await,
+                    EmailVia::Relay(_) => continue,
+                },
+                _ => continue,
+            };
+            match answer {
+                Ok(Some((sid, status, rank))) => {
+                    tracing::info!(message = %u.id, "a message of unknown outcome had reached its provider");
                     metrics::counter!("contactd_outbox_reconciled_total", "outcome" => "sent")
                         .increment(1);
-                    store
-                        .message_handed_over(
-                            &id,
-                            &sent.sid,
-                            sent.status.as_str(),
-                            sent.status.rank(),
-                        )
-                        .await?;
+                    store.message_handed_over(&u.id, &sid, status, rank).await?;
                 }
                 Ok(None) => {
-                    tracing::info!(message = %id, "a text of unknown outcome never reached Twilio; due again");
+                    tracing::info!(message = %u.id, "a message of unknown outcome never reached its provider; due again");
                     metrics::counter!("contactd_outbox_reconciled_total", "outcome" => "resent")
                         .increment(1);
                     let at = self.inner.clock.now();
-                    if store.requeue_unknown(&id, at).await? {
-                        self.scheduled(&id, at).await;
+                    if store.requeue_unknown(&u.id, at).await? {
+                        self.scheduled(&u.id, at).await;
                     }
                 }
                 Err(why) => {
-                    tracing::warn!(message = %id, error = %why, "Twilio cannot say whether a text arrived; left for staff");
+                    tracing::warn!(message = %u.id, error = %why, "the provider cannot say whether a message arrived; left for staff");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Messages Notify accepted that have had no news for an hour: asked about by
+    /// id, since Notify sends no receipt for its own technical failures.
+    async fn poll_unsettled(&self) -> Result<(), StoreError> {
+        let mut through_notify = Vec::new();
+        if let Some(SmsSender {
+            via: SmsVia::Notify(n),
+            ..
+        }) = &self.inner.sms
+        {
+            through_notify.push((Channel::Sms, n));
+        }
+        if let Some(EmailSender {
+            via: EmailVia::Notify(n),
+            ..
+        }) = &self.inner.email
+        {
+            through_notify.push((Channel::Email, n));
+        }
+        let store = &self.inner.store;
+        let quiet_since = Timestamp::from_millis(
+            self.inner.clock.now().millis() - POLL_UNSETTLED_AFTER.as_millis() as i64,
+        );
+        for (channel, notify) in through_notify {
+            for sid in store.unsettled_sends(channel, quiet_since).await? {
+                match notify.status_of(&sid).await {
+                    Ok((status, rank)) => {
+                        store.apply_message_status(&sid, status, rank, None).await?;
+                        store.message_checked(&sid, self.inner.clock.now()).await?;
+                    }
+                    Err(why) => {
+                        tracing::warn!(error = %why, "Notify cannot say how a message is doing");
+                    }
                 }
             }
         }
@@ -677,6 +769,11 @@ impl Outbound {
                 store.retry_message_later(&c.id, at, &why).await?;
                 again = Some(at);
             }
+            Delivery::Hold { until, why } => {
+                tracing::info!(message = %c.id, until = %until, reason = %why, "held by the provider's rate limit");
+                store.defer_message(&c.id, until).await?;
+                again = Some(until);
+            }
             Delivery::Retry(why) => {
                 tracing::warn!(message = %c.id, error = %why, "message not sent after the last retry");
                 metrics::counter!("contactd_messages_sent_total", "channel" => channel, "outcome" => status::DEAD)
@@ -728,8 +825,12 @@ impl Outbound {
     }
 
     async fn deliver_sms(&self, c: &Claimed) -> Delivery {
-        let Some(sms) = &self.inner.sms else {
+        let Some(sender) = &self.inner.sms else {
             return Delivery::Retry("the SMS channel is not configured".into());
+        };
+        let sms = match &sender.via {
+            SmsVia::Twilio(t) => t,
+            SmsVia::Notify(n) => return self.deliver_notify(n, c).await,
         };
         let outbound = OutboundSms {
             to: &c.address,
@@ -737,7 +838,7 @@ impl Outbound {
             messaging_service_sid: sms.messaging_service_sid.as_deref(),
             body: &c.body,
             status_callback: Some(&sms.status_callback),
-            validity_period: Some(sms.validity_period),
+            validity_period: Some(sender.validity_period),
         };
         match sms.client.send(&outbound).await {
             Ok(sent) => Delivery::HandedOver {
@@ -762,6 +863,10 @@ impl Outbound {
     async fn deliver_email(&self, c: &Claimed) -> Delivery {
         let Some(email) = &self.inner.email else {
             return Delivery::Retry("sending email is not configured".into());
+        };
+        let relay = match &email.via {
+            EmailVia::Relay(r) => r,
+            EmailVia::Notify(n) => return self.deliver_notify(n, c).await,
         };
         let Ok(to) = c.address.parse::<Address>() else {
             return Delivery::Refused {
@@ -803,7 +908,7 @@ impl Outbound {
             thread_index: c.thread_index.clone(),
             automatic: c.purpose == MessagePurpose::Acknowledgement,
         };
-        match email.sender.send(&mail).await {
+        match relay.send(&mail).await {
             Ok(()) => Delivery::HandedOver {
                 provider_id: message_id,
                 status: "sent",
@@ -812,6 +917,27 @@ impl Outbound {
             Err(SendFailure::Transient(why)) => Delivery::Retry(why),
             Err(SendFailure::Refused(why)) => Delivery::Refused { code: None, why },
             Err(SendFailure::Unknown(why)) => Delivery::Unknown(why),
+        }
+    }
+}
+
+impl Outbound {
+    /// A text or an email through GOV.UK Notify, its outbox id as the reference.
+    async fn deliver_notify(&self, notify: &NotifySender, c: &Claimed) -> Delivery {
+        let sent = notify.send(self.inner.clock.now(), c).await;
+        match sent {
+            Sent::Accepted { id, status, rank } => Delivery::HandedOver {
+                provider_id: id,
+                status,
+                rank,
+            },
+            Sent::Refused { code, why } => Delivery::Refused {
+                code: Some(code),
+                why,
+            },
+            Sent::Held { until, why } => Delivery::Hold { until, why },
+            Sent::Retry(why) => Delivery::Retry(why),
+            Sent::Unknown(why) => Delivery::Unknown(why),
         }
     }
 }
@@ -825,6 +951,12 @@ enum Delivery {
     },
     /// Nothing left; trying again later may work.
     Retry(String),
+    /// Nothing left; the provider takes nothing more before `until` (a rate limit).
+    /// Not counted as an attempt.
+    Hold {
+        until: Timestamp,
+        why: String,
+    },
     Refused {
         code: Option<i64>,
         why: String,

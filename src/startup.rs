@@ -166,8 +166,19 @@ impl Application {
             })?;
         let tokens = reply_tokens(&store).await?;
         let scheduler = open_scheduler_with_clock(&settings, &store, redis.as_ref(), clock.clone());
-        let outbound = Outbound::new(store.clone(), &settings, tokens, scheduler, clock.clone())
-            .map_err(StartupError::Outbound)?;
+        let notify = crate::notify::NotifySender::new(&settings).map_err(StartupError::Outbound)?;
+        if let Some(n) = &notify {
+            n.check_templates().await.map_err(StartupError::Outbound)?;
+        }
+        let outbound = Outbound::new(
+            store.clone(),
+            &settings,
+            tokens,
+            scheduler,
+            clock.clone(),
+            notify,
+        )
+        .map_err(StartupError::Outbound)?;
         let intake = Intake::new(store.clone(), &settings, outbound.clone());
         let recorder = Recorder::new(
             store.clone(),
@@ -199,10 +210,15 @@ impl Application {
         let email = channels::start::<EmailChannel>(&hub, &settings).await?;
         if settings.email.sending() {
             tracing::info!(
-                "email: sending through the relay as {}",
+                "email: sending through {} as {}",
+                match settings.email.provider {
+                    crate::configuration::EmailProvider::Relay => "the relay",
+                    crate::configuration::EmailProvider::Notify => "GOV.UK Notify",
+                },
                 settings.email.from
             );
         }
+        let notify = crate::notify::NotifyCallbacks::new(store.clone(), &settings, sms.clone());
         let mut running = Running::default();
         running.add(&voice);
         running.add(&sms);
@@ -225,6 +241,7 @@ impl Application {
             notices,
             outbound,
             sms,
+            notify,
             metrics: telemetry::metrics_handle(),
             redis,
             shutdown: CancellationToken::new(),

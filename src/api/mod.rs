@@ -65,6 +65,8 @@ pub struct AppState {
     pub notices: crate::notices::Notices,
     /// Present when the SMS channel is configured.
     pub sms: Option<crate::channels::sms::SmsChannel>,
+    /// Present when a channel sends through GOV.UK Notify.
+    pub notify: Option<crate::notify::NotifyCallbacks>,
     /// Cancelled when the daemon starts shutting down (readiness turns 503).
     pub shutdown: CancellationToken,
     /// Open HTTP connections against their limit (readiness turns 503 at the limit).
@@ -145,6 +147,8 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
         .routes(routes!(ops::services))
         .routes(routes!(webhooks::inbound_sms))
         .routes(routes!(webhooks::status_callback))
+        .routes(routes!(webhooks::notify_receipt))
+        .routes(routes!(webhooks::notify_inbound))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

@@ -1,7 +1,10 @@
-//! Twilio's webhooks: `POST /webhooks/twilio/sms` (a resident's text) and
-//! `POST /webhooks/twilio/status` (delivery reports). HTTP only: the SMS channel
-//! (`channels::sms`) checks the signature before anything else, stores the text
-//! through intake and gives the TwiML answer; Twilio hears 200 only after the commit.
+//! Providers' webhooks. Twilio's: `POST /webhooks/twilio/sms` (a resident's text) and
+//! `POST /webhooks/twilio/status` (delivery reports); GOV.UK Notify's:
+//! `POST /webhooks/notify/status` (delivery receipts) and `/webhooks/notify/inbound`
+//! (a resident's text). HTTP only: the SMS channel (`channels::sms`) and
+//! [`crate::notify`] check the signature or bearer token before anything else, store
+//! the text through intake (and give Twilio its TwiML answer); the provider hears 200
+//! only after the commit.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -24,6 +27,7 @@ fn refused(r: Refusal) -> Response {
     let status = match r {
         Refusal::Malformed(_) => StatusCode::BAD_REQUEST,
         Refusal::Forbidden(_) => StatusCode::FORBIDDEN,
+        Refusal::Unauthorised(_) => StatusCode::UNAUTHORIZED,
         Refusal::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     };
     plain(status, &r.to_string())
@@ -89,4 +93,51 @@ pub async fn status_callback(
         Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "").into_response(),
         Err(r) => refused(r),
     }
+}
+
+fn notify_off() -> Response {
+    plain(StatusCode::NOT_FOUND, "GOV.UK Notify is not configured")
+}
+
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+fn done(r: Result<(), Refusal>) -> Response {
+    match r {
+        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "").into_response(),
+        Err(r) => refused(r),
+    }
+}
+
+/// A delivery receipt from GOV.UK Notify.
+#[utoipa::path(post, path = "/webhooks/notify/status", tag = "webhooks",
+    request_body(content = String, content_type = "application/json", description = "Notify's delivery receipt; Authorization: Bearer {notify.callback_token}"),
+    responses((status = 200, description = "applied, or ignored as stale"), (status = 401, description = "bad or missing bearer token"), (status = 400)))]
+pub async fn notify_receipt(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(notify) = &state.notify else {
+        return notify_off();
+    };
+    done(notify.receipt(authorization(&headers), &body).await)
+}
+
+/// A resident's text, received by GOV.UK Notify.
+#[utoipa::path(post, path = "/webhooks/notify/inbound", tag = "webhooks",
+    request_body(content = String, content_type = "application/json", description = "Notify's received text; Authorization: Bearer {notify.callback_token}"),
+    responses((status = 200, description = "stored"), (status = 401, description = "bad or missing bearer token"), (status = 400), (status = 503, description = "not stored; Notify retries")))]
+pub async fn notify_inbound(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(notify) = &state.notify else {
+        return notify_off();
+    };
+    done(notify.text(authorization(&headers), &body).await)
 }

@@ -1,5 +1,5 @@
-//! The SMS channel's business: a text Twilio has signed becomes a contact through
-//! intake, keywords (STOP, START, HELP) change what we may send, and delivery reports
+//! The SMS channel's business: a text Twilio has signed (or GOV.UK Notify has posted
+//! with our bearer token, see [`crate::notify`]) becomes a contact through intake, keywords (STOP, START, HELP) change what we may send, and delivery reports
 //! move a message's status forward. The HTTP side (`api::webhooks`) only carries the
 //! request here and the answer back.
 //!
@@ -15,7 +15,7 @@ use contactd_sms::webhook::form_params;
 use contactd_sms::{InboundSms, Keyword, StatusReport, WebhookError};
 
 use super::{Hub, Lifecycle};
-use crate::configuration::{Secret, Settings};
+use crate::configuration::{Secret, Settings, SmsProvider};
 use crate::domain::{Actor, Channel, LongText, PhoneNumber, Reference, ShortText, Timestamp};
 use crate::intake::{InboundContact, Intake, Origin, ReceivedMessage, Sender, ThreadHints};
 use crate::outbound::Recipient;
@@ -27,11 +27,28 @@ use crate::store::Store;
 pub struct SmsChannel {
     store: Store,
     intake: Intake,
+    /// Present when Twilio carries the texts.
+    twilio: Option<TwilioAccount>,
+    reply_window: Duration,
+    help: String,
+}
+
+/// What Twilio's webhooks are checked against.
+#[derive(Clone)]
+struct TwilioAccount {
     auth_token: Secret,
     account_sid: String,
     public_url: String,
-    reply_window: Duration,
-    help: String,
+}
+
+/// A resident's text, whichever provider carried it.
+struct Text<'a> {
+    /// The provider's id for it: a retry of the same webhook is the same contact.
+    id: &'a str,
+    from: &'a str,
+    to: &'a str,
+    body: &'a str,
+    media_urls: &'a [String],
 }
 
 /// Why a webhook was not acted on.
@@ -43,6 +60,9 @@ pub enum Refusal {
     /// Not signed by Twilio with our token, or for another account.
     #[error("{0}")]
     Forbidden(String),
+    /// Without the bearer token we gave Notify.
+    #[error("{0}")]
+    Unauthorised(String),
     /// Not stored (the database failed): Twilio retries, and the MessageSid makes
     /// the retry safe.
     #[error("not stored; retry")]
@@ -60,18 +80,29 @@ impl Lifecycle for SmsChannel {
         if !s.enabled() {
             return Ok(Err("no account configured"));
         }
-        tracing::info!("sms: Twilio account {}", s.account_sid);
+        let twilio = match s.provider {
+            SmsProvider::Twilio => {
+                tracing::info!("sms: Twilio account {}", s.account_sid);
+                Some(TwilioAccount {
+                    auth_token: s.auth_token.clone(),
+                    account_sid: s.account_sid.clone(),
+                    public_url: settings
+                        .http
+                        .public_url
+                        .as_str()
+                        .trim_end_matches('/')
+                        .to_string(),
+                })
+            }
+            SmsProvider::Notify => {
+                tracing::info!("sms: through GOV.UK Notify");
+                None
+            }
+        };
         Ok(Ok(SmsChannel {
             store: hub.store.clone(),
             intake: hub.intake.clone(),
-            auth_token: s.auth_token.clone(),
-            account_sid: s.account_sid.clone(),
-            public_url: settings
-                .http
-                .public_url
-                .as_str()
-                .trim_end_matches('/')
-                .to_string(),
+            twilio,
             reply_window: Duration::from_secs(u64::from(s.reply_window_hours) * 3600),
             help: s.help.clone(),
         }))
@@ -96,15 +127,22 @@ impl SmsChannel {
         parse: impl FnOnce(&[(String, String)]) -> Result<T, WebhookError>,
         account_of: impl Fn(&T) -> &str,
     ) -> Result<T, Refusal> {
+        let Some(twilio) = &self.twilio else {
+            return Err(Refusal::Forbidden(
+                "texts come through GOV.UK Notify here, not Twilio".into(),
+            ));
+        };
         let params = form_params(body).map_err(|e| Refusal::Malformed(e.to_string()))?;
-        let url = url::Url::parse(&format!("{}{path_and_query}", self.public_url))
+        let url = url::Url::parse(&format!("{}{path_and_query}", twilio.public_url))
             .map_err(|_| Refusal::Malformed("not a URL of ours".into()))?;
-        contactd_sms::verify(self.auth_token.expose(), &url, &params, signature).map_err(|e| {
-            tracing::warn!(error = %e, "refused a Twilio webhook");
-            Refusal::Forbidden(e.to_string())
-        })?;
+        contactd_sms::verify(twilio.auth_token.expose(), &url, &params, signature).map_err(
+            |e| {
+                tracing::warn!(error = %e, "refused a Twilio webhook");
+                Refusal::Forbidden(e.to_string())
+            },
+        )?;
         let parsed = parse(&params).map_err(|e| Refusal::Malformed(e.to_string()))?;
-        if account_of(&parsed) != self.account_sid {
+        if account_of(&parsed) != twilio.account_sid {
             return Err(Refusal::Forbidden(
                 "not this council's Twilio account".into(),
             ));
@@ -122,8 +160,38 @@ impl SmsChannel {
         let sms = self.admit(path_and_query, signature, body, InboundSms::parse, |m| {
             &m.account_sid
         })?;
-        let sender = PhoneNumber::parse(&sms.from).ok();
-        if let Some(keyword) = Keyword::of(&sms.body) {
+        let answer = self
+            .receive(Text {
+                id: &sms.message_sid,
+                from: &sms.from,
+                to: &sms.to,
+                body: &sms.body,
+                media_urls: &sms.media_urls,
+            })
+            .await?;
+        Ok(contactd_sms::twiml::answer(answer))
+    }
+
+    /// A text Notify received for us (its bearer token already checked). Notify has
+    /// no answer in its callback, so HELP is recorded but not answered here.
+    pub async fn notify_text(&self, t: &contactd_notify::InboundText) -> Result<(), Refusal> {
+        let from = t.sender_e164();
+        self.receive(Text {
+            id: &t.id,
+            from: &from,
+            to: &t.destination_number,
+            body: &t.message,
+            media_urls: &[],
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Stores a text through intake, or acts on a keyword. The answer to send back
+    /// (HELP's), if any.
+    async fn receive(&self, sms: Text<'_>) -> Result<Option<&str>, Refusal> {
+        let sender = PhoneNumber::parse(sms.from).ok();
+        if let Some(keyword) = Keyword::of(sms.body) {
             return self.keyword(&sms, keyword, sender).await;
         }
         let contact = self.contact(&sms, sender).map_err(|e| {
@@ -131,9 +199,9 @@ impl SmsChannel {
             Refusal::Malformed(e)
         })?;
         match self.intake.receive(&contact).await {
-            Ok(_) => Ok(contactd_sms::twiml::answer(None)),
+            Ok(_) => Ok(None),
             Err(e) => {
-                tracing::error!(error = %e, message_sid = %sms.message_sid, "could not store a text");
+                tracing::error!(error = %e, message_sid = %sms.id, "could not store a text");
                 Err(Refusal::Unavailable)
             }
         }
@@ -141,31 +209,32 @@ impl SmsChannel {
 
     fn contact(
         &self,
-        sms: &InboundSms,
+        sms: &Text<'_>,
         sender: Option<PhoneNumber>,
     ) -> Result<InboundContact, String> {
         let mut content = sms.body.trim().to_string();
-        for url in &sms.media_urls {
+        for url in sms.media_urls {
             content.push_str(&format!("\n[media] {url}"));
         }
         Ok(InboundContact {
             channel: Channel::Sms,
             origin: Origin::Channel,
-            external_id: ShortText::parse(&sms.message_sid).map_err(|e| e.to_string())?,
+            external_id: ShortText::parse(sms.id).map_err(|e| e.to_string())?,
             from: match &sender {
                 Some(p) => Sender::Phone(p.clone()),
-                None => Sender::Unknown(sms.from.clone()),
+                None => Sender::Unknown(sms.from.to_string()),
             },
-            to: ShortText::truncate_from(&sms.to)
+            to: ShortText::truncate_from(sms.to)
                 .unwrap_or_else(|| ShortText::parse("unknown").expect("valid")),
             received_at: Timestamp::now(),
             // A body of nothing but control characters cleans down to nothing.
             content: LongText::truncate_from(&content)
                 .unwrap_or_else(|| LongText::parse("(empty text)").expect("valid")),
-            reference: Reference::find_in(&sms.body),
+            reference: Reference::find_in(sms.body),
             service: None,
             thread: ThreadHints {
-                // Twilio signed the From it reports: as proven as a number gets.
+                // The provider vouches for the From it reports (Twilio signs it,
+                // Notify's callback carries our token): as proven as a number gets.
                 sender_proven: sender.is_some(),
                 reply_window: Some(self.reply_window),
                 ..ThreadHints::default()
@@ -180,10 +249,10 @@ impl SmsChannel {
 
     async fn keyword(
         &self,
-        sms: &InboundSms,
+        sms: &Text<'_>,
         keyword: Keyword,
         sender: Option<PhoneNumber>,
-    ) -> Result<String, Refusal> {
+    ) -> Result<Option<&str>, Refusal> {
         let name = match keyword {
             Keyword::OptOut => "opt_out",
             Keyword::OptIn => "opt_in",
@@ -191,7 +260,7 @@ impl SmsChannel {
         };
         let first_time = self
             .store
-            .record_keyword(&sms.message_sid, &sms.from, name)
+            .record_keyword(sms.id, sms.from, name)
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "could not store a keyword message");
@@ -213,11 +282,11 @@ impl SmsChannel {
                     })?;
             }
         }
-        Ok(contactd_sms::twiml::answer(match keyword {
+        Ok(match keyword {
             Keyword::Help => Some(&self.help),
             // Twilio answers STOP and START itself (and so do carriers).
             _ => None,
-        }))
+        })
     }
 
     /// A delivery report for a text we sent: applied only if it moves it forward.

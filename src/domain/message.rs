@@ -193,7 +193,8 @@ impl MessageState {
             status::DEAD => MessageState::Dead,
             status::RECEIVED => MessageState::Received,
             "delivered" | "read" => MessageState::Delivered,
-            "failed" | "undelivered" | "canceled" => MessageState::Failed,
+            "failed" | "undelivered" | "canceled" | "permanent-failure" | "temporary-failure"
+            | "technical-failure" => MessageState::Failed,
             _ => MessageState::Sent,
         }
     }

@@ -42,6 +42,17 @@ pub struct NewMessage<'a> {
     pub occurrence: Option<&'a Occurrence>,
 }
 
+/// A send of unknown outcome, to ask its provider about.
+#[derive(Debug, Clone)]
+pub struct UnknownSend {
+    pub id: String,
+    pub channel: Channel,
+    pub address: String,
+    pub body: String,
+    /// When the send began.
+    pub began: Timestamp,
+}
+
 /// A pending message claimed by a dispatcher: everything needed to send it.
 #[derive(Debug, Clone)]
 pub struct Claimed {
@@ -566,38 +577,79 @@ impl Store {
         tx.commit().await
     }
 
-    /// Texts of unknown outcome to ask the provider about: marked unknown between
-    /// `from` and `until` (the provider's list needs a moment to show a new text),
-    /// with when each send began.
-    pub async fn texts_to_reconcile(
+    /// Sends of unknown outcome on `channels` to ask their provider about: marked
+    /// unknown between `from` and `until` (a provider's list needs a moment to show a
+    /// new message), with when each send began.
+    pub async fn unknown_to_reconcile(
         &self,
+        channels: &[Channel],
         from: Timestamp,
         until: Timestamp,
         lease: std::time::Duration,
-    ) -> StoreResult<Vec<(String, String, String, Timestamp)>> {
+    ) -> StoreResult<Vec<UnknownSend>> {
+        let mut found = Vec::new();
+        for channel in channels {
+            let rows = sqlx::query(
+                "SELECT id, address, body, lease_until FROM messages \
+                 WHERE status = $1 AND channel = $2 AND direction = $3 AND lease_until IS NOT NULL \
+                 AND updated_at >= $4 AND updated_at <= $5 ORDER BY updated_at LIMIT 50",
+            )
+            .bind(status::UNKNOWN)
+            .bind(channel.as_str())
+            .bind(Direction::Out.as_str())
+            .bind(from.millis())
+            .bind(until.millis())
+            .fetch_all(self.pool())
+            .await?;
+            for r in rows {
+                let lease_until: i64 = r.try_get("lease_until")?;
+                found.push(UnknownSend {
+                    id: r.try_get("id")?,
+                    channel: *channel,
+                    address: r.try_get("address")?,
+                    body: r.try_get("body")?,
+                    began: Timestamp::from_millis(lease_until - lease.as_millis() as i64),
+                });
+            }
+        }
+        Ok(found)
+    }
+
+    /// Provider ids of messages on `channel` handed over but not settled, with no
+    /// news since `quiet_since`: the oldest hundred.
+    pub async fn unsettled_sends(
+        &self,
+        channel: Channel,
+        quiet_since: Timestamp,
+    ) -> StoreResult<Vec<String>> {
         let rows = sqlx::query(
-            "SELECT id, address, body, lease_until FROM messages \
-             WHERE status = $1 AND channel = $2 AND direction = $3 AND lease_until IS NOT NULL \
-             AND updated_at >= $4 AND updated_at <= $5 ORDER BY updated_at LIMIT 50",
+            "SELECT provider_sid FROM messages WHERE channel = $1 AND direction = $2 \
+             AND provider_sid IS NOT NULL AND status_rank < $3 AND status <> $4 AND updated_at < $5 \
+             ORDER BY updated_at LIMIT 100",
         )
-        .bind(status::UNKNOWN)
-        .bind(Channel::Sms.as_str())
+        .bind(channel.as_str())
         .bind(Direction::Out.as_str())
-        .bind(from.millis())
-        .bind(until.millis())
+        .bind(status::FINAL_RANK)
+        .bind(status::UNKNOWN)
+        .bind(quiet_since.millis())
         .fetch_all(self.pool())
         .await?;
         rows.iter()
-            .map(|r| {
-                let lease_until: i64 = r.try_get("lease_until")?;
-                Ok((
-                    r.try_get("id")?,
-                    r.try_get("address")?,
-                    r.try_get("body")?,
-                    Timestamp::from_millis(lease_until - lease.as_millis() as i64),
-                ))
-            })
+            .map(|r| Ok(r.try_get("provider_sid")?))
             .collect()
+    }
+
+    /// A message whose provider was asked about it at `at`: not asked again for a while.
+    pub async fn message_checked(&self, sid: &str, at: Timestamp) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE messages SET updated_at = $1 WHERE provider_sid = $2 AND updated_at < $1",
+        )
+        .bind(at.millis())
+        .bind(sid)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
     }
 
     /// A send of unknown outcome that the provider says never arrived: pending

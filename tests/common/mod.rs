@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod dns;
 pub mod email;
 pub mod imap;
+pub mod notify;
 pub mod raw_sip;
 pub mod sipp;
 pub mod tls;
