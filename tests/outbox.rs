@@ -21,7 +21,7 @@ use contactd::configuration::Backend;
 use contactd::domain::{Channel, Timestamp};
 use contactd::store::Store;
 
-const MESSAGES: usize = 600;
+const MESSAGES: usize = 1000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_on_redis_send_each_message_exactly_once() {
