@@ -902,7 +902,7 @@ pub struct DatabaseSettings {
     pub connect_timeout_seconds: u64,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SchedulerSettings {
     /// Empty: reminders are scheduled on the database (embedded scheduler).
@@ -911,6 +911,25 @@ pub struct SchedulerSettings {
     /// Names this deployment's keys in Redis (`{prefix}:due`, …, one hash tag, so
     /// Redis Cluster works); instances that share the work share the prefix.
     pub redis_prefix: String,
+    /// How long a claim on a due message lasts: longer than any send takes. An
+    /// instance that dies or stalls holds its claims this long; then another sends
+    /// them (or, if the send had begun, asks the provider first).
+    #[serde(default = "default_lease_seconds")]
+    pub lease_seconds: u64,
+}
+
+fn default_lease_seconds() -> u64 {
+    120
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        SchedulerSettings {
+            redis_url: RedisUrl::default(),
+            redis_prefix: "contactd".into(),
+            lease_seconds: default_lease_seconds(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -1217,6 +1236,9 @@ impl Settings {
         }
         if self.ivr.attempts == 0 {
             return bad("ivr.attempts", "must be at least 1");
+        }
+        if !(2..=3600).contains(&self.scheduler.lease_seconds) {
+            return bad("scheduler.lease_seconds", "2 to 3600");
         }
         if self.recordings.retention_days == 0 {
             return bad("recordings.retention_days", "must be at least 1");

@@ -92,6 +92,10 @@ struct Inner {
     tokens: ReplyTokens,
     scheduler: Arc<dyn Scheduler>,
     clock: Arc<dyn Clock>,
+    /// How long a claim lasts (`scheduler.lease_seconds`): longer than any send
+    /// takes (Twilio's bounded retries, the relay's and Notify's timeouts), so a live
+    /// dispatcher never loses its claim.
+    lease: Duration,
     /// Rung after a commit that queued something, so it goes at once.
     wake: Notify,
 }
@@ -130,9 +134,6 @@ enum EmailVia {
     Notify(Arc<NotifySender>),
 }
 
-/// How long a claim lasts: longer than any send takes (Twilio's bounded retries,
-/// the relay's timeout), so a live dispatcher never loses its claim.
-const LEASE: Duration = Duration::from_secs(120);
 /// Retries of a send that left nothing behind, then it is failed.
 const MAX_ATTEMPTS: i64 = 8;
 /// How often the dispatcher looks, when nothing wakes it.
@@ -140,9 +141,10 @@ const IDLE_POLL: Duration = Duration::from_secs(5);
 /// Claims taken from the scheduler at a time.
 const CLAIM_BATCH: usize = 32;
 /// How often lapsed sends and claims are looked for, and the scheduler checked
-/// against the database.
+/// against the database (more often if the lease is shorter).
 const HOUSEKEEPING: Duration = Duration::from_secs(60);
-/// A text of unknown outcome is asked about this long after it became unknown…
+/// A send of unknown outcome is asked about this long after it became unknown (or a
+/// lease later, if that is sooner)…
 const RECONCILE_AFTER: Duration = Duration::from_secs(60);
 /// …and for this long; after that it waits for staff.
 const RECONCILE_FOR: Duration = Duration::from_secs(86_400);
@@ -226,6 +228,7 @@ impl Outbound {
                 tokens,
                 scheduler,
                 clock,
+                lease: Duration::from_secs(settings.scheduler.lease_seconds),
                 wake: Notify::new(),
             }),
         })
@@ -376,13 +379,14 @@ impl Outbound {
         let mut tx = store.begin().await?;
         // Not due for the dispatcher until the lease would have run out: this request
         // sends it, unless it dies first.
-        let due =
-            Timestamp::from_millis(self.inner.clock.now().millis() + LEASE.as_millis() as i64);
+        let due = Timestamp::from_millis(
+            self.inner.clock.now().millis() + self.inner.lease.as_millis() as i64,
+        );
         let id = self.queue(&mut tx, actor, m, due).await?;
         tx.commit().await?;
         self.scheduled(&id, due).await;
         if let Some(begun) = store
-            .begin_send(&id, None, self.inner.clock.now(), LEASE)
+            .begin_send(&id, None, self.inner.clock.now(), self.inner.lease)
             .await?
             && let Some(again) = self.deliver(begun).await?
         {
@@ -413,8 +417,9 @@ impl Outbound {
                 next_housekeeping = clock.now();
             }
             if clock.now() >= next_housekeeping {
-                next_housekeeping =
-                    Timestamp::from_millis(clock.now().millis() + HOUSEKEEPING.as_millis() as i64);
+                next_housekeeping = Timestamp::from_millis(
+                    clock.now().millis() + HOUSEKEEPING.min(self.inner.lease).as_millis() as i64,
+                );
                 match store.expire_message_leases(self.inner.clock.now()).await {
                     Ok(0) => {}
                     Ok(n) => tracing::warn!(
@@ -486,8 +491,10 @@ impl Outbound {
             .unknown_to_reconcile(
                 &channels,
                 Timestamp::from_millis(now - RECONCILE_FOR.as_millis() as i64),
-                Timestamp::from_millis(now - RECONCILE_AFTER.as_millis() as i64),
-                LEASE,
+                Timestamp::from_millis(
+                    now - RECONCILE_AFTER.min(self.inner.lease).as_millis() as i64,
+                ),
+                self.inner.lease,
             )
             .await?;
         for u in found {
@@ -588,7 +595,11 @@ impl Outbound {
 
     async fn dispatch_due(&self) -> Result<(), ScheduleError> {
         loop {
-            let claims = self.inner.scheduler.claim(CLAIM_BATCH, LEASE).await?;
+            let claims = self
+                .inner
+                .scheduler
+                .claim(CLAIM_BATCH, self.inner.lease)
+                .await?;
             if claims.is_empty() {
                 return Ok(());
             }
@@ -621,7 +632,7 @@ impl Outbound {
     /// lease), the send begun under its fence, sent, settled, acked.
     async fn deliver_claim(&self, claim: Claim) -> Result<(), ScheduleError> {
         let scheduler = &self.inner.scheduler;
-        if !scheduler.renew(&claim, LEASE).await? {
+        if !scheduler.renew(&claim, self.inner.lease).await? {
             // This instance stalled past its lease and someone else has it now.
             tracing::warn!(message = %claim.id, "claim lost before the send; left to its holder");
             metrics::counter!("contactd_outbox_fenced_total").increment(1);
@@ -630,7 +641,12 @@ impl Outbound {
         let begun = self
             .inner
             .store
-            .begin_send(&claim.id, Some(claim.fence), self.inner.clock.now(), LEASE)
+            .begin_send(
+                &claim.id,
+                Some(claim.fence),
+                self.inner.clock.now(),
+                self.inner.lease,
+            )
             .await?;
         let Some(message) = begun else {
             // Sent, cancelled or begun already (a send that lapsed is reconciled by
@@ -730,13 +746,33 @@ impl Outbound {
             store.defer_message(&c.id, until).await?;
             return Ok(Some(until));
         }
-        let outcome = match c.channel {
-            Channel::Sms => self.deliver_sms(&c).await,
-            Channel::Email => self.deliver_email(&c).await,
-            other => Delivery::Refused {
-                code: None,
-                why: format!("{other} messages cannot be sent"),
-            },
+        // The send is polled only while its lease lasts. A dispatcher that stalled
+        // past it (stopped, starved) may find the message taken over by another
+        // instance, which looked for it at the provider and, not finding it, sent it:
+        // so the stale send makes no further progress, and the message is left to
+        // lapse and be reconciled like any interrupted send.
+        let clock = self.inner.clock.clone();
+        let lease_until = c.lease_until;
+        let mut send = std::pin::pin!(async {
+            match c.channel {
+                Channel::Sms => self.deliver_sms(&c).await,
+                Channel::Email => self.deliver_email(&c).await,
+                other => Delivery::Refused {
+                    code: None,
+                    why: format!("{other} messages cannot be sent"),
+                },
+            }
+        });
+        let within_lease = std::future::poll_fn(|cx| {
+            if clock.now() >= lease_until {
+                return std::task::Poll::Ready(None);
+            }
+            send.as_mut().poll(cx).map(Some)
+        });
+        let Some(outcome) = within_lease.await else {
+            tracing::warn!(message = %c.id, "the send's lease ran out before it was made; left to be reconciled");
+            metrics::counter!("contactd_outbox_fenced_total").increment(1);
+            return Ok(None);
         };
         let channel = c.channel.as_str();
         let store = &self.inner.store;

@@ -5,7 +5,11 @@
 //!
 //! The messages are committed before any daemon runs: the state a daemon killed
 //! between committing (a new request and its acknowledgement, a reminder) and
-//! sending leaves behind. With Redis, Redis also restarts empty mid-run.
+//! sending leaves behind. With Redis, Redis also restarts empty mid-run. And with a
+//! short lease, one daemon is SIGKILLed mid-run and another SIGSTOPped past its
+//! lease, then continued: what they had claimed is sent by the third, what they had
+//! begun is looked for at Twilio before any resend, and the stopped one, continued,
+//! sends nothing its lease no longer covers.
 
 mod common;
 
@@ -31,6 +35,90 @@ async fn three_instances_on_redis_send_each_message_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_on_the_embedded_scheduler_send_each_message_exactly_once() {
     three_instances(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_killed_and_another_stopped_mid_run_leave_every_text_sent_once() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let store = contactd::startup::open_store(&test_settings(&db))
+        .await
+        .unwrap();
+    let twilio = FakeTwilio::start().await;
+    for i in 0..MESSAGES {
+        queue(&store, i * 2).await;
+    }
+    let prefix = format!("contactd-test-{}", uuid::Uuid::new_v4().simple());
+    let env = [
+        (
+            "CONTACTD__SCHEDULER__REDIS_URL",
+            common::redis_url().to_string(),
+        ),
+        ("CONTACTD__SCHEDULER__REDIS_PREFIX", prefix.clone()),
+        ("CONTACTD__SCHEDULER__LEASE_SECONDS", "3".to_string()),
+        ("CONTACTD__HTTP__PUBLIC_URL", PUBLIC_URL.to_string()),
+        ("CONTACTD__SMS__ACCOUNT_SID", ACCOUNT_SID.to_string()),
+        ("CONTACTD__SMS__AUTH_TOKEN", AUTH_TOKEN.to_string()),
+        ("CONTACTD__SMS__FROM", COUNCIL_NUMBER.to_string()),
+        ("CONTACTD__SMS__API_BASE", twilio.url.clone()),
+    ];
+    let notify_path = db.dir().join("notify.sock");
+    let _notify = UnixDatagram::bind(&notify_path).unwrap();
+    let mut daemons: Vec<Daemon> = (0..3)
+        .map(|_| start_with(&db, &notify_path, &env))
+        .collect();
+    let pid = |d: &Daemon| Pid::from_raw(d.child.id() as i32);
+
+    until(&store, |settled| settled >= MESSAGES as i64 / 4).await;
+    kill(pid(&daemons[0]), Signal::SIGKILL).unwrap();
+    until(&store, |settled| settled >= MESSAGES as i64 / 2).await;
+    kill(pid(&daemons[1]), Signal::SIGSTOP).unwrap();
+    // The third sends the rest, the others' claims once their leases lapse.
+    let done = tokio::spawn({
+        let store = store.clone();
+        async move {
+            until(&store, |settled| settled == MESSAGES as i64).await;
+        }
+    });
+    let r = done.await;
+    if r.is_err() {
+        for l in daemons[2].log.try_iter() {
+            if !l.contains("DEBUG") {
+                eprintln!("D2 {l}");
+            }
+        }
+        panic!("stuck");
+    }
+    // The stopped one continues long after its lease, then stops gracefully: a
+    // stop lets sends in progress finish, so whatever it would still do, it has done.
+    kill(pid(&daemons[1]), Signal::SIGCONT).unwrap();
+    kill(pid(&daemons[1]), Signal::SIGTERM).unwrap();
+    let stopped = daemons[1].child.wait().unwrap();
+    assert!(
+        stopped.success(),
+        "the continued daemon stops cleanly: {stopped}"
+    );
+    for d in &mut daemons {
+        let _ = d.child.kill();
+        let _ = d.child.wait();
+    }
+
+    let texts: Vec<String> = twilio
+        .received()
+        .into_iter()
+        .filter_map(|form| form.into_iter().find(|(k, _)| k == "Body").map(|(_, v)| v))
+        .collect();
+    let distinct: HashSet<&String> = texts.iter().collect();
+    assert_eq!(distinct.len(), MESSAGES, "every text sent");
+    assert_eq!(texts.len(), MESSAGES, "no text twice");
+    let unsettled = count(
+        &store,
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM messages WHERE status IN ('pending', 'dispatching', 'unknown', 'failed', 'dead')",
+    )
+    .await;
+    assert_eq!(unsettled, 0);
+    common::forget_redis_keys(&prefix).await;
 }
 
 async fn three_instances(redis: bool) {

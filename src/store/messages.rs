@@ -71,6 +71,8 @@ pub struct Claimed {
     pub customer_id: Option<String>,
     /// When it was due (how late it goes is measured from here).
     pub due_at: Option<Timestamp>,
+    /// When this send's lease runs out: past it, the send is not made.
+    pub lease_until: Timestamp,
 }
 
 /// Records a message in the caller's transaction, and puts it on its request's
@@ -321,6 +323,7 @@ impl Store {
             due_at: r
                 .try_get::<Option<i64>, _>("next_attempt_at")?
                 .map(Timestamp::from_millis),
+            lease_until: Timestamp::from_millis(now + lease.as_millis() as i64),
         };
         tx.commit().await?;
         Ok(Some(c))

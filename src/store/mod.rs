@@ -145,6 +145,14 @@ impl Store {
                              PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
                         )
                         .await?;
+                    } else {
+                        // An instance that stalls (stopped, starved) inside a
+                        // transaction would hold its row locks, and every other
+                        // instance's outbox with them: the server ends such a session.
+                        // Our transactions do no waiting of their own, so 10 s idle
+                        // inside one means the client is gone.
+                        conn.execute("SET idle_in_transaction_session_timeout = '10s'")
+                            .await?;
                     }
                     Ok(())
                 })
