@@ -5,7 +5,8 @@
 //!
 //! The messages are committed before any daemon runs: the state a daemon killed
 //! between committing (a new request and its acknowledgement, a reminder) and
-//! sending leaves behind. With Redis, Redis also restarts empty mid-run. And with a
+//! sending leaves behind. With Redis (one of the test's own), Redis is killed and
+//! restarted empty mid-run. And with a
 //! short lease, one daemon is SIGKILLed mid-run and another SIGSTOPped past its
 //! lease, then continued: what they had claimed is sent by the third, what they had
 //! begun is looked for at Twilio before any resend, and the stopped one, continued,
@@ -134,11 +135,8 @@ async fn three_instances(redis: bool) {
         queue(&store, i).await;
     }
     let prefix = format!("contactd-test-{}", uuid::Uuid::new_v4().simple());
-    let redis_url = if redis {
-        common::redis_url().to_string()
-    } else {
-        String::new()
-    };
+    let mut private_redis = redis.then(common::PrivateRedis::start);
+    let redis_url = private_redis.as_ref().map(|r| r.url()).unwrap_or_default();
     let env = [
         ("CONTACTD__SCHEDULER__REDIS_URL", redis_url),
         ("CONTACTD__SCHEDULER__REDIS_PREFIX", prefix.clone()),
@@ -159,15 +157,16 @@ async fn three_instances(redis: bool) {
         .map(|_| start_with(&db, &notify_path, &env))
         .collect();
 
-    if redis {
-        // Redis restarts without persistence while the work is under way: the
-        // daemons rebuild it from the database, and nothing is lost or sent twice.
+    if let Some(r) = &mut private_redis {
+        // Redis is killed and restarted empty while the work is under way: the
+        // daemons reconnect and rebuild it from the database, and nothing is lost or
+        // sent twice.
         until(&store, |settled| settled >= MESSAGES as i64 / 4).await;
         for d in &daemons {
             // What they logged so far, the rebuild at start included.
             d.log.try_iter().for_each(drop);
         }
-        common::forget_redis_keys(&prefix).await;
+        r.restart();
     }
     until(&store, |settled| settled == MESSAGES as i64).await;
     let mut rebuilds = 0;
@@ -219,9 +218,6 @@ async fn three_instances(redis: bool) {
     )
     .await;
     assert_eq!(unsettled, 0);
-    if redis {
-        common::forget_redis_keys(&prefix).await;
-    }
 }
 
 /// Message `i`, committed and due now: texts to even numbers, emails to odd ones.

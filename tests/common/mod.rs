@@ -71,6 +71,64 @@ pub fn redis_url() -> url::Url {
     url::Url::parse(&url).expect("CONTACTD_TEST_REDIS_URL is a URL")
 }
 
+/// A Redis of the test's own, on a free port: stopped hard and started again empty
+/// mid-run, as a production Redis without persistence restarts.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl PrivateRedis {
+    pub fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        PrivateRedis::start_on(port)
+    }
+
+    fn start_on(port: u16) -> PrivateRedis {
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/test installs it)");
+        // Ready when it answers.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start on {port}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        PrivateRedis { port, child }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Killed (SIGKILL: nothing saved) and started again on the same port, empty.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port = self.port;
+        let fresh = PrivateRedis::start_on(port);
+        let old = std::mem::replace(self, fresh);
+        std::mem::forget(old);
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Deletes every scheduler key under `prefix`, as a Redis restarted without
 /// persistence would have lost them.
 pub async fn forget_redis_keys(prefix: &str) {
