@@ -267,10 +267,9 @@ impl Recorder {
             repaired,
             failure,
         };
-        self.store.complete_recording(id, &completion).await?;
-        if let Some((contact, request)) = self.store.contact_of_call(call_id).await? {
-            self.store.link_recording(id, &contact, &request).await?;
-        }
+        self.store
+            .complete_recording(id, call_id, &completion)
+            .await?;
         Ok(())
     }
 

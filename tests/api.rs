@@ -66,6 +66,8 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("get", "/readyz"),
     ("post", "/webhooks/twilio/sms"),
     ("post", "/webhooks/twilio/status"),
+    ("post", "/webhooks/notify/status"),
+    ("post", "/webhooks/notify/inbound"),
 ];
 
 async fn spec(app: &common::TestApp) -> Value {

@@ -51,7 +51,15 @@ impl Store {
         tx.commit().await
     }
 
-    pub async fn complete_recording(&self, id: &str, c: &Completion<'_>) -> StoreResult<()> {
+    /// Marks a recording complete and, if its call became a contact on a request,
+    /// puts it on that contact and the request's timeline: in one transaction, so a
+    /// complete recording is never seen without the request it belongs to.
+    pub async fn complete_recording(
+        &self,
+        id: &str,
+        call_id: &str,
+        c: &Completion<'_>,
+    ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE recordings SET status = $1, ended_at = $2, duration_ms = $3, size_bytes = $4, sha256 = $5, \
@@ -71,52 +79,40 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        tx.commit().await
-    }
-
-    /// Puts a recording on its call's contact and the request's timeline.
-    pub async fn link_recording(
-        &self,
-        id: &str,
-        contact_id: &str,
-        request_id: &str,
-    ) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query("UPDATE recordings SET contact_id = $1, request_id = $2 WHERE id = $3")
-            .bind(contact_id)
-            .bind(request_id)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        let actor = Actor::Channel(Channel::Phone);
-        requests::append(
-            &mut tx,
-            request_id,
-            &Event {
-                kind: TimelineKind::Recording,
-                actor: &actor,
-                contact_id: Some(contact_id),
-                body: Some(id),
-                from: None,
-                to: None,
-                message_id: None,
-            },
-        )
-        .await?;
-        tx.commit().await
-    }
-
-    /// The contact and request a call became, if intake got that far.
-    pub async fn contact_of_call(&self, call_id: &str) -> StoreResult<Option<(String, String)>> {
-        let row = sqlx::query(
+        // The contact and request the call became, if intake got that far.
+        let call = sqlx::query(
             "SELECT id, request_id FROM contacts WHERE channel = $1 AND external_id = $2 AND request_id IS NOT NULL",
         )
         .bind(Channel::Phone.as_str())
         .bind(call_id)
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await?;
-        row.map(|r| Ok((r.try_get("id")?, r.try_get("request_id")?)))
-            .transpose()
+        if let Some(r) = call {
+            let contact_id: String = r.try_get("id")?;
+            let request_id: String = r.try_get("request_id")?;
+            sqlx::query("UPDATE recordings SET contact_id = $1, request_id = $2 WHERE id = $3")
+                .bind(&contact_id)
+                .bind(&request_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            let actor = Actor::Channel(Channel::Phone);
+            requests::append(
+                &mut tx,
+                &request_id,
+                &Event {
+                    kind: TimelineKind::Recording,
+                    actor: &actor,
+                    contact_id: Some(&contact_id),
+                    body: Some(id),
+                    from: None,
+                    to: None,
+                    message_id: None,
+                },
+            )
+            .await?;
+        }
+        tx.commit().await
     }
 
     /// Recordings a crash left unfinished: (id, call id, path).
