@@ -369,6 +369,18 @@ async fn twilio_is_retried_after_429_and_believed_about_opt_outs(backend: Backen
     );
     assert_eq!(fake.received().len(), 3, "a 4xx is not retried");
 
+    // A 500 may come after Twilio accepted the text: never retried blind, it waits
+    // for the outbox to look for it in Twilio's message list.
+    fake.answer(
+        500,
+        json!({"code": 20500, "message": "Internal Server Error", "status": 500}),
+    );
+    let (_, message) = app
+        .post(Role::Agent, &sms_path, json!({"body": "Hello, perhaps"}))
+        .await;
+    assert_eq!(message["status"], "unknown", "{message}");
+    assert_eq!(fake.received().len(), 4, "a 500 is not retried");
+
     fake.answer(400, json!({"code": 21610, "message": "Attempt to send to unsubscribed recipient", "status": 400}));
     let (_, message) = app
         .post(Role::Agent, &sms_path, json!({"body": "Hello once more"}))
@@ -383,7 +395,7 @@ async fn twilio_is_retried_after_429_and_believed_about_opt_outs(backend: Backen
     );
     assert_eq!(
         fake.received().len(),
-        4,
+        5,
         "the suppressed number is not tried again"
     );
     app.stop().await;

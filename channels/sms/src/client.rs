@@ -1,13 +1,13 @@
 //! Twilio's REST API for sending: `POST {base}/2010-04-01/Accounts/{AccountSid}/Messages.json`
 //! with basic auth (account SID and auth token, or an API key and secret).
 //!
-//! Retries: 429 (Twilio's 20429, too many requests) and 5xx are retried with
-//! exponential backoff and jitter, a bounded number of times, honouring Retry-After;
-//! a connection that could not be made is retried too (nothing was sent). Any other
-//! 4xx is final. A timeout after the request went out is *not* retried: Twilio may
-//! have accepted it, and a resident must not get the same text twice: the outbox
-//! asks Twilio's message list ([`TwilioClient::find_sent`]) before anything is sent
-//! again.
+//! Retries: 429 (Twilio's 20429, too many requests) and 503 (Twilio temporarily
+//! unable to serve: try again) are retried with exponential backoff and jitter, a
+//! bounded number of times, honouring Retry-After; a connection that could not be
+//! made is retried too (nothing was sent). Any other 4xx is final. A timeout after the
+//! request went out, and any other 5xx, is *not* retried: Twilio may have accepted
+//! it, and a resident must not get the same text twice: the outbox asks Twilio's
+//! message list ([`TwilioClient::find_sent`]) before anything is sent again.
 
 use std::time::Duration;
 
@@ -176,7 +176,13 @@ impl TwilioClient {
                 });
             }
             let error: ErrorResource = serde_json::from_str(&text).unwrap_or_default();
-            if status.as_u16() == 429 || status.is_server_error() {
+            if status.is_server_error() && status.as_u16() != 503 {
+                return Err(SendError::Unknown(format!(
+                    "HTTP {status}: {}",
+                    error.message.unwrap_or_default()
+                )));
+            }
+            if status.as_u16() == 429 || status.as_u16() == 503 {
                 last = format!("HTTP {status}: {}", error.message.unwrap_or_default());
                 tracing::warn!(attempt, %status, "Twilio asked us to retry");
                 if attempt < self.max_attempts {
