@@ -39,6 +39,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Advisors and their phones' SIP credentials.
+    Advisors {
+        #[command(subcommand)]
+        command: AdvisorsCommand,
+    },
     /// Call recordings.
     Recordings {
         #[command(subcommand)]
@@ -115,6 +120,36 @@ fn no_such_user(e: crate::store::StoreError, name: &str) -> anyhow::Error {
         }
         other => other.into(),
     }
+}
+
+#[derive(Subcommand)]
+enum AdvisorsCommand {
+    /// Add an advisor; the password for their phones is printed alone on the last line
+    /// (this is the only time it is seen).
+    Add {
+        /// The advisor's name as staff see it.
+        name: String,
+        /// What their phones register as.
+        #[arg(long, value_parser = crate::advisors::SipUsername::parse)]
+        sip_username: crate::advisors::SipUsername,
+        /// Service codes whose queues they answer (repeat, or separate by commas).
+        #[arg(long, value_delimiter = ',')]
+        skill: Vec<String>,
+        /// SHA-256, or MD5 for phones that know nothing newer.
+        #[arg(long, default_value = "SHA-256", value_parser = crate::advisors::parse_algorithm)]
+        digest_algorithm: contactd_sip::Algorithm,
+    },
+    /// A new password for an advisor's phones (printed alone on the last line); the
+    /// old one stops working at once.
+    Rotate {
+        #[arg(value_parser = crate::advisors::SipUsername::parse)]
+        sip_username: crate::advisors::SipUsername,
+        /// Move to another algorithm (SHA-256, MD5); by default keep the current one.
+        #[arg(long, value_parser = crate::advisors::parse_algorithm)]
+        digest_algorithm: Option<contactd_sip::Algorithm>,
+    },
+    /// Every advisor, with their phones registered now.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -279,6 +314,77 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("revoked {n} token(s) of {user}");
                 }
                 (None, None) => anyhow::bail!("give a token or --user"),
+            }
+        }
+        Command::Advisors { command } => {
+            let store = startup::open_store(&settings).await?;
+            let advisors = crate::advisors::Advisors::new(
+                store,
+                &settings,
+                std::sync::Arc::new(crate::scheduler::SystemClock),
+            );
+            let operator = crate::domain::Actor::System;
+            match command {
+                AdvisorsCommand::Add {
+                    name,
+                    sip_username,
+                    skill,
+                    digest_algorithm,
+                } => {
+                    let skills = skill
+                        .iter()
+                        .map(|s| crate::configuration::ServiceCode::parse(s))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| anyhow::anyhow!("--skill: {e}"))?;
+                    let made = advisors
+                        .add(
+                            &operator,
+                            &crate::advisors::AdvisorInput {
+                                name,
+                                sip_username,
+                                skills,
+                                algorithm: digest_algorithm,
+                            },
+                        )
+                        .await?;
+                    println!(
+                        "added advisor {} ({}), SIP username {}, {}; their phones' password:",
+                        made.advisor.name,
+                        made.advisor.id,
+                        made.advisor.sip_username,
+                        made.advisor.digest_algorithm
+                    );
+                    println!("{}", made.password);
+                }
+                AdvisorsCommand::Rotate {
+                    sip_username,
+                    digest_algorithm,
+                } => {
+                    let id = advisors.id_of(&sip_username).await.map_err(|e| match e {
+                        crate::store::StoreError::NotFound => {
+                            anyhow::anyhow!("no advisor with SIP username {}", sip_username.as_str())
+                        }
+                        other => other.into(),
+                    })?;
+                    let rotated = advisors.rotate(&operator, &id, digest_algorithm).await?;
+                    println!(
+                        "new password for {} ({}); the old one no longer works:",
+                        rotated.advisor.sip_username, rotated.advisor.digest_algorithm
+                    );
+                    println!("{}", rotated.password);
+                }
+                AdvisorsCommand::List => {
+                    for a in advisors.list().await? {
+                        println!(
+                            "{}\t{}\t{}\tskills={}\tdevices={}",
+                            a.sip_username,
+                            a.name,
+                            a.digest_algorithm,
+                            a.skills.join(","),
+                            a.devices.len()
+                        );
+                    }
+                }
             }
         }
         Command::Recordings {

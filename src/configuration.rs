@@ -723,6 +723,19 @@ pub struct SipSettings {
     pub tcp_idle_seconds: u64,
     /// Answer OPTIONS from outside the trunks (for monitoring); otherwise 403.
     pub options_from_anywhere: bool,
+    /// Advisors' phones register here (digest-authenticated, from any address).
+    pub registrar: bool,
+    /// The digest realm phones' credentials are hashed with; changing it means new
+    /// credentials for every advisor.
+    pub realm: String,
+    /// Registrations asked for less get 423; more is cut to the maximum.
+    pub register_min_seconds: u32,
+    pub register_max_seconds: u32,
+    /// Devices registered at once under one advisor's username.
+    pub devices_per_advisor: usize,
+    /// Wrong credentials one source address may send before it is refused; one more
+    /// is allowed each minute after that.
+    pub auth_failures_per_source: u32,
 }
 
 impl SipSettings {
@@ -753,6 +766,23 @@ impl SipSettings {
         }
         if self.max_calls == 0 {
             return bad("sip.max_calls", "must be at least 1");
+        }
+        if self.registrar {
+            if self.realm.is_empty() || !self.realm.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
+                return bad("sip.realm", "printable, no quotes, not empty");
+            }
+            if self.register_min_seconds == 0 || self.register_max_seconds < self.register_min_seconds {
+                return bad(
+                    "sip.register_max_seconds",
+                    "at least sip.register_min_seconds, which is at least 1",
+                );
+            }
+            if self.devices_per_advisor == 0 || self.auth_failures_per_source == 0 {
+                return bad(
+                    "sip.devices_per_advisor",
+                    "it and sip.auth_failures_per_source must be at least 1",
+                );
+            }
         }
         Ok(())
     }

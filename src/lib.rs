@@ -20,6 +20,8 @@
 //! - [`notices`]: requests opened and moved by staff, and what the resident is told
 //! - [`appointments`], [`renewals`]: what residents are reminded of (appointments
 //!   booked on a request; subscriptions that expire), queued into the outbox
+//! - [`advisors`]: the staff who answer calls, their phones' credentials and
+//!   registrations (the voice channel's registrar)
 //! - [`recordings`]: call recordings' life: start, finish, crash repair, expiry
 //! - [`api`]: the staff API, health, metrics and OpenAPI; [`http`]: its listener
 //!   (connection limits, header-read timeout, graceful drain)
@@ -28,6 +30,7 @@
 //! - [`startup`], [`shutdown`], [`telemetry`]: wiring, graceful stop, logs and metrics
 //! - [`cli`]: the `contactd` command; [`bench`]: throughput measurement
 
+pub mod advisors;
 pub mod api;
 pub mod appointments;
 pub mod bench;

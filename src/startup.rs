@@ -199,11 +199,13 @@ impl Application {
             sip_tcp_connections: settings.sip.max_tcp_connections,
             http_connections: settings.http.max_connections,
         });
+        let advisors = crate::advisors::Advisors::new(store.clone(), &settings, clock.clone());
         let hub = Hub {
             store: store.clone(),
             intake: intake.clone(),
             outbound: outbound.clone(),
             recorder: recorder.clone(),
+            advisors: advisors.clone(),
         };
         let voice = channels::start::<VoiceChannel>(&hub, &settings).await?;
         let sms = channels::start::<SmsChannel>(&hub, &settings).await?;
@@ -233,6 +235,7 @@ impl Application {
         let renewals =
             crate::renewals::Renewals::new(store.clone(), outbound.clone(), &settings, clock);
         let state = AppState {
+            advisors,
             intake,
             store,
             recordings: recorder.dir().clone(),

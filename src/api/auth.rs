@@ -26,6 +26,8 @@ pub enum Permission {
     HoldRecordings,
     /// See the outbox's dead letters and sends that need checking.
     WatchOutbox,
+    /// Add advisors, see their phones, rotate their phones' credentials.
+    ManageAdvisors,
 }
 
 /// Who may do what. Special category (health) data is further limited to supervisors
@@ -44,7 +46,7 @@ pub fn allows(role: Role, p: Permission) -> bool {
         ReadRequest | ReadCatalogue => true,
         ReadAudit => role == Admin,
         ListenToRecordings => matches!(role, Quality | Supervisor),
-        HoldRecordings | WatchOutbox => matches!(role, Supervisor | Admin),
+        HoldRecordings | WatchOutbox | ManageAdvisors => matches!(role, Supervisor | Admin),
     }
 }
 
@@ -86,7 +88,8 @@ pub mod can {
         ReadAudit,
         ListenToRecordings,
         HoldRecordings,
-        WatchOutbox
+        WatchOutbox,
+        ManageAdvisors
     );
 }
 

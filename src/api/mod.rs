@@ -8,11 +8,13 @@
 //! - [`webhooks`]: Twilio's signed SMS and status webhooks (HTTP only)
 //! - [`messages`]: staff write to residents by SMS or email
 //! - [`appointments`], [`subscriptions`]: what residents are reminded of
+//! - [`advisors`]: advisors and their phones' credentials and registrations
 //! - [`ops`]: health, readiness, metrics, OpenAPI, the service catalogue
 //!
 //! Every route is registered through utoipa-axum's `routes!`, which will not compile a
 //! handler without its `#[utoipa::path]`: the OpenAPI document cannot miss a route.
 
+pub mod advisors;
 pub mod appointments;
 pub mod attachments;
 pub mod audit;
@@ -55,6 +57,7 @@ use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    pub advisors: crate::advisors::Advisors,
     pub intake: Intake,
     pub metrics: PrometheusHandle,
     pub redis: Option<SchedulerLink>,
@@ -90,6 +93,7 @@ pub struct AppState {
         (name = "recordings", description = "Call recordings"),
         (name = "webhooks", description = "Twilio's signed webhooks"),
         (name = "audit", description = "The audit log (admins)"),
+        (name = "advisors", description = "Advisors and their phones"),
         (name = "operations", description = "Health, metrics and this document"),
     )
 )]
@@ -140,7 +144,9 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
         .routes(routes!(subscriptions::renew))
         .routes(routes!(subscriptions::cancel))
         .routes(routes!(contacts::record))
-        .routes(routes!(audit::list));
+        .routes(routes!(audit::list))
+        .routes(routes!(advisors::list, advisors::create))
+        .routes(routes!(advisors::rotate_credential));
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .routes(routes!(ops::openapi))

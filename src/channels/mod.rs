@@ -32,6 +32,7 @@ pub struct Hub {
     pub intake: Intake,
     pub outbound: Outbound,
     pub recorder: Recorder,
+    pub advisors: crate::advisors::Advisors,
 }
 
 /// A channel's life: started from the settings, stopped in two steps.

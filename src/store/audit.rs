@@ -49,6 +49,7 @@ pub enum Entity {
     Recording,
     StaffUser,
     Attachment,
+    Advisor,
 }
 
 impl Entity {
@@ -59,6 +60,7 @@ impl Entity {
             Entity::Recording => "recording",
             Entity::StaffUser => "staff_user",
             Entity::Attachment => "attachment",
+            Entity::Advisor => "advisor",
         }
     }
 }

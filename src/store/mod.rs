@@ -22,6 +22,7 @@
 //! Functions that must run inside a caller's transaction take `&mut AnyConnection`;
 //! `Store` methods own their transaction.
 
+pub mod advisors;
 pub mod appointments;
 pub mod attachments;
 pub mod audit;

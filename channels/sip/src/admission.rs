@@ -5,6 +5,8 @@
 //! - [`Trunks`]: the networks calls are accepted from;
 //! - [`RateLimiter`]: INVITEs per second per source (a token bucket), so one source
 //!   (or a spoofed UDP one) cannot take every call slot;
+//!   (and, slower, failed digest authentications per source, so passwords cannot be
+//!   guessed from one address);
 //! - [`PerSource`]: calls still being set up (ringing or answered but not yet ACKed)
 //!   per source, since each holds a pair of RTP ports until Timer H.
 
@@ -60,6 +62,24 @@ impl RateLimiter {
             burst: (per_second * 2.0).max(1.0),
             buckets: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// `burst` at once, then one more every `refill`.
+    pub fn with_burst(burst: u32, refill: std::time::Duration) -> Self {
+        RateLimiter {
+            per_second: 1.0 / refill.as_secs_f64().max(0.001),
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `source` has a token at `now`, without taking it.
+    pub fn has_token(&self, source: IpAddr, now: Instant) -> bool {
+        let buckets = self.buckets.lock().expect("not poisoned");
+        buckets.get(&source).is_none_or(|b| {
+            let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
+            b.tokens + elapsed * self.per_second >= 1.0
+        })
     }
 
     /// Takes one token for `source` at `now`; false when its bucket is empty.
@@ -156,6 +176,20 @@ mod tests {
         assert!(limiter.allow(b, t0), "other sources are not affected");
         assert!(!limiter.allow(a, t0 + Duration::from_millis(50)));
         assert!(limiter.allow(a, t0 + Duration::from_millis(150)));
+    }
+
+    #[test]
+    fn a_slow_bucket_locks_out_after_its_burst() {
+        let failures = RateLimiter::with_burst(3, Duration::from_secs(60));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(failures.has_token(a, t0));
+            assert!(failures.allow(a, t0));
+        }
+        assert!(!failures.has_token(a, t0));
+        assert!(!failures.has_token(a, t0 + Duration::from_secs(59)));
+        assert!(failures.has_token(a, t0 + Duration::from_secs(61)));
     }
 
     #[test]

@@ -88,6 +88,74 @@ impl CallIdentity {
     }
 }
 
+/// The address-of-record a REGISTER is for: the user part of its sip(s): To URI.
+pub fn registered_user(request: &rsipstack::sip::Request) -> Result<String, HeaderError> {
+    let to = only_one("To", &one_header(request, "To")?)?;
+    if to.uri.scheme() != Some(Scheme::Sip) {
+        return Err(HeaderError::BadUri("To"));
+    }
+    to.uri.user().ok_or(HeaderError::BadUri("To"))
+}
+
+/// A Contact of a REGISTER: the URI as written, and its own `expires`, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterContact {
+    pub uri: String,
+    pub expires: Option<u32>,
+}
+
+/// What a REGISTER's Contact headers ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegisterContacts {
+    /// `Contact: *`: every binding of the address-of-record (with `Expires: 0`).
+    All,
+    /// These contacts (none: only asking what is bound).
+    These(Vec<RegisterContact>),
+}
+
+/// Contacts read from one REGISTER at most; a phone has one, a few devices a handful.
+const MAX_REGISTER_CONTACTS: usize = 10;
+
+/// Reads a REGISTER's Contact headers strictly: sip(s) URIs only, `*` alone.
+pub fn register_contacts(
+    request: &rsipstack::sip::Request,
+) -> Result<RegisterContacts, HeaderError> {
+    use rsipstack::sip::HeadersExt;
+    let mut contacts = Vec::new();
+    let mut wildcard = false;
+    for header in request.contact_headers() {
+        let value = header.value();
+        if value.len() > MAX_VALUE {
+            return Err(HeaderError::TooLong("Contact"));
+        }
+        if value.trim() == "*" {
+            wildcard = true;
+            continue;
+        }
+        for a in name_addrs("Contact", value)? {
+            if a.uri.scheme() != Some(Scheme::Sip) {
+                return Err(HeaderError::BadUri("Contact"));
+            }
+            let expires = match a.param("expires") {
+                None => None,
+                Some(e) => Some(e.parse().map_err(|_| HeaderError::BadUri("Contact"))?),
+            };
+            contacts.push(RegisterContact {
+                uri: a.uri.0,
+                expires,
+            });
+            if contacts.len() > MAX_REGISTER_CONTACTS {
+                return Err(HeaderError::TooMany("Contact"));
+            }
+        }
+    }
+    match (wildcard, contacts.is_empty()) {
+        (true, true) => Ok(RegisterContacts::All),
+        (true, false) => Err(HeaderError::NotOne("Contact")),
+        (false, _) => Ok(RegisterContacts::These(contacts)),
+    }
+}
+
 fn one_header(
     request: &rsipstack::sip::Request,
     name: &'static str,

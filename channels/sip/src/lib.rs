@@ -7,7 +7,10 @@
 //! - [`server`]: SIP signalling (rsipstack): INVITE/ACK/BYE/CANCEL/OPTIONS, re-INVITE,
 //!   INFO, call limits, shutdown; a call exists once ACKed
 //! - [`admission`]: trust by real source address, INVITE rate and set-up limits
-//! - [`identity`]: From, To and P-Asserted-Identity, read strictly
+//! - [`registrar`]: REGISTER from advisors' phones, authenticated by [`digest`]
+//!   (SHA-256, MD5 for older phones), bindings kept by the daemon
+//! - [`identity`]: From, To, P-Asserted-Identity and a REGISTER's Contacts, read
+//!   strictly
 //! - [`tcp`]: SIP over TCP accepted by us: limits per source and in all, idle close
 //! - [`sdp`]: the offer we accept and the answer we give (PCMU/PCMA, telephone-event)
 //! - [`rtp`]: RTP packets; [`g711`]: µ-law and A-law; [`dtmf`]: RFC 4733 events
@@ -20,11 +23,13 @@
 pub mod admission;
 pub mod call;
 pub mod config;
+pub mod digest;
 pub mod dtmf;
 pub mod g711;
 pub mod identity;
 pub mod jitter;
 pub mod media;
+pub mod registrar;
 pub mod rtp;
 pub mod sdp;
 pub mod server;
@@ -32,6 +37,11 @@ pub mod tcp;
 
 pub use call::{Call, CallEnded, CallHandler, CallInfo, CallerId, FrameSink};
 pub use config::{SipConfig, SipListen, TrunkNetwork};
+pub use digest::{Algorithm, Ha1};
+pub use registrar::{
+    Binding, BindingChange, ContactBinding, Registrar, RegistrarError, RegistrarFuture, RegistrarPolicy,
+    Registration,
+};
 pub use server::{SipError, SipLimit, SipServer, SipStatus};
 pub use tcp::TcpLimits;
 

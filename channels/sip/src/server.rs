@@ -4,7 +4,9 @@
 //! packet or connection (never on Via, Contact or any other header):
 //!
 //! - every request from outside the trunk networks is refused with 403 (OPTIONS too,
-//!   unless configured), and TCP connections from outside are closed at accept;
+//!   unless configured), and TCP connections from outside are closed at accept —
+//!   except, when the daemon keeps a [`Registrar`], REGISTERs from advisors' phones,
+//!   which are authenticated by digest wherever they come from;
 //! - INVITEs are rate-limited per source and calls being set up are bounded per
 //!   source (503 with Retry-After), as are calls in all;
 //! - From, To and P-Asserted-Identity are read strictly (400 when they cannot be);
@@ -42,6 +44,7 @@ use crate::config::{SipConfig, SipListen, SipTransport, TrunkNetwork};
 use crate::dtmf;
 use crate::identity::CallIdentity;
 use crate::media::{self, MediaCommand, MediaPolicy, PortPool};
+use crate::registrar::{Registrar, RegistrarPolicy, RegistrarSide};
 use crate::sdp::{self, SdpError};
 use crate::tcp::{TcpActivity, TcpConnections};
 
@@ -59,7 +62,7 @@ const RETRY_AFTER_SECONDS: &str = "30";
 /// Beyond the stack's Timer H, how long we still wait for it to give up on an ACK.
 const ACK_MARGIN: Duration = Duration::from_secs(2);
 
-const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REGISTER";
 
 struct Shared {
     config: SipConfig,
@@ -71,6 +74,8 @@ struct Shared {
     /// Calls being set up, per source.
     pending: PerSource,
     tcp: Option<Arc<TcpConnections>>,
+    /// Advisors' phones register here, when the daemon keeps their credentials.
+    registrar: Option<RegistrarSide>,
     accepting: AtomicBool,
     active: AtomicUsize,
     /// Cancelled when the grace period is over: every call still up gets a BYE.
@@ -110,9 +115,12 @@ pub enum SipLimit {
 }
 
 impl SipServer {
+    /// Starts the listeners. With a `registrar`, advisors' phones may register from
+    /// anywhere (and connect over TCP from anywhere, within the per-source limits).
     pub async fn start(
         config: SipConfig,
         handler: Arc<dyn CallHandler>,
+        registrar: Option<(Arc<dyn Registrar>, RegistrarPolicy)>,
     ) -> Result<SipServer, SipError> {
         let stack = CancellationToken::new();
         let transports = TransportLayer::new(stack.clone());
@@ -161,8 +169,9 @@ impl SipServer {
             });
             tcp_listeners.push(listener);
         }
-        let tcp =
-            (!tcp_listeners.is_empty()).then(|| TcpConnections::new(config.tcp, trunks.clone()));
+        let phones_anywhere = registrar.is_some();
+        let tcp = (!tcp_listeners.is_empty())
+            .then(|| TcpConnections::new(config.tcp, trunks.clone(), phones_anywhere));
         let mut builder = EndpointBuilder::new();
         builder
             .with_option(rsipstack::transaction::endpoint::EndpointOption {
@@ -201,6 +210,7 @@ impl SipServer {
             pending: PerSource::new(config.max_pending_per_source),
             trunks,
             tcp,
+            registrar: registrar.map(|(r, policy)| RegistrarSide::new(r, policy)),
             config,
             handler,
             accepting: AtomicBool::new(true),
@@ -320,7 +330,8 @@ async fn accept_loop(
             .and_then(|t| t.tag().ok().flatten())
             .is_none();
         let allowed = network.is_some()
-            || (method == Method::Options && initial && shared.config.options_from_anywhere);
+            || (method == Method::Options && initial && shared.config.options_from_anywhere)
+            || (method == Method::Register && shared.registrar.is_some());
         if !allowed && method == Method::Ack {
             // Nothing is ever answered to an ACK.
             continue;
@@ -346,6 +357,13 @@ async fn accept_loop(
                     let _ = tx
                         .reply_with(StatusCode::OK, vec![allow, accept], None)
                         .await;
+                });
+            }
+            Method::Register if shared.registrar.is_some() => {
+                tokio::spawn(async move {
+                    if let Some(registrar) = &shared.registrar {
+                        registrar.answer(&mut tx, peer).await;
+                    }
                 });
             }
             // An ACK outside any dialog: nothing to do, nothing to answer.

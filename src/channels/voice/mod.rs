@@ -71,7 +71,12 @@ impl Lifecycle for VoiceChannel {
             settings.ivr.clone(),
             settings.recordings.when_unavailable,
         );
-        let server = SipServer::start(sip_config(settings), Arc::new(calls.clone())).await?;
+        let server = SipServer::start(
+            sip_config(settings),
+            Arc::new(calls.clone()),
+            settings.sip.registrar.then(|| registrar(hub, settings)),
+        )
+        .await?;
         for l in server.listening() {
             tracing::info!("sip listening on {:?} {}", l.transport, l.addr);
         }
@@ -92,6 +97,23 @@ impl Lifecycle for VoiceChannel {
             tracing::info!("calls ended and their recordings finished");
         })
     }
+}
+
+/// Advisors' phones register with the advisors' credentials and bindings.
+fn registrar(
+    hub: &Hub,
+    settings: &Settings,
+) -> (Arc<dyn contactd_sip::Registrar>, contactd_sip::RegistrarPolicy) {
+    let s = &settings.sip;
+    let policy = contactd_sip::RegistrarPolicy {
+        realm: s.realm.clone(),
+        min_expires: s.register_min_seconds,
+        max_expires: s.register_max_seconds,
+        failures_burst: s.auth_failures_per_source,
+        failure_refill: Duration::from_secs(60),
+        nonce_lifetime: Duration::from_secs(300),
+    };
+    (Arc::new(hub.advisors.clone()), policy)
 }
 
 fn sip_config(settings: &Settings) -> SipConfig {

@@ -1,0 +1,246 @@
+//! Advisors: the staff who answer calls, and their phones. An advisor has a SIP
+//! username and a credential of their own (not an API token), kept as HA1 for one
+//! digest algorithm — SHA-256, or MD5 for phones that know nothing newer. A password
+//! is made here, shown once to whoever created or rotated it, and never stored.
+//!
+//! [`Advisors`] is also the voice channel's [`Registrar`]: it looks up credentials and
+//! keeps each phone's binding in the database on the daemon's clock (so a restart, or
+//! another instance, knows every phone, and a test lets a registration lapse without
+//! waiting).
+
+use std::sync::Arc;
+
+use contactd_sip::{
+    Algorithm, Binding, BindingChange, Ha1, Registrar, RegistrarError, RegistrarFuture, Registration,
+};
+use rand::Rng;
+
+use crate::configuration::{ServiceCode, Settings};
+use crate::domain::Actor;
+use crate::scheduler::Clock;
+use crate::store::advisors::{
+    Advisor, BindingWrite, NewAdvisor, RegisterRefusal, RegisterWrite, SipCredential,
+};
+use crate::store::{Store, StoreError};
+
+#[derive(Clone)]
+pub struct Advisors {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    realm: String,
+    devices_per_advisor: usize,
+}
+
+/// A new advisor as staff describe them, parsed.
+pub struct AdvisorInput {
+    pub name: String,
+    pub sip_username: SipUsername,
+    pub skills: Vec<ServiceCode>,
+    pub algorithm: Algorithm,
+}
+
+/// A SIP username: 1–64 of letters, digits, `.`, `_` and `-` (the user part of a
+/// SIP URI without escaping, and safe in a log line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipUsername(String);
+
+impl SipUsername {
+    pub fn parse(s: &str) -> Result<SipUsername, String> {
+        let ok = (1..=64).contains(&s.len())
+            && s
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if ok {
+            Ok(SipUsername(s.to_string()))
+        } else {
+            Err("1 to 64 letters, digits, '.', '_' or '-'".into())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The digest algorithm named as staff write it (`SHA-256`, `MD5`).
+pub fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
+    Algorithm::parse(s).ok_or_else(|| "SHA-256, or MD5 for older phones".into())
+}
+
+/// An advisor and the password just made for their phones (shown this once).
+pub struct WithPassword {
+    pub advisor: Advisor,
+    pub password: String,
+}
+
+/// Characters of a generated password: no look-alikes (0/O, 1/l/I), since it is
+/// typed into a phone's keypad or settings page.
+const PASSWORD_ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+/// 20 of them: about 116 bits.
+const PASSWORD_LENGTH: usize = 20;
+
+fn new_password() -> String {
+    let mut rng = rand::rng();
+    (0..PASSWORD_LENGTH)
+        .map(|_| char::from(PASSWORD_ALPHABET[rng.random_range(0..PASSWORD_ALPHABET.len())]))
+        .collect()
+}
+
+impl Advisors {
+    pub fn new(store: Store, settings: &Settings, clock: Arc<dyn Clock>) -> Advisors {
+        Advisors {
+            store,
+            clock,
+            realm: settings.sip.realm.clone(),
+            devices_per_advisor: settings.sip.devices_per_advisor,
+        }
+    }
+
+    fn credential(&self, username: &SipUsername, algorithm: Algorithm) -> (SipCredential, String) {
+        let password = new_password();
+        let ha1 = Ha1::of(algorithm, username.as_str(), &self.realm, &password);
+        (
+            SipCredential {
+                algorithm: algorithm.name().to_string(),
+                realm: self.realm.clone(),
+                ha1: ha1.hex,
+            },
+            password,
+        )
+    }
+
+    pub async fn add(&self, actor: &Actor, input: &AdvisorInput) -> Result<WithPassword, StoreError> {
+        let (credential, password) = self.credential(&input.sip_username, input.algorithm);
+        let skills: Vec<String> = input.skills.iter().map(|s| s.as_str().to_string()).collect();
+        let advisor = self
+            .store
+            .add_advisor(
+                actor,
+                &NewAdvisor {
+                    name: &input.name,
+                    sip_username: input.sip_username.as_str(),
+                    skills: &skills,
+                    credential: &credential,
+                },
+            )
+            .await?;
+        Ok(WithPassword { advisor, password })
+    }
+
+    /// A new password for an advisor's phones (and, if given, a new algorithm); the old
+    /// one stops working at once. Phones already registered stay bound until their
+    /// registration runs out.
+    pub async fn rotate(
+        &self,
+        actor: &Actor,
+        id: &str,
+        algorithm: Option<Algorithm>,
+    ) -> Result<WithPassword, StoreError> {
+        let current = self.store.advisor(id, self.clock.now()).await?;
+        let username = SipUsername::parse(&current.sip_username)
+            .map_err(|e| StoreError::Corrupt(format!("sip_username: {e}")))?;
+        let algorithm = match algorithm {
+            Some(a) => a,
+            None => parse_algorithm(&current.digest_algorithm).map_err(StoreError::Corrupt)?,
+        };
+        let (credential, password) = self.credential(&username, algorithm);
+        let advisor = self
+            .store
+            .set_advisor_credential(actor, id, &credential)
+            .await?;
+        Ok(WithPassword { advisor, password })
+    }
+
+    /// The advisor with this SIP username's id (for the command line).
+    pub async fn id_of(&self, username: &SipUsername) -> Result<String, StoreError> {
+        self.store.advisor_id_by_username(username.as_str()).await
+    }
+
+    /// Every advisor with the devices registered now.
+    pub async fn list(&self) -> Result<Vec<Advisor>, StoreError> {
+        self.store.advisors(self.clock.now()).await
+    }
+}
+
+impl Registrar for Advisors {
+    fn credential<'a>(&'a self, username: &'a str) -> RegistrarFuture<'a, Option<Ha1>> {
+        Box::pin(self.credential_of(username))
+    }
+
+    fn register(&self, r: Registration) -> RegistrarFuture<'_, Vec<Binding>> {
+        Box::pin(self.bind(r))
+    }
+}
+
+impl Advisors {
+    async fn credential_of(&self, username: &str) -> Result<Option<Ha1>, RegistrarError> {
+        let stored = self
+            .store
+            .sip_credential(username)
+            .await
+            .map_err(|e| RegistrarError::Unavailable(e.to_string()))?;
+        // A credential hashed for another realm (the realm was changed) cannot be
+        // proven: the advisor needs a new one.
+        Ok(stored
+            .filter(|c| c.realm == self.realm)
+            .and_then(|c| {
+                Some(Ha1 {
+                    algorithm: Algorithm::parse(&c.algorithm)?,
+                    hex: c.ha1,
+                })
+            }))
+    }
+
+    async fn bind(&self, r: Registration) -> Result<Vec<Binding>, RegistrarError> {
+        let now = self.clock.now();
+        let writes: Option<Vec<BindingWrite>> = match &r.change {
+            BindingChange::RemoveAll => None,
+            BindingChange::Query => Some(Vec::new()),
+            BindingChange::Update(bindings) => Some(
+                bindings
+                    .iter()
+                    .map(|b| BindingWrite {
+                        contact: &b.contact,
+                        expires_seconds: b.expires,
+                    })
+                    .collect(),
+            ),
+        };
+        let transport = match r.transport {
+            contactd_sip::config::SipTransport::Udp => "udp",
+            contactd_sip::config::SipTransport::Tcp => "tcp",
+        };
+        let source = r.source.to_string();
+        let bound = self
+            .store
+            .register_sip(&RegisterWrite {
+                username: &r.username,
+                call_id: &r.call_id,
+                cseq: r.cseq,
+                source: &source,
+                transport,
+                user_agent: r.user_agent.as_deref(),
+                bindings: writes.as_deref(),
+                max_devices: self.devices_per_advisor,
+                now,
+            })
+            .await
+            .map_err(|e| match e {
+                RegisterRefusal::OutOfOrder => RegistrarError::OutOfOrder,
+                RegisterRefusal::TooManyDevices => RegistrarError::TooManyDevices,
+                // Deleted between the credential check and now.
+                RegisterRefusal::UnknownUsername => {
+                    RegistrarError::Unavailable("no such advisor".into())
+                }
+                RegisterRefusal::Store(e) => RegistrarError::Unavailable(e.to_string()),
+            })?;
+        Ok(bound
+            .into_iter()
+            .map(|(contact, expires_at)| Binding {
+                contact,
+                expires_in: u32::try_from((expires_at.millis() - now.millis()).max(0) / 1000)
+                    .unwrap_or(u32::MAX),
+            })
+            .collect())
+    }
+}

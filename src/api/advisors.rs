@@ -1,0 +1,122 @@
+//! Advisors and their phones' credentials: `GET /advisors` (with the devices
+//! registered now), `POST /advisors` (a new advisor; the phone password is in the
+//! answer, this once), `POST /advisors/{id}/credential` (a new password, and
+//! optionally a new digest algorithm).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::auth::{Authorized, can};
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::Body;
+use crate::advisors::{AdvisorInput, SipUsername, WithPassword, parse_algorithm};
+use crate::configuration::ServiceCode;
+use crate::store::advisors::Advisor;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAdvisorInput {
+    pub name: String,
+    /// 1–64 letters, digits, `.`, `_`, `-`: what the phone registers as.
+    pub sip_username: String,
+    /// Service codes whose queues the advisor answers.
+    #[serde(default)]
+    pub skills: Vec<String>,
+    /// `SHA-256` (the default), or `MD5` for phones that know nothing newer.
+    pub digest_algorithm: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialInput {
+    /// Keep the current algorithm when absent.
+    pub digest_algorithm: Option<String>,
+}
+
+/// An advisor and the password for their phones, shown only in this answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdvisorWithPassword {
+    #[serde(flatten)]
+    pub advisor: Advisor,
+    pub sip_password: String,
+}
+
+impl From<WithPassword> for AdvisorWithPassword {
+    fn from(w: WithPassword) -> Self {
+        AdvisorWithPassword {
+            advisor: w.advisor,
+            sip_password: w.password,
+        }
+    }
+}
+
+fn algorithm(field: Option<&str>) -> Result<Option<contactd_sip::Algorithm>, ApiError> {
+    field
+        .map(|a| parse_algorithm(a).map_err(|e| ApiError::invalid_field("digest_algorithm", e)))
+        .transpose()
+}
+
+/// Every advisor, with the phones registered now.
+#[utoipa::path(get, path = "/advisors", tag = "advisors",
+    responses((status = 200, body = Vec<Advisor>)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    _auth: Authorized<can::ManageAdvisors>,
+) -> ApiResult<Json<Vec<Advisor>>> {
+    Ok(Json(state.advisors.list().await?))
+}
+
+/// A new advisor, with a password for their phones.
+#[utoipa::path(post, path = "/advisors", tag = "advisors",
+    request_body = NewAdvisorInput,
+    responses((status = 201, body = AdvisorWithPassword), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    auth: Authorized<can::ManageAdvisors>,
+    Body(input): Body<NewAdvisorInput>,
+) -> ApiResult<(StatusCode, Json<AdvisorWithPassword>)> {
+    let name = input.name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(ApiError::invalid_field("name", "1 to 200 characters"));
+    }
+    let sip_username = SipUsername::parse(&input.sip_username)
+        .map_err(|e| ApiError::invalid_field("sip_username", e))?;
+    let skills = input
+        .skills
+        .iter()
+        .map(|s| ServiceCode::parse(s).map_err(|e| ApiError::invalid_field("skills", e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let new = AdvisorInput {
+        name: name.to_string(),
+        sip_username,
+        skills,
+        algorithm: algorithm(input.digest_algorithm.as_deref())?
+            .unwrap_or(contactd_sip::Algorithm::Sha256),
+    };
+    let made = state.advisors.add(&auth.actor, &new).await?;
+    Ok((StatusCode::CREATED, Json(made.into())))
+}
+
+/// A new password for an advisor's phones; the old one stops working at once.
+#[utoipa::path(post, path = "/advisors/{id}/credential", tag = "advisors",
+    params(("id" = String, Path)),
+    request_body = CredentialInput,
+    responses((status = 200, body = AdvisorWithPassword), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn rotate_credential(
+    State(state): State<AppState>,
+    auth: Authorized<can::ManageAdvisors>,
+    Path(id): Path<String>,
+    Body(input): Body<CredentialInput>,
+) -> ApiResult<Json<AdvisorWithPassword>> {
+    let algorithm = algorithm(input.digest_algorithm.as_deref())?;
+    let rotated = state.advisors.rotate(&auth.actor, &id, algorithm).await?;
+    Ok(Json(rotated.into()))
+}
