@@ -11,7 +11,8 @@
 use std::sync::Arc;
 
 use contactd_sip::{
-    Algorithm, Binding, BindingChange, Ha1, Registrar, RegistrarError, RegistrarFuture, Registration,
+    Algorithm, Binding, BindingChange, Ha1, Registrar, RegistrarError, RegistrarFuture,
+    Registration,
 };
 use rand::Rng;
 
@@ -47,8 +48,7 @@ pub struct SipUsername(String);
 impl SipUsername {
     pub fn parse(s: &str) -> Result<SipUsername, String> {
         let ok = (1..=64).contains(&s.len())
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
         if ok {
             Ok(SipUsername(s.to_string()))
@@ -109,9 +109,17 @@ impl Advisors {
         )
     }
 
-    pub async fn add(&self, actor: &Actor, input: &AdvisorInput) -> Result<WithPassword, StoreError> {
+    pub async fn add(
+        &self,
+        actor: &Actor,
+        input: &AdvisorInput,
+    ) -> Result<WithPassword, StoreError> {
         let (credential, password) = self.credential(&input.sip_username, input.algorithm);
-        let skills: Vec<String> = input.skills.iter().map(|s| s.as_str().to_string()).collect();
+        let skills: Vec<String> = input
+            .skills
+            .iter()
+            .map(|s| s.as_str().to_string())
+            .collect();
         let advisor = self
             .store
             .add_advisor(
@@ -181,14 +189,12 @@ impl Advisors {
             .map_err(|e| RegistrarError::Unavailable(e.to_string()))?;
         // A credential hashed for another realm (the realm was changed) cannot be
         // proven: the advisor needs a new one.
-        Ok(stored
-            .filter(|c| c.realm == self.realm)
-            .and_then(|c| {
-                Some(Ha1 {
-                    algorithm: Algorithm::parse(&c.algorithm)?,
-                    hex: c.ha1,
-                })
-            }))
+        Ok(stored.filter(|c| c.realm == self.realm).and_then(|c| {
+            Some(Ha1 {
+                algorithm: Algorithm::parse(&c.algorithm)?,
+                hex: c.ha1,
+            })
+        }))
     }
 
     async fn bind(&self, r: Registration) -> Result<Vec<Binding>, RegistrarError> {

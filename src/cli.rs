@@ -362,7 +362,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 } => {
                     let id = advisors.id_of(&sip_username).await.map_err(|e| match e {
                         crate::store::StoreError::NotFound => {
-                            anyhow::anyhow!("no advisor with SIP username {}", sip_username.as_str())
+                            anyhow::anyhow!(
+                                "no advisor with SIP username {}",
+                                sip_username.as_str()
+                            )
                         }
                         other => other.into(),
                     })?;

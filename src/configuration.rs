@@ -768,10 +768,17 @@ impl SipSettings {
             return bad("sip.max_calls", "must be at least 1");
         }
         if self.registrar {
-            if self.realm.is_empty() || !self.realm.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
+            if self.realm.is_empty()
+                || !self
+                    .realm
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"')
+            {
                 return bad("sip.realm", "printable, no quotes, not empty");
             }
-            if self.register_min_seconds == 0 || self.register_max_seconds < self.register_min_seconds {
+            if self.register_min_seconds == 0
+                || self.register_max_seconds < self.register_min_seconds
+            {
                 return bad(
                     "sip.register_max_seconds",
                     "at least sip.register_min_seconds, which is at least 1",

@@ -126,8 +126,19 @@ impl Store {
                 new.sip_username
             )));
         }
-        let detail = format!("sip_username={} algorithm={}", new.sip_username, new.credential.algorithm);
-        audit::record(&mut tx, actor, Action::Create, Entity::Advisor, &id, Some(&detail)).await?;
+        let detail = format!(
+            "sip_username={} algorithm={}",
+            new.sip_username, new.credential.algorithm
+        );
+        audit::record(
+            &mut tx,
+            actor,
+            Action::Create,
+            Entity::Advisor,
+            &id,
+            Some(&detail),
+        )
+        .await?;
         tx.commit().await?;
         self.advisor(&id, Timestamp::now()).await
     }
@@ -154,7 +165,15 @@ impl Store {
             return Err(StoreError::NotFound);
         }
         let detail = format!("credential rotated, algorithm={}", credential.algorithm);
-        audit::record(&mut tx, actor, Action::Update, Entity::Advisor, id, Some(&detail)).await?;
+        audit::record(
+            &mut tx,
+            actor,
+            Action::Update,
+            Entity::Advisor,
+            id,
+            Some(&detail),
+        )
+        .await?;
         tx.commit().await?;
         self.advisor(id, Timestamp::now()).await
     }
@@ -301,10 +320,15 @@ impl Store {
 
     /// Every advisor, with the devices registered at `now`.
     pub async fn advisors(&self, now: Timestamp) -> StoreResult<Vec<Advisor>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM advisors ORDER BY name, id")))
-            .fetch_all(self.pool())
-            .await?;
-        let mut advisors = rows.iter().map(advisor_of).collect::<StoreResult<Vec<_>>>()?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM advisors ORDER BY name, id"
+        )))
+        .fetch_all(self.pool())
+        .await?;
+        let mut advisors = rows
+            .iter()
+            .map(advisor_of)
+            .collect::<StoreResult<Vec<_>>>()?;
         for a in &mut advisors {
             a.devices = self.devices(&a.id, now).await?;
         }
@@ -312,11 +336,13 @@ impl Store {
     }
 
     pub async fn advisor(&self, id: &str, now: Timestamp) -> StoreResult<Advisor> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM advisors WHERE id = $1")))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM advisors WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or(StoreError::NotFound)?;
         let mut advisor = advisor_of(&row)?;
         advisor.devices = self.devices(id, now).await?;
         Ok(advisor)

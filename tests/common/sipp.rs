@@ -104,8 +104,21 @@ pub async fn run(
     calls: u32,
     transport: &str,
 ) -> SippRun {
+    run_from("127.0.0.1", dir, scenario_text, target, calls, transport).await
+}
+
+/// `run`, with sipp on the local address `local` (another 127.0.0.0/8 address is
+/// another source to the daemon).
+pub async fn run_from(
+    local: &str,
+    dir: &Path,
+    scenario_text: &str,
+    target: SocketAddr,
+    calls: u32,
+    transport: &str,
+) -> SippRun {
     for _ in 0..3 {
-        let run = run_once(dir, scenario_text, target, calls, transport).await;
+        let run = run_once(local, dir, scenario_text, target, calls, transport).await;
         if !run.output.contains("Address already in use") {
             return run;
         }
@@ -114,6 +127,7 @@ pub async fn run(
 }
 
 async fn run_once(
+    local: &str,
     dir: &Path,
     scenario_text: &str,
     target: SocketAddr,
@@ -138,7 +152,7 @@ async fn run_once(
         ])
         .args([
             "-i",
-            "127.0.0.1",
+            local,
             "-p",
             &free_udp_port().to_string(),
             "-mp",

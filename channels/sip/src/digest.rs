@@ -119,10 +119,7 @@ impl DigestResponse {
         };
         let params = parse_params(rest)?;
         let get = |name: &'static str| -> Result<String, DigestError> {
-            params
-                .get(name)
-                .cloned()
-                .ok_or(DigestError::Missing(name))
+            params.get(name).cloned().ok_or(DigestError::Missing(name))
         };
         // RFC 3261: no algorithm means MD5.
         let algorithm = match params.get("algorithm") {
@@ -206,9 +203,11 @@ fn parse_params(s: &str) -> Result<HashMap<String, String>, DigestError> {
                 match chars.next() {
                     None => return Err(DigestError::Malformed("unterminated quoted string")),
                     Some('"') => break,
-                    Some('\\') => value.push(chars.next().ok_or(DigestError::Malformed(
-                        "unterminated quoted string",
-                    ))?),
+                    Some('\\') => value.push(
+                        chars
+                            .next()
+                            .ok_or(DigestError::Malformed("unterminated quoted string"))?,
+                    ),
                     Some(c) => value.push(c),
                 }
             }

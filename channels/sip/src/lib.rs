@@ -39,8 +39,8 @@ pub use call::{Call, CallEnded, CallHandler, CallInfo, CallerId, FrameSink};
 pub use config::{SipConfig, SipListen, TrunkNetwork};
 pub use digest::{Algorithm, Ha1};
 pub use registrar::{
-    Binding, BindingChange, ContactBinding, Registrar, RegistrarError, RegistrarFuture, RegistrarPolicy,
-    Registration,
+    Binding, BindingChange, ContactBinding, Registrar, RegistrarError, RegistrarFuture,
+    RegistrarPolicy, Registration,
 };
 pub use server::{SipError, SipLimit, SipServer, SipStatus};
 pub use tcp::TcpLimits;

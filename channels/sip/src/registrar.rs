@@ -25,7 +25,8 @@ use crate::digest::{self, Algorithm, DigestResponse, Ha1, NonceCheck, Nonces};
 use crate::identity::{self, RegisterContacts};
 
 /// What the registrar's questions to the daemon return.
-pub type RegistrarFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, RegistrarError>> + Send + 'a>>;
+pub type RegistrarFuture<'a, T> =
+    Pin<Box<dyn Future<Output = Result<T, RegistrarError>> + Send + 'a>>;
 
 /// What the daemon keeps for the registrar: credentials, and the bindings.
 pub trait Registrar: Send + Sync + 'static {
@@ -240,7 +241,11 @@ impl RegistrarSide {
         let registration = Registration {
             username,
             call_id: request.header_value("Call-ID").unwrap_or_default(),
-            cseq: request.cseq_header().ok().and_then(|c| c.seq().ok()).unwrap_or(0),
+            cseq: request
+                .cseq_header()
+                .ok()
+                .and_then(|c| c.seq().ok())
+                .unwrap_or(0),
             source: peer,
             transport: match tx.connection.as_ref().map(|c| c.transport()) {
                 Some(rsipstack::sip::Transport::Tcp) => SipTransport::Tcp,
@@ -268,14 +273,13 @@ impl RegistrarSide {
 
     /// What the REGISTER asks to change, with each expiry put within bounds.
     fn change(&self, request: &rsipstack::sip::Request) -> Result<BindingChange, Answer> {
-        let expires_header = match request.header_value("Expires") {
-            None => None,
-            Some(e) => Some(
-                e.trim()
-                    .parse::<u32>()
-                    .map_err(|_| Answer::Refuse(StatusCode::BadRequest, "Expires: not a number"))?,
-            ),
-        };
+        let expires_header =
+            match request.header_value("Expires") {
+                None => None,
+                Some(e) => Some(e.trim().parse::<u32>().map_err(|_| {
+                    Answer::Refuse(StatusCode::BadRequest, "Expires: not a number")
+                })?),
+            };
         let contacts = identity::register_contacts(request)
             .map_err(|_| Answer::Refuse(StatusCode::BadRequest, "Contact: unreadable"))?;
         match contacts {

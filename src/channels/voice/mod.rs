@@ -103,7 +103,10 @@ impl Lifecycle for VoiceChannel {
 fn registrar(
     hub: &Hub,
     settings: &Settings,
-) -> (Arc<dyn contactd_sip::Registrar>, contactd_sip::RegistrarPolicy) {
+) -> (
+    Arc<dyn contactd_sip::Registrar>,
+    contactd_sip::RegistrarPolicy,
+) {
     let s = &settings.sip;
     let policy = contactd_sip::RegistrarPolicy {
         realm: s.realm.clone(),
