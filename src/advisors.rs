@@ -3,12 +3,20 @@
 //! digest algorithm — SHA-256, or MD5 for phones that know nothing newer. A password
 //! is made here, shown once to whoever created or rotated it, and never stored.
 //!
+//! Where each advisor is now ([`Presence`]: available, ringing, on a call, wrap-up,
+//! away) is live state held by this instance, changed by calls and by staff.
+//!
 //! [`Advisors`] is also the voice channel's [`Registrar`]: it looks up credentials and
 //! keeps each phone's binding in the database on the daemon's clock (so a restart, or
 //! another instance, knows every phone, and a test lets a registration lapse without
 //! waiting).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use contactd_sip::{
     Algorithm, Binding, BindingChange, Ha1, Registrar, RegistrarError, RegistrarFuture,
@@ -27,6 +35,7 @@ use crate::store::{Store, StoreError};
 #[derive(Clone)]
 pub struct Advisors {
     store: Store,
+    presence: Arc<Presence>,
     clock: Arc<dyn Clock>,
     realm: String,
     devices_per_advisor: usize,
@@ -90,6 +99,7 @@ impl Advisors {
     pub fn new(store: Store, settings: &Settings, clock: Arc<dyn Clock>) -> Advisors {
         Advisors {
             store,
+            presence: Arc::new(Presence::default()),
             clock,
             realm: settings.sip.realm.clone(),
             devices_per_advisor: settings.sip.devices_per_advisor,
@@ -164,9 +174,189 @@ impl Advisors {
         self.store.advisor_id_by_username(username.as_str()).await
     }
 
-    /// Every advisor with the devices registered now.
-    pub async fn list(&self) -> Result<Vec<Advisor>, StoreError> {
-        self.store.advisors(self.clock.now()).await
+    /// Every advisor with the devices registered now and their state.
+    pub async fn list(&self) -> Result<Vec<AdvisorNow>, StoreError> {
+        let advisors = self.store.advisors(self.clock.now()).await?;
+        Ok(advisors
+            .into_iter()
+            .map(|advisor| AdvisorNow {
+                state: self.presence.state(&advisor.id),
+                advisor,
+            })
+            .collect())
+    }
+
+    /// Staff set an advisor available or away (which also ends a wrap-up early).
+    pub async fn set_state(&self, id: &str, state: ChosenState) -> Result<AdvisorNow, StoreError> {
+        let advisor = self.store.advisor(id, self.clock.now()).await?;
+        self.presence.choose(id, state);
+        Ok(AdvisorNow {
+            state: self.presence.state(id),
+            advisor,
+        })
+    }
+
+    pub fn presence(&self) -> &Presence {
+        &self.presence
+    }
+
+    /// Advisors with `skill` and a phone registered now, each with their phones.
+    pub async fn reachable_with_skill(
+        &self,
+        skill: &ServiceCode,
+    ) -> Result<Vec<Advisor>, StoreError> {
+        let advisors = self.store.advisors(self.clock.now()).await?;
+        Ok(advisors
+            .into_iter()
+            .filter(|a| !a.devices.is_empty() && a.skills.iter().any(|s| s == skill.as_str()))
+            .collect())
+    }
+}
+
+/// An advisor as the API shows them: their record, phones and state now.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AdvisorNow {
+    #[serde(flatten)]
+    pub advisor: Advisor,
+    pub state: AdvisorState,
+}
+
+/// What an advisor is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AdvisorState {
+    /// May be offered a call.
+    Available,
+    /// A call is being offered to their phone.
+    Ringing,
+    OnCall,
+    /// Just finished a call: not offered another until the wrap-up time is over.
+    WrapUp,
+    /// Not taking calls (set by staff, or after an offer was not answered).
+    Away,
+}
+
+/// The states staff choose; the others come from calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChosenState {
+    Available,
+    Away,
+}
+
+/// Every advisor's state on this instance. An advisor not seen yet is available
+/// (their phone's registration says whether they can be reached).
+#[derive(Default)]
+pub struct Presence {
+    states: Mutex<HashMap<String, Entry>>,
+    /// Rung whenever an advisor may have become available.
+    changed: tokio::sync::Notify,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    state: AdvisorState,
+    /// When the state began: the longest idle is the longest available.
+    since: Instant,
+    wrap_up_until: Option<Instant>,
+}
+
+impl Entry {
+    fn now(&self, at: Instant) -> AdvisorState {
+        match (self.state, self.wrap_up_until) {
+            (AdvisorState::WrapUp, Some(until)) if at >= until => AdvisorState::Available,
+            (state, _) => state,
+        }
+    }
+
+    /// Since when the advisor has been idle (for longest-idle first).
+    fn idle_since(&self) -> Instant {
+        self.wrap_up_until.unwrap_or(self.since)
+    }
+}
+
+impl Presence {
+    pub fn state(&self, id: &str) -> AdvisorState {
+        let states = self.states.lock().expect("not poisoned");
+        states
+            .get(id)
+            .map_or(AdvisorState::Available, |e| e.now(Instant::now()))
+    }
+
+    fn set(&self, id: &str, state: AdvisorState, wrap_up_until: Option<Instant>) {
+        let mut states = self.states.lock().expect("not poisoned");
+        states.insert(
+            id.to_string(),
+            Entry {
+                state,
+                since: Instant::now(),
+                wrap_up_until,
+            },
+        );
+        drop(states);
+        self.changed.notify_waiters();
+    }
+
+    fn choose(&self, id: &str, state: ChosenState) {
+        let state = match state {
+            ChosenState::Available => AdvisorState::Available,
+            ChosenState::Away => AdvisorState::Away,
+        };
+        self.set(id, state, None);
+    }
+
+    /// Takes the longest-idle available advisor among `candidates` for an offer
+    /// (they are ringing from now on, so no other caller is offered them).
+    pub fn reserve(&self, candidates: &[&str]) -> Option<String> {
+        let now = Instant::now();
+        let mut states = self.states.lock().expect("not poisoned");
+        // Never seen: idle since before anyone who has taken a call.
+        let chosen = candidates
+            .iter()
+            .filter(|id| {
+                states
+                    .get(**id)
+                    .is_none_or(|e| e.now(now) == AdvisorState::Available)
+            })
+            .min_by_key(|id| states.get(**id).map(Entry::idle_since))?
+            .to_string();
+        states.insert(
+            chosen.clone(),
+            Entry {
+                state: AdvisorState::Ringing,
+                since: now,
+                wrap_up_until: None,
+            },
+        );
+        Some(chosen)
+    }
+
+    /// The offer was answered.
+    pub fn on_call(&self, id: &str) {
+        self.set(id, AdvisorState::OnCall, None);
+    }
+
+    /// The offer was not taken: back to available (declined, unreachable) or away
+    /// (not answered: the advisor is probably not at their desk).
+    pub fn not_taken(&self, id: &str, away: bool) {
+        let state = if away {
+            AdvisorState::Away
+        } else {
+            AdvisorState::Available
+        };
+        self.set(id, state, None);
+    }
+
+    /// The call ended: wrap-up for `time`, then available.
+    pub fn wrap_up(&self, id: &str, time: Duration) {
+        // (Callers waiting look again at least once a second, so the end of a
+        // wrap-up needs no wake-up of its own.)
+        self.set(id, AdvisorState::WrapUp, Some(Instant::now() + time));
+    }
+
+    /// Waits until an advisor may have become available.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 }
 

@@ -377,7 +377,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("{}", rotated.password);
                 }
                 AdvisorsCommand::List => {
-                    for a in advisors.list().await? {
+                    for now in advisors.list().await? {
+                        let a = now.advisor;
                         println!(
                             "{}\t{}\t{}\tskills={}\tdevices={}",
                             a.sip_username,

@@ -74,6 +74,7 @@ pub struct Settings {
     pub notices: NoticeSettings,
     pub recordings: RecordingSettings,
     pub ivr: IvrSettings,
+    pub queues: QueueSettings,
     pub shutdown: ShutdownSettings,
     pub log: LogSettings,
     pub services: Vec<ServiceDefinition>,
@@ -865,6 +866,52 @@ pub enum WhenUnrecordable {
     Refuse,
 }
 
+/// Callers waiting for advisors: after the menu, a call whose service has a queue
+/// here is offered to that service's advisors instead of ending.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    /// How long an advisor's phone rings before the next advisor is tried (and the
+    /// one who did not answer is set away).
+    pub ring_seconds: u64,
+    /// After each call, an advisor is left this long to finish their notes.
+    pub wrap_up_seconds: u64,
+    /// A WAV (8 kHz mono 16-bit) callers hear while they wait; empty: the built-in.
+    pub music_on_hold: PathBuf,
+    /// The queue of each service, by service code.
+    pub services: std::collections::BTreeMap<String, ServiceQueue>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceQueue {
+    /// A caller waiting longer than this is offered voicemail.
+    pub max_wait_seconds: u64,
+    /// Callers waiting at most; one more is offered voicemail at once.
+    pub max_length: usize,
+}
+
+impl QueueSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: String, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
+        if self.ring_seconds == 0 || self.ring_seconds > 300 {
+            return bad("queues.ring_seconds".into(), "1 to 300");
+        }
+        for (code, q) in &self.services {
+            if let Err(e) = ServiceCode::parse(code) {
+                return bad(format!("queues.services.{code}"), &e.to_string());
+            }
+            if q.max_wait_seconds == 0 || q.max_length == 0 {
+                return bad(
+                    format!("queues.services.{code}"),
+                    "max_wait_seconds and max_length at least 1",
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The call flow: prompts, timeouts and the service menu.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1290,6 +1337,7 @@ impl Settings {
         self.renewals.validate()?;
         self.notices.validate()?;
         self.sip.validate()?;
+        self.queues.validate()?;
         if self.database.max_connections == 0 {
             return bad("database.max_connections", "must be at least 1");
         }

@@ -28,12 +28,21 @@ async fn app(backend: Backend) -> (TestApp, Arc<TestClock>) {
 }
 
 async fn add_advisor(app: &TestApp, username: &str, algorithm: &str) -> (String, String) {
+    add_advisor_for(app, username, algorithm, "council_tax").await
+}
+
+async fn add_advisor_for(
+    app: &TestApp,
+    username: &str,
+    algorithm: &str,
+    skill: &str,
+) -> (String, String) {
     let (status, body) = app
         .post(
             Role::Supervisor,
             "/api/v1/advisors",
             json!({"name": format!("Advisor {username}"), "sip_username": username,
-                   "skills": ["council_tax"], "digest_algorithm": algorithm}),
+                   "skills": [skill], "digest_algorithm": algorithm}),
         )
         .await;
     assert_eq!(status, 201, "{body}");
@@ -298,10 +307,227 @@ async fn strangers_may_register_but_never_call_in(backend: Backend) {
     app.stop().await;
 }
 
+/// A daemon whose waste service has a queue, calls accepted from 127.0.0.1.
+async fn queue_app(backend: Backend) -> TestApp {
+    common::spawn_app_with(backend, |s| {
+        common::listen_for_calls(s, "127.0.0.1/32");
+        s.sip.registrar = true;
+        s.sip.ring_ms = 200;
+        s.ivr.digit_timeout_seconds = 4;
+        s.queues.ring_seconds = 10;
+        s.queues.wrap_up_seconds = 0;
+        s.queues.services.insert(
+            "waste".into(),
+            contactd::configuration::ServiceQueue {
+                max_wait_seconds: 30,
+                max_length: 10,
+            },
+        );
+    })
+    .await
+}
+
+/// An advisor's PJSIP phone that answers the first call (see tests/peers/pjsua_phone.py).
+struct AnsweringPhone {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl AnsweringPhone {
+    async fn register(
+        target: SocketAddr,
+        user: &str,
+        password: &str,
+        dir: &Path,
+        talk_seconds: u32,
+        codec: &str,
+    ) -> AnsweringPhone {
+        use tokio::io::AsyncBufReadExt;
+        let tone = dir.join("advisor-tone.wav");
+        write_tone(&tone, 1000.0, 20);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/pjsua_phone.py");
+        let mut child = tokio::process::Command::new("python3")
+            .arg(script)
+            .args([
+                &format!("sip:{target}"),
+                user,
+                password,
+                "udp",
+                "300",
+                "answer",
+            ])
+            .arg(&tone)
+            .arg(dir.join("advisor-heard.wav"))
+            .args([&talk_seconds.to_string(), codec])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 runs");
+        let stdout = child.stdout.take().unwrap();
+        let mut phone = AnsweringPhone {
+            child,
+            lines: tokio::io::BufReader::new(stdout).lines(),
+        };
+        let registered = phone.next("registered").await;
+        assert_eq!(registered["status"], 200, "{registered}");
+        phone
+    }
+
+    /// The next line the phone prints about `event`.
+    async fn next(&mut self, event: &str) -> Value {
+        let read = async {
+            while let Some(line) = self.lines.next_line().await.unwrap() {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["event"] == event
+                {
+                    return v;
+                }
+            }
+            panic!("the phone ended without {event} (scripts/test installs pjsua2-python)");
+        };
+        tokio::time::timeout(Duration::from_secs(150), read)
+            .await
+            .expect("the phone reports in time")
+    }
+}
+
+fn write_tone(path: &Path, hz: f64, seconds: u32) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for i in 0..8000 * seconds {
+        let s = (2.0 * std::f64::consts::PI * hz * f64::from(i) / 8000.0).sin() * 8000.0;
+        w.write_sample(s as i16).unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+/// The share of a stretch's energy at `hz` (Goertzel), 0 to about 1.
+fn share_at(samples: &[i16], rate: f64, hz: f64) -> f64 {
+    let n = samples.len() as f64;
+    let k = (0.5 + n * hz / rate).floor();
+    let w = 2.0 * std::f64::consts::PI * k / n;
+    let coeff = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in samples {
+        let s0 = f64::from(x) + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
+    let energy: f64 = samples.iter().map(|&x| f64::from(x).powi(2)).sum();
+    if energy == 0.0 {
+        0.0
+    } else {
+        2.0 * power / (n * energy)
+    }
+}
+
+/// Whether some half-second of `samples` is mostly a `hz` tone.
+fn has_tone(samples: &[i16], rate: u32, hz: f64) -> bool {
+    let window = rate as usize / 2;
+    samples
+        .chunks(window)
+        .filter(|c| c.len() == window)
+        .any(|c| share_at(c, f64::from(rate), hz) > 0.5)
+}
+
+async fn a_caller_reaches_the_advisor_of_their_service_and_each_hears_the_other(backend: Backend) {
+    use sqlx::Row;
+    let app = queue_app(backend).await;
+    let (advisor, password) = add_advisor_for(&app, "erin", "SHA-256", "waste").await;
+    let dir = tempfile::tempdir().unwrap();
+    // The advisor's phone takes PCMA only; the caller sends PCMU: the daemon transcodes.
+    let mut phone = AnsweringPhone::register(
+        app.sip_addr(SipTransport::Udp),
+        "erin",
+        &password,
+        dir.path(),
+        4,
+        "PCMA",
+    )
+    .await;
+    let media = sipp::tone_file(dir.path(), contactd_sip::g711::Codec::Pcmu, 40);
+    let text = sipp::call_scenario("07700900123", "0", &media, "0", "*1", None);
+    let run = sipp::run(dir.path(), &text, app.sip_addr(SipTransport::Udp), 1, "u1").await;
+    assert!(
+        run.success,
+        "the caller is bridged, then told goodbye: {}",
+        run.output
+    );
+    let call = phone.next("call").await;
+    assert_eq!(call["answered"], true, "{call}");
+    assert_eq!(call["codec"], "PCMA", "{call}");
+    assert!(
+        call["from"].as_str().unwrap().contains("07700900123"),
+        "the advisor sees who is calling: {call}"
+    );
+    let _ = phone.child.wait().await;
+
+    // The advisor heard the caller's 440 Hz tone.
+    // (PJSIP records at its conference bridge's rate.)
+    let wav = hound::WavReader::open(dir.path().join("advisor-heard.wav")).unwrap();
+    let rate = wav.spec().sample_rate;
+    let heard: Vec<i16> = wav.into_samples::<i16>().map(Result::unwrap).collect();
+    assert!(
+        has_tone(&heard, rate, 440.0),
+        "the advisor hears the caller"
+    );
+    assert!(!has_tone(&heard, rate, 1000.0), "and not their own voice");
+
+    // The call's one recording: the caller on the left, the advisor on the right.
+    let mut rows = Vec::new();
+    for _ in 0..600 {
+        rows = sqlx::query("SELECT path FROM recordings WHERE status = 'complete'")
+            .fetch_all(app.store.pool())
+            .await
+            .unwrap();
+        if !rows.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(rows.len(), 1, "one recording for the whole call");
+    let path = app
+        .db
+        .dir()
+        .join("recordings")
+        .join(rows[0].try_get::<String, _>("path").unwrap());
+    let samples: Vec<i16> = hound::WavReader::open(&path)
+        .unwrap()
+        .into_samples::<i16>()
+        .map(Result::unwrap)
+        .collect();
+    let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
+    let right: Vec<i16> = samples.iter().skip(1).step_by(2).copied().collect();
+    assert!(has_tone(&left, 8000, 440.0), "the caller on the left");
+    assert!(has_tone(&right, 8000, 1000.0), "the advisor on the right");
+    assert!(
+        !has_tone(&left, 8000, 1000.0),
+        "the advisor never on the caller's side"
+    );
+
+    // After the call (no wrap-up here) the advisor is available again.
+    let (_, list) = app.get(Role::Supervisor, "/api/v1/advisors").await;
+    let erin = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == advisor.as_str())
+        .unwrap();
+    assert_eq!(erin["state"], "available", "{erin}");
+    app.stop().await;
+}
+
 on_both_backends!(
     a_phone_registers_with_md5_and_is_unreachable_once_it_expires,
     a_softphone_registers_with_sha256_over_udp_and_tcp,
     wrong_passwords_get_403_and_the_source_is_locked_out,
     only_supervisors_and_admins_manage_advisors_and_input_is_checked,
     strangers_may_register_but_never_call_in,
+    a_caller_reaches_the_advisor_of_their_service_and_each_hears_the_other,
 );

@@ -1,7 +1,8 @@
 //! Advisors and their phones' credentials: `GET /advisors` (with the devices
 //! registered now), `POST /advisors` (a new advisor; the phone password is in the
 //! answer, this once), `POST /advisors/{id}/credential` (a new password, and
-//! optionally a new digest algorithm).
+//! optionally a new digest algorithm), `PUT /advisors/{id}/state` (available or away;
+//! available also ends a wrap-up early).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -13,7 +14,9 @@ use super::AppState;
 use super::auth::{Authorized, can};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::Body;
-use crate::advisors::{AdvisorInput, SipUsername, WithPassword, parse_algorithm};
+use crate::advisors::{
+    AdvisorInput, AdvisorNow, ChosenState, SipUsername, WithPassword, parse_algorithm,
+};
 use crate::configuration::ServiceCode;
 use crate::store::advisors::Advisor;
 
@@ -62,12 +65,12 @@ fn algorithm(field: Option<&str>) -> Result<Option<contactd_sip::Algorithm>, Api
 
 /// Every advisor, with the phones registered now.
 #[utoipa::path(get, path = "/advisors", tag = "advisors",
-    responses((status = 200, body = Vec<Advisor>)),
+    responses((status = 200, body = Vec<AdvisorNow>)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     _auth: Authorized<can::ManageAdvisors>,
-) -> ApiResult<Json<Vec<Advisor>>> {
+) -> ApiResult<Json<Vec<AdvisorNow>>> {
     Ok(Json(state.advisors.list().await?))
 }
 
@@ -119,4 +122,25 @@ pub async fn rotate_credential(
     let algorithm = algorithm(input.digest_algorithm.as_deref())?;
     let rotated = state.advisors.rotate(&auth.actor, &id, algorithm).await?;
     Ok(Json(rotated.into()))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StateInput {
+    pub state: ChosenState,
+}
+
+/// Sets an advisor available (ending a wrap-up early) or away.
+#[utoipa::path(put, path = "/advisors/{id}/state", tag = "advisors",
+    params(("id" = String, Path)),
+    request_body = StateInput,
+    responses((status = 200, body = AdvisorNow), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn set_state(
+    State(state): State<AppState>,
+    _auth: Authorized<can::ManageAdvisors>,
+    Path(id): Path<String>,
+    Body(input): Body<StateInput>,
+) -> ApiResult<Json<AdvisorNow>> {
+    Ok(Json(state.advisors.set_state(&id, input.state).await?))
 }

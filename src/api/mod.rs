@@ -146,7 +146,8 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
         .routes(routes!(contacts::record))
         .routes(routes!(audit::list))
         .routes(routes!(advisors::list, advisors::create))
-        .routes(routes!(advisors::rotate_credential));
+        .routes(routes!(advisors::rotate_credential))
+        .routes(routes!(advisors::set_state));
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .routes(routes!(ops::openapi))

@@ -1,10 +1,15 @@
 """An advisor's softphone built on PJSIP (PyPI pjsua2-python), independent of
-contactd's code: it registers and reports how the registrar answered.
+contactd's code.
 
-Usage: pjsua_phone.py REGISTRAR_URI USERNAME PASSWORD TRANSPORT(udp|tcp) EXPIRES
-
-Prints one JSON line: {"status": int, "expires": int, "reason": str}; the status is
-the registrar's final answer to the (authenticated) REGISTER.
+Usage:
+  pjsua_phone.py REGISTRAR_URI USERNAME PASSWORD TRANSPORT(udp|tcp) EXPIRES
+      registers, prints {"event": "registered", "status": int, "expires": int,
+      "reason": str} and exits without signing off (as a phone that loses power).
+  pjsua_phone.py ... EXPIRES answer TONE_WAV HEARD_WAV TALK_SECONDS CODEC
+      registers (printing the line above), then answers the first call that comes,
+      offering only CODEC (PCMU or PCMA), plays TONE_WAV into it, records what it
+      hears into HEARD_WAV, hangs up after TALK_SECONDS of media, and prints
+      {"event": "call", "answered": bool, "from": str, "codec": str}.
 """
 import json
 import os
@@ -14,22 +19,69 @@ import time
 import pjsua2 as pj
 
 registrar, username, password, transport, expires = sys.argv[1:6]
+answering = len(sys.argv) > 6 and sys.argv[6] == "answer"
+if answering:
+    tone, heard, talk_seconds, only_codec = sys.argv[7:11]
+    talk_seconds = float(talk_seconds)
+
+
+def say(**fields):
+    print(json.dumps(fields), flush=True)
+
+
+class Incoming(pj.Call):
+    def __init__(self, account, call_id):
+        super().__init__(account, call_id)
+        self.media_up_at = None
+        self.disconnected = False
+        self.player = None
+        self.recorder = None
+        self.codec = ""
+
+    def onCallState(self, prm):
+        if self.getInfo().state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self.disconnected = True
+
+    def onCallMediaState(self, prm):
+        info = self.getInfo()
+        for i, media in enumerate(info.media):
+            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                audio = self.getAudioMedia(i)
+                self.player = pj.AudioMediaPlayer()
+                self.player.createPlayer(tone)
+                self.player.startTransmit(audio)
+                self.recorder = pj.AudioMediaRecorder()
+                self.recorder.createRecorder(heard)
+                audio.startTransmit(self.recorder)
+                self.codec = self.getStreamInfo(i).codecName
+                if self.media_up_at is None:
+                    self.media_up_at = time.time()
 
 
 class Phone(pj.Account):
     def __init__(self):
         super().__init__()
-        self.done = False
-        self.status = 0
-        self.expires = 0
-        self.reason = ""
+        self.registered = False
+        self.call = None
+        self.caller = ""
 
     def onRegState(self, prm):
-        info = self.getInfo()
-        self.status = prm.code
-        self.reason = prm.reason
-        self.expires = info.regExpiresSec
-        self.done = True
+        if not self.registered:
+            self.registered = True
+            say(event="registered", status=prm.code, reason=prm.reason,
+                expires=self.getInfo().regExpiresSec)
+
+    def onIncomingCall(self, prm):
+        call = Incoming(self, prm.callId)
+        self.caller = call.getInfo().remoteUri
+        op = pj.CallOpParam()
+        if not answering or self.call is not None:
+            op.statusCode = pj.PJSIP_SC_BUSY_HERE
+            call.hangup(op)
+            return
+        self.call = call
+        op.statusCode = pj.PJSIP_SC_OK
+        call.answer(op)
 
 
 endpoint = pj.Endpoint()
@@ -39,6 +91,7 @@ config.uaConfig.threadCnt = 0
 config.uaConfig.mainThreadOnly = True
 config.logConfig.level = 1
 config.logConfig.consoleLevel = 1
+config.medConfig.noVad = True
 endpoint.libInit(config)
 transport_config = pj.TransportConfig()
 transport_config.port = 0
@@ -47,20 +100,51 @@ kind = pj.PJSIP_TRANSPORT_TCP if transport == "tcp" else pj.PJSIP_TRANSPORT_UDP
 endpoint.transportCreate(kind, transport_config)
 endpoint.libStart()
 endpoint.audDevManager().setNullDev()
+if answering:
+    for codec in endpoint.codecEnum2():
+        wanted = codec.codecId.upper().startswith(only_codec.upper() + "/")
+        endpoint.codecSetPriority(codec.codecId, 255 if wanted else 0)
 
 account_config = pj.AccountConfig()
 host = registrar.split(":", 1)[1].split(";")[0]
 account_config.idUri = f"sip:{username}@{host}"
 account_config.regConfig.registrarUri = registrar
 account_config.regConfig.timeoutSec = int(expires)
+account_config.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
 account_config.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", username, 0, password))
 phone = Phone()
 phone.create(account_config)
 deadline = time.time() + 30
-while time.time() < deadline and not phone.done:
+while time.time() < deadline and not phone.registered:
     endpoint.libHandleEvents(20)
-result = {"status": phone.status, "expires": phone.expires, "reason": phone.reason}
-print(json.dumps(result), flush=True)
-# Gone without signing off (no REGISTER with Expires: 0), as a phone that loses power:
-# its binding stays until it expires.
+if not phone.registered:
+    say(event="registered", status=0, reason="no answer", expires=0)
+if answering:
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        endpoint.libHandleEvents(20)
+        call = phone.call
+        if call is None:
+            continue
+        if call.disconnected:
+            break
+        if call.media_up_at is not None and time.time() - call.media_up_at >= talk_seconds:
+            call.hangup(pj.CallOpParam())
+            end = time.time() + 5
+            while not call.disconnected and time.time() < end:
+                endpoint.libHandleEvents(20)
+            break
+    call = phone.call
+    codec = call.codec if call else ""
+    answered = bool(call and call.media_up_at is not None)
+    if call:
+        call.recorder = None
+        call.player = None
+    phone.call = None
+    del call
+    # The recorder's WAV is complete once the library is closed; the call object
+    # had to go first (its destructor asserts otherwise).
+    endpoint.libDestroy()
+    say(event="call", answered=answered, codec=codec, **{"from": phone.caller})
+# Gone without signing off (no REGISTER with Expires: 0).
 os._exit(0)

@@ -60,6 +60,15 @@ impl CallEnded {
     }
 }
 
+/// How a bridge ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bridged {
+    /// The caller's side ended (they hung up, or the call was ended).
+    CallerLeft(CallEnded),
+    /// The leg ended (the advisor hung up): the caller is still there.
+    LegEnded,
+}
+
 /// Receives both directions of a call's audio, one 20 ms frame at a time, in real
 /// time: the caller's (left) and what the daemon sent (right).
 pub trait FrameSink: Send + 'static {
@@ -80,6 +89,7 @@ pub trait CallHandler: Send + Sync + 'static {
 
 pub struct Call {
     pub info: CallInfo,
+    pub(crate) dialer: crate::leg::Dialer,
     pub(crate) digits: mpsc::UnboundedReceiver<char>,
     pub(crate) media: mpsc::UnboundedSender<MediaCommand>,
     pub(crate) hangup: CancellationToken,
@@ -138,6 +148,32 @@ impl Call {
     /// Throws away keys pressed so far (before asking a new question).
     pub fn forget_digits(&mut self) {
         while self.digits.try_recv().is_ok() {}
+    }
+
+    /// Rings an advisor's phone for at most `ring` (the caller hears what is playing).
+    pub async fn dial(
+        &self,
+        target: &crate::leg::DialTarget,
+        ring: Duration,
+    ) -> Result<crate::leg::Leg, crate::leg::DialFailure> {
+        self.dialer.dial(target, ring).await
+    }
+
+    /// Joins the caller and `leg` until one of them hangs up; the caller's recording
+    /// goes on with the leg's audio as the daemon's side. Whatever was playing to the
+    /// caller stops.
+    pub async fn bridge(&self, leg: &crate::leg::Leg) -> Bridged {
+        let (caller_end, leg_end) = crate::media::BridgeEnd::pair();
+        let _ = self.media.send(MediaCommand::StopPlaying);
+        let _ = self.media.send(MediaCommand::Bridge(caller_end));
+        let _ = leg.media.send(MediaCommand::Bridge(leg_end));
+        let outcome = tokio::select! {
+            _ = self.ended.cancelled() => Bridged::CallerLeft(self.end_reason()),
+            _ = leg.ended() => Bridged::LegEnded,
+        };
+        let _ = self.media.send(MediaCommand::Unbridge);
+        let _ = leg.media.send(MediaCommand::Unbridge);
+        outcome
     }
 
     /// Ends the call with a BYE and waits until it has ended.

@@ -17,6 +17,8 @@
 //! - [`jitter`]: puts the caller's packets back in order on the call's clock, silence
 //!   for what never came, so a recording keeps real time
 //! - [`media`]: one call's RTP sockets and its 20 ms clock; symmetric RTP latching
+//! - [`leg`]: legs we place to advisors' phones, and the bridge that joins one to a
+//!   call inside the daemon (media anchored here: recorded whole, transcoded per leg)
 //! - [`call`]: what the daemon gets: [`Call`], its events, and the [`FrameSink`] for
 //!   recording
 
@@ -28,6 +30,7 @@ pub mod dtmf;
 pub mod g711;
 pub mod identity;
 pub mod jitter;
+pub mod leg;
 pub mod media;
 pub mod registrar;
 pub mod rtp;
@@ -35,9 +38,10 @@ pub mod sdp;
 pub mod server;
 pub mod tcp;
 
-pub use call::{Call, CallEnded, CallHandler, CallInfo, CallerId, FrameSink};
+pub use call::{Bridged, Call, CallEnded, CallHandler, CallInfo, CallerId, FrameSink};
 pub use config::{SipConfig, SipListen, TrunkNetwork};
 pub use digest::{Algorithm, Ha1};
+pub use leg::{DialFailure, DialTarget, Dialer, Leg};
 pub use registrar::{
     Binding, BindingChange, ContactBinding, Registrar, RegistrarError, RegistrarFuture,
     RegistrarPolicy, Registration,

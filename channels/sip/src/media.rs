@@ -34,8 +34,56 @@ use crate::{FRAME_SAMPLES, Frame};
 pub enum MediaCommand {
     Play(Arc<[i16]>, oneshot::Sender<()>),
     StopPlaying,
+    /// From now on, what this leg hears goes to the other leg, and what it sends is
+    /// what the other leg heard (see [`BridgeEnd`]); prompts wait until unbridged.
+    Bridge(BridgeEnd),
+    Unbridge,
     /// A re-INVITE changed the remote address, codec or direction (hold/resume).
     Renegotiated(Negotiated),
+}
+
+/// One leg's end of a bridge: 20 ms frames of linear audio each way, so each leg
+/// encodes with its own codec (PCMU on one side, PCMA on the other is transcoding).
+/// Both channels are short: a frame that finds the other side's queue full is
+/// dropped (a stalled leg never builds up delay), and a leg with nothing to play
+/// sends silence.
+pub struct BridgeEnd {
+    pub heard: mpsc::Sender<Frame>,
+    pub to_send: mpsc::Receiver<Frame>,
+}
+
+/// Frames queued between legs at most (60 ms): beyond it, the oldest go, so the
+/// delay through the bridge stays bounded whatever the two clocks do.
+const BRIDGE_FRAMES: usize = 3;
+
+impl BridgeEnd {
+    /// The two ends of a new bridge.
+    pub fn pair() -> (BridgeEnd, BridgeEnd) {
+        let (a_heard, b_to_send) = mpsc::channel(BRIDGE_FRAMES + 1);
+        let (b_heard, a_to_send) = mpsc::channel(BRIDGE_FRAMES + 1);
+        (
+            BridgeEnd {
+                heard: a_heard,
+                to_send: a_to_send,
+            },
+            BridgeEnd {
+                heard: b_heard,
+                to_send: b_to_send,
+            },
+        )
+    }
+
+    /// The frame to send now: the newest of those waiting beyond the bound.
+    fn next_to_send(&mut self) -> Frame {
+        let mut frame = None;
+        while let Ok(f) = self.to_send.try_recv() {
+            frame = Some(f);
+            if self.to_send.len() < BRIDGE_FRAMES {
+                break;
+            }
+        }
+        frame.unwrap_or([0; FRAME_SAMPLES])
+    }
 }
 
 /// Hands out RTP/RTCP port pairs from the configured range.
@@ -198,13 +246,21 @@ pub async fn run(
     let silence_ticks = (policy.timeout.as_millis() / 20).max(1) as u64;
     let mut last_heard: u64 = 0;
     let mut flushed = MediaStats::default();
+    let mut bridge: Option<BridgeEnd> = None;
     loop {
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
             _ = clock.tick() => {
                 tick += 1;
-                let sent = out.next_frame();
+                let caller = jitter.play_out(tick);
+                let sent = match bridge.as_mut() {
+                    Some(b) => {
+                        let _ = b.heard.try_send(caller);
+                        b.next_to_send()
+                    }
+                    None => out.next_frame(),
+                };
                 let may_send = matches!(negotiated.direction.answer(), Direction::SendRecv | Direction::SendOnly);
                 if let (Some(remote), true) = (latch.target(negotiated.remote), may_send) {
                     for (p, s) in payload.iter_mut().zip(sent.iter()) {
@@ -223,7 +279,6 @@ pub async fn run(
                 }
                 out.sequence = out.sequence.wrapping_add(1);
                 out.timestamp = out.timestamp.wrapping_add(FRAME_SAMPLES as u32);
-                let caller = jitter.play_out(tick);
                 if let Some(s) = sink.as_mut() {
                     s.frame(&caller, &sent);
                 }
@@ -269,6 +324,8 @@ pub async fn run(
                         let _ = done.send(());
                     }
                 }
+                Some(MediaCommand::Bridge(end)) => bridge = Some(end),
+                Some(MediaCommand::Unbridge) => bridge = None,
                 Some(MediaCommand::Renegotiated(n)) => {
                     // Media moved: learn the new source from its first packets.
                     if n.remote.is_some() && n.remote != negotiated.remote {

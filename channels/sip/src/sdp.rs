@@ -165,6 +165,22 @@ pub fn negotiate(offer: &str) -> Result<Negotiated, SdpError> {
 }
 
 /// Our answer: one audio stream on `local_port` at `local_ip`.
+/// The telephone-event payload type we offer on legs we place.
+pub const OFFERED_EVENT_PT: u8 = 101;
+
+/// Our offer for a leg we place (to an advisor's phone): PCMU and PCMA, and RFC 4733
+/// telephone events; the phone's answer picks one ([`negotiate`] reads it).
+pub fn offer(local_ip: IpAddr, local_port: u16, session_id: u64) -> String {
+    let family = if local_ip.is_ipv4() { "IP4" } else { "IP6" };
+    let ev = OFFERED_EVENT_PT;
+    format!(
+        "v=0\r\no=contactd {session_id} 1 IN {family} {local_ip}\r\ns=contactd\r\n\
+         c=IN {family} {local_ip}\r\nt=0 0\r\nm=audio {local_port} RTP/AVP 0 8 {ev}\r\n\
+         a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+         a=rtpmap:{ev} telephone-event/8000\r\na=fmtp:{ev} 0-15\r\na=ptime:20\r\na=sendrecv\r\n"
+    )
+}
+
 pub fn answer(
     n: &Negotiated,
     local_ip: IpAddr,

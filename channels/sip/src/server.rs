@@ -62,13 +62,15 @@ const RETRY_AFTER_SECONDS: &str = "30";
 /// Beyond the stack's Timer H, how long we still wait for it to give up on an ACK.
 const ACK_MARGIN: Duration = Duration::from_secs(2);
 
-const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REGISTER";
+pub(crate) const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REGISTER";
 
-struct Shared {
-    config: SipConfig,
+pub(crate) struct Shared {
+    pub(crate) config: SipConfig,
     handler: Arc<dyn CallHandler>,
-    dialogs: Arc<DialogLayer>,
-    ports: PortPool,
+    pub(crate) dialogs: Arc<DialogLayer>,
+    pub(crate) ports: PortPool,
+    /// Where we listen (known once every listener is bound): the Contact of legs we place.
+    pub(crate) listening: std::sync::OnceLock<Vec<SipListen>>,
     trunks: Trunks,
     invites: RateLimiter,
     /// Calls being set up, per source.
@@ -79,7 +81,7 @@ struct Shared {
     accepting: AtomicBool,
     active: AtomicUsize,
     /// Cancelled when the grace period is over: every call still up gets a BYE.
-    end_all: CancellationToken,
+    pub(crate) end_all: CancellationToken,
     idle: Notify,
 }
 
@@ -206,6 +208,7 @@ impl SipServer {
         let shared = Arc::new(Shared {
             ports: PortPool::new(config.media_ip, config.rtp_ports),
             dialogs: Arc::new(DialogLayer::new(endpoint.inner.clone())),
+            listening: std::sync::OnceLock::from(listening.clone()),
             invites: RateLimiter::new(config.invites_per_second),
             pending: PerSource::new(config.max_pending_per_source),
             trunks,
@@ -331,7 +334,10 @@ async fn accept_loop(
             .is_none();
         let allowed = network.is_some()
             || (method == Method::Options && initial && shared.config.options_from_anywhere)
-            || (method == Method::Register && shared.registrar.is_some());
+            || (method == Method::Register && shared.registrar.is_some())
+            // A phone answering a leg we placed speaks within that dialog (BYE, …): the
+            // dialog's Call-ID and tags, ours random, are what admit it.
+            || (!initial && shared.registrar.is_some() && shared.dialogs.match_dialog(&tx).is_some());
         if !allowed && method == Method::Ack {
             // Nothing is ever answered to an ACK.
             continue;
@@ -634,6 +640,7 @@ impl Shared {
         let ended = CancellationToken::new();
         let reason = Arc::new(Mutex::new(None));
         let call = Call {
+            dialer: crate::leg::Dialer(self.clone()),
             info,
             digits: digit_rx,
             media: commands.clone(),

@@ -4,9 +4,12 @@
 //!
 //! - [`prompts`]: the recorded prompts (built in, or a directory of WAVs)
 //! - [`ivr`]: the conversation: notice, reference or service menu, retries
+//! - [`queue`]: after the menu, waiting for an advisor of the service (music on
+//!   hold, one offer at a time, the bridge)
 
 pub mod ivr;
 pub mod prompts;
+pub mod queue;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,7 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use contactd_sip::{
-    Call, CallHandler, CallInfo, CallerId, FrameSink, SipConfig, SipListen, SipServer, SipStatus,
+    Bridged, Call, CallHandler, CallInfo, CallerId, FrameSink, SipConfig, SipListen, SipServer,
+    SipStatus,
 };
 use tokio_util::task::TaskTracker;
 
@@ -29,6 +33,7 @@ use crate::recordings::{ActiveRecording, Recorder};
 use crate::startup::StartupError;
 use crate::store::Store;
 use prompts::Prompts;
+use queue::{Queues, Waited};
 
 /// The voice channel as startup runs it: the SIP server, and the calls it hands over.
 #[derive(Clone)]
@@ -63,11 +68,14 @@ impl Lifecycle for VoiceChannel {
             tracing::error!(%problem, "recordings cannot be written");
         }
         let prompts = Prompts::load(&settings.ivr.prompts_dir)?;
+        let music = prompts::music_on_hold(&settings.queues.music_on_hold)?;
+        let queues = Queues::new(&settings.queues, hub.advisors.clone(), music);
         let calls = CallHandling::new(
             hub.store.clone(),
             hub.intake.clone(),
             hub.recorder.clone(),
             prompts,
+            queues,
             settings.ivr.clone(),
             settings.recordings.when_unavailable,
         );
@@ -153,6 +161,7 @@ struct Inner {
     intake: Intake,
     recorder: Recorder,
     prompts: Prompts,
+    queues: Queues,
     ivr: IvrSettings,
     when_unrecordable: WhenUnrecordable,
     /// Recordings started for calls whose handler has not yet picked them up.
@@ -166,6 +175,7 @@ impl CallHandling {
         intake: Intake,
         recorder: Recorder,
         prompts: Prompts,
+        queues: Queues,
         ivr: IvrSettings,
         when_unrecordable: WhenUnrecordable,
     ) -> Self {
@@ -175,6 +185,7 @@ impl CallHandling {
                 intake,
                 recorder,
                 prompts,
+                queues,
                 ivr,
                 when_unrecordable,
                 starting: Mutex::new(HashMap::new()),
@@ -287,8 +298,17 @@ impl Inner {
                     Some(audio) if !routing.hung_up => call.play(audio).await.is_ok(),
                     _ => true,
                 };
-                if !routing.hung_up && told && call.play(self.prompts.logged.clone()).await.is_ok()
-                {
+                if routing.hung_up || !told {
+                    return;
+                }
+                // A service with a queue: the caller waits for one of its advisors.
+                if let Some(service) = routing.service.as_ref().filter(|s| self.queues.serves(s)) {
+                    match self.queues.wait(&call, service).await {
+                        Waited::CallerLeft | Waited::Spoke(Bridged::CallerLeft(_)) => return,
+                        Waited::Spoke(Bridged::LegEnded) | Waited::NoAdvisor => {}
+                    }
+                }
+                if call.play(self.prompts.logged.clone()).await.is_ok() {
                     call.hang_up().await;
                 }
             }

@@ -147,6 +147,23 @@ impl Prompts {
     }
 }
 
+/// Music on hold: `path`'s WAV (8 kHz mono 16-bit), or the built-in when empty.
+pub fn music_on_hold(path: &Path) -> Result<Arc<[i16]>, PromptError> {
+    if path.as_os_str().is_empty() {
+        return Ok(super::queue::built_in_music());
+    }
+    let failed = |why: String| PromptError {
+        name: path.display().to_string(),
+        why,
+    };
+    let data = std::fs::read(path).map_err(|e| failed(e.to_string()))?;
+    let audio = decode(&data).map_err(failed)?;
+    if audio.len() < 8000 {
+        return Err(failed("shorter than a second".into()));
+    }
+    Ok(audio)
+}
+
 fn decode(bytes: &[u8]) -> Result<Arc<[i16]>, String> {
     let reader = hound::WavReader::new(std::io::Cursor::new(bytes)).map_err(|e| e.to_string())?;
     let spec = reader.spec();

@@ -1,0 +1,242 @@
+//! Legs we place: a call from contactd to an advisor's registered phone, so that a
+//! caller can be bridged to it. contactd stays in the media path (B2BUA): the leg has
+//! RTP ports and a media clock of its own, like an incoming call, and a bridge joins
+//! the two legs' audio inside the daemon, where the caller's recording sees both.
+//!
+//! A leg's media is latched to the phone's address (where its REGISTER came from):
+//! a phone is authenticated, not trusted by network, so nothing else is heard on it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rsipstack::dialog::dialog::{DialogState, TerminatedReason};
+use rsipstack::dialog::invitation::InviteOption;
+use rsipstack::sip::{Header, StatusCodeKind};
+use rsipstack::transport::SipAddr;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::config::{SipTransport, TrunkNetwork};
+use crate::media::{self, MediaCommand, MediaPolicy};
+use crate::sdp;
+use crate::server::Shared;
+
+/// A registered phone to ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialTarget {
+    /// The Contact it registered (the Request-URI of our INVITE).
+    pub contact: String,
+    /// Where its REGISTER really came from: where the INVITE goes.
+    pub reach: SocketAddr,
+    pub transport: SipTransport,
+    /// Shown to the advisor: the caller's number, or `anonymous`.
+    pub caller: String,
+}
+
+/// Why a leg did not come up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DialFailure {
+    /// The phone said no (486 Busy Here, 603 Decline, …): an advisor's choice.
+    #[error("declined ({0})")]
+    Declined(u16),
+    /// It rang for the whole ring time (then CANCELed).
+    #[error("not answered")]
+    NoAnswer,
+    /// No answer at all, a transport error, or an answer we cannot use.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+}
+
+/// A leg that answered. Ends when the phone hangs up, when [`Leg::hang_up`] is
+/// called, or at shutdown; dropping it hangs up.
+pub struct Leg {
+    pub(crate) media: mpsc::UnboundedSender<MediaCommand>,
+    hangup: CancellationToken,
+    ended: CancellationToken,
+    /// The codec the phone chose.
+    pub codec: crate::g711::Codec,
+}
+
+impl Leg {
+    /// Ends the leg with a BYE (if it is still up) and waits until it has ended.
+    pub async fn hang_up(&self) {
+        self.hangup.cancel();
+        self.ended.cancelled().await;
+    }
+
+    /// Waits until the leg has ended (the phone hung up, or we did).
+    pub async fn ended(&self) {
+        self.ended.cancelled().await;
+    }
+
+    pub fn is_up(&self) -> bool {
+        !self.ended.is_cancelled()
+    }
+}
+
+impl Drop for Leg {
+    fn drop(&mut self) {
+        self.hangup.cancel();
+    }
+}
+
+/// Places legs; every [`crate::Call`] carries one.
+#[derive(Clone)]
+pub struct Dialer(pub(crate) Arc<Shared>);
+
+impl Dialer {
+    /// Rings `target` for at most `ring`; the answered leg, or why not.
+    pub async fn dial(&self, target: &DialTarget, ring: Duration) -> Result<Leg, DialFailure> {
+        let shared = &self.0;
+        let unreachable = |e: &dyn std::fmt::Display| DialFailure::Unreachable(e.to_string());
+        let ports = shared.ports.bind().await.map_err(|e| unreachable(&e))?;
+        let local_port = ports.0.local_addr().map_err(|e| unreachable(&e))?.port();
+        let transport = match target.transport {
+            SipTransport::Udp => rsipstack::sip::Transport::Udp,
+            SipTransport::Tcp => rsipstack::sip::Transport::Tcp,
+        };
+        let ours = shared
+            .listening
+            .get()
+            .and_then(|l| l.iter().find(|l| l.transport == target.transport))
+            .map(|l| l.addr)
+            .ok_or_else(|| DialFailure::Unreachable("no listener on that transport".into()))?;
+        let uri = |s: &str| rsipstack::sip::Uri::try_from(s).map_err(|e| unreachable(&e));
+        let caller_user: String = target
+            .caller
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '+')
+            .take(32)
+            .collect();
+        let caller_user = if caller_user.is_empty() {
+            "anonymous".to_string()
+        } else {
+            caller_user
+        };
+        let session_id: u64 = rand::random::<u32>().into();
+        let option = InviteOption {
+            caller: uri(&format!("sip:{caller_user}@{ours}"))?,
+            callee: uri(&target.contact)?,
+            destination: Some(SipAddr {
+                r#type: Some(transport),
+                addr: target.reach.into(),
+            }),
+            contact: uri(&format!("sip:contactd@{ours}"))?,
+            content_type: Some("application/sdp".into()),
+            offer: Some(sdp::offer(shared.config.media_ip, local_port, session_id).into_bytes()),
+            headers: Some(vec![Header::Other(
+                "Allow".into(),
+                crate::server::ALLOW.into(),
+            )]),
+            ..Default::default()
+        };
+        let (state_tx, mut states) = shared.dialogs.new_dialog_state_channel();
+        let answered =
+            match tokio::time::timeout(ring, shared.dialogs.do_invite(option, state_tx)).await {
+                // The ring time is over: dropping the INVITE's future CANCELs it.
+                Err(_) => return Err(DialFailure::NoAnswer),
+                Ok(Err(e)) => return Err(unreachable(&e)),
+                Ok(Ok((dialog, Some(response))))
+                    if response.status_code.kind() == StatusCodeKind::Successful =>
+                {
+                    (dialog, response)
+                }
+                Ok(Ok((_, Some(response)))) => {
+                    let code = response.status_code.code();
+                    return Err(match code {
+                        486 | 600 | 603 => DialFailure::Declined(code),
+                        _ => DialFailure::Unreachable(code.to_string()),
+                    });
+                }
+                Ok(Ok((_, None))) => return Err(DialFailure::Unreachable("no answer".into())),
+            };
+        let (dialog, response) = answered;
+        let negotiated = match sdp::negotiate(&String::from_utf8_lossy(&response.body)) {
+            Ok(n) => n,
+            Err(e) => {
+                info!(error = %e, "an advisor's phone answered with no usable SDP: hung up");
+                let _ = dialog.bye().await;
+                shared.dialogs.remove_dialog(&dialog.id());
+                return Err(unreachable(&e));
+            }
+        };
+        let network = TrunkNetwork::parse(&target.reach.ip().to_string())
+            .map_err(|e| DialFailure::Unreachable(e.to_string()))?;
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (digits, _digits_rx) = mpsc::unbounded_channel();
+        let stop_media = CancellationToken::new();
+        let silent = CancellationToken::new();
+        let codec = negotiated.codec;
+        let media = tokio::spawn(media::run(
+            ports,
+            negotiated,
+            command_rx,
+            digits,
+            None,
+            stop_media.clone(),
+            MediaPolicy {
+                network,
+                timeout: shared.config.media_timeout,
+                call_id: dialog.id().call_id.clone(),
+                on_silence: silent.clone(),
+            },
+        ));
+        let hangup = CancellationToken::new();
+        let ended = CancellationToken::new();
+        let leg = Leg {
+            media: commands,
+            hangup: hangup.clone(),
+            ended: ended.clone(),
+            codec,
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let why = loop {
+                tokio::select! {
+                    state = states.recv() => match state {
+                        Some(DialogState::Terminated(_, reason)) => break format!("{reason:?}"),
+                        None => break "gone".to_string(),
+                        Some(DialogState::Updated(_, _, handle)) => {
+                            // Hold and resume from the phone come with the full bridge
+                            // work; until then the phone keeps the media it has.
+                            let _ = handle.reply(rsipstack::sip::StatusCode::NotAcceptableHere).await;
+                        }
+                        Some(DialogState::Options(_, _, handle)) => {
+                            let _ = handle.reply(rsipstack::sip::StatusCode::OK).await;
+                        }
+                        Some(
+                            DialogState::Refer(_, _, handle)
+                            | DialogState::Message(_, _, handle)
+                            | DialogState::Notify(_, _, handle)
+                            | DialogState::Info(_, _, handle)
+                            | DialogState::Publish(_, _, handle),
+                        ) => {
+                            let _ = handle.reply(rsipstack::sip::StatusCode::MethodNotAllowed).await;
+                        }
+                        Some(_) => {}
+                    },
+                    _ = hangup.cancelled() => {
+                        let _ = dialog.bye().await;
+                        break format!("{:?}", TerminatedReason::UacBye);
+                    }
+                    _ = silent.cancelled() => {
+                        let _ = dialog.bye().await;
+                        break "media timeout".into();
+                    }
+                    _ = shared.end_all.cancelled() => {
+                        let _ = dialog.bye().await;
+                        break "shutdown".into();
+                    }
+                }
+            };
+            stop_media.cancel();
+            let _ = media.await;
+            shared.dialogs.remove_dialog(&dialog.id());
+            ended.cancel();
+            debug!(why, "advisor leg ended");
+        });
+        Ok(leg)
+    }
+}
