@@ -342,20 +342,26 @@ impl AnsweringPhone {
         talk_seconds: u32,
         codec: &str,
     ) -> AnsweringPhone {
+        Self::take_calls("answer", target, user, password, dir, talk_seconds, codec).await
+    }
+
+    /// A phone that `answer`s, `decline`s or `ignore`s the first call.
+    async fn take_calls(
+        mode: &str,
+        target: SocketAddr,
+        user: &str,
+        password: &str,
+        dir: &Path,
+        talk_seconds: u32,
+        codec: &str,
+    ) -> AnsweringPhone {
         use tokio::io::AsyncBufReadExt;
         let tone = dir.join("advisor-tone.wav");
         write_tone(&tone, 1000.0, 20);
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/pjsua_phone.py");
         let mut child = tokio::process::Command::new("python3")
             .arg(script)
-            .args([
-                &format!("sip:{target}"),
-                user,
-                password,
-                "udp",
-                "300",
-                "answer",
-            ])
+            .args([&format!("sip:{target}"), user, password, "udp", "300", mode])
             .arg(&tone)
             .arg(dir.join("advisor-heard.wav"))
             .args([&talk_seconds.to_string(), codec])
@@ -523,6 +529,89 @@ async fn a_caller_reaches_the_advisor_of_their_service_and_each_hears_the_other(
     app.stop().await;
 }
 
+async fn an_advisor_who_declines_or_does_not_answer_is_passed_and_the_next_answers(
+    backend: Backend,
+) {
+    let app = common::spawn_app_with(backend, |s| {
+        common::listen_for_calls(s, "127.0.0.1/32");
+        s.sip.registrar = true;
+        s.sip.ring_ms = 200;
+        s.ivr.digit_timeout_seconds = 4;
+        s.queues.ring_seconds = 3;
+        s.queues.wrap_up_seconds = 0;
+        s.queues.services.insert(
+            "waste".into(),
+            contactd::configuration::ServiceQueue {
+                max_wait_seconds: 40,
+                max_length: 10,
+            },
+        );
+    })
+    .await;
+    let udp = app.sip_addr(SipTransport::Udp);
+    let dir = tempfile::tempdir().unwrap();
+    // Never seen before, all three are equally idle: they are offered in name order.
+    let mut phones = Vec::new();
+    let mut ids = Vec::new();
+    for (name, mode) in [("frank", "decline"), ("gina", "ignore"), ("hal", "answer")] {
+        let (id, password) = add_advisor_for(&app, name, "SHA-256", "waste").await;
+        let own = dir.path().join(name);
+        std::fs::create_dir(&own).unwrap();
+        phones.push(AnsweringPhone::take_calls(mode, udp, name, &password, &own, 2, "PCMU").await);
+        ids.push(id);
+    }
+    let media = sipp::tone_file(dir.path(), contactd_sip::g711::Codec::Pcmu, 40);
+    let text = sipp::call_scenario("07700900124", "0", &media, "0", "*1", None);
+    let run = sipp::run(dir.path(), &text, udp, 1, "u1").await;
+    assert!(run.success, "{}", run.output);
+    let mut reports = Vec::new();
+    for phone in &mut phones {
+        reports.push(phone.next("call").await);
+    }
+    assert_eq!(
+        reports[0]["answered"], false,
+        "frank declined: {}",
+        reports[0]
+    );
+    assert_eq!(
+        reports[1]["answered"], false,
+        "gina let it ring: {}",
+        reports[1]
+    );
+    assert_eq!(reports[2]["answered"], true, "hal answered: {}", reports[2]);
+    let (_, list) = app.get(Role::Supervisor, "/api/v1/advisors").await;
+    let state = |id: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == id)
+            .unwrap()["state"]
+            .clone()
+    };
+    assert_eq!(
+        state(&ids[0]),
+        "available",
+        "a decline is the advisor's choice"
+    );
+    assert_eq!(
+        state(&ids[1]),
+        "away",
+        "an unanswered phone: not at their desk"
+    );
+    assert_eq!(state(&ids[2]), "available");
+    // Staff bring the away advisor back.
+    let (status, back) = app
+        .put(
+            Role::Supervisor,
+            &format!("/api/v1/advisors/{}/state", ids[1]),
+            json!({"state": "available"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{back}");
+    assert_eq!(back["state"], "available");
+    app.stop().await;
+}
+
 on_both_backends!(
     a_phone_registers_with_md5_and_is_unreachable_once_it_expires,
     a_softphone_registers_with_sha256_over_udp_and_tcp,
@@ -530,4 +619,5 @@ on_both_backends!(
     only_supervisors_and_admins_manage_advisors_and_input_is_checked,
     strangers_may_register_but_never_call_in,
     a_caller_reaches_the_advisor_of_their_service_and_each_hears_the_other,
+    an_advisor_who_declines_or_does_not_answer_is_passed_and_the_next_answers,
 );

@@ -5,11 +5,13 @@ Usage:
   pjsua_phone.py REGISTRAR_URI USERNAME PASSWORD TRANSPORT(udp|tcp) EXPIRES
       registers, prints {"event": "registered", "status": int, "expires": int,
       "reason": str} and exits without signing off (as a phone that loses power).
-  pjsua_phone.py ... EXPIRES answer TONE_WAV HEARD_WAV TALK_SECONDS CODEC
-      registers (printing the line above), then answers the first call that comes,
-      offering only CODEC (PCMU or PCMA), plays TONE_WAV into it, records what it
-      hears into HEARD_WAV, hangs up after TALK_SECONDS of media, and prints
-      {"event": "call", "answered": bool, "from": str, "codec": str}.
+  pjsua_phone.py ... EXPIRES MODE TONE_WAV HEARD_WAV TALK_SECONDS CODEC
+      registers (printing the line above), then takes the first call that comes as
+      MODE says: `answer` it, offering only CODEC (PCMU or PCMA), play TONE_WAV
+      into it, record what it hears into HEARD_WAV and hang up after TALK_SECONDS
+      of media; `decline` it (486 Busy Here); or `ignore` it (ring until the caller
+      gives up). Then prints {"event": "call", "answered": bool, "from": str,
+      "codec": str}.
 """
 import json
 import os
@@ -19,7 +21,8 @@ import time
 import pjsua2 as pj
 
 registrar, username, password, transport, expires = sys.argv[1:6]
-answering = len(sys.argv) > 6 and sys.argv[6] == "answer"
+mode = sys.argv[6] if len(sys.argv) > 6 else "register"
+answering = mode in ("answer", "decline", "ignore")
 if answering:
     tone, heard, talk_seconds, only_codec = sys.argv[7:11]
     talk_seconds = float(talk_seconds)
@@ -75,12 +78,15 @@ class Phone(pj.Account):
         call = Incoming(self, prm.callId)
         self.caller = call.getInfo().remoteUri
         op = pj.CallOpParam()
-        if not answering or self.call is not None:
+        if mode == "decline" or self.call is not None:
             op.statusCode = pj.PJSIP_SC_BUSY_HERE
             call.hangup(op)
+            if self.call is None:
+                self.call = call
+                call.disconnected = True
             return
         self.call = call
-        op.statusCode = pj.PJSIP_SC_OK
+        op.statusCode = pj.PJSIP_SC_OK if mode == "answer" else pj.PJSIP_SC_RINGING
         call.answer(op)
 
 
