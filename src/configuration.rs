@@ -878,6 +878,8 @@ pub struct QueueSettings {
     pub wrap_up_seconds: u64,
     /// A WAV (8 kHz mono 16-bit) callers hear while they wait; empty: the built-in.
     pub music_on_hold: PathBuf,
+    /// The longest voicemail a caller may leave when no advisor answers.
+    pub voicemail_seconds: u64,
     /// The queue of each service, by service code.
     pub services: std::collections::BTreeMap<String, ServiceQueue>,
 }
@@ -896,6 +898,9 @@ impl QueueSettings {
         let bad = |key: String, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
         if self.ring_seconds == 0 || self.ring_seconds > 300 {
             return bad("queues.ring_seconds".into(), "1 to 300");
+        }
+        if self.voicemail_seconds == 0 || self.voicemail_seconds > 600 {
+            return bad("queues.voicemail_seconds".into(), "1 to 600");
         }
         for (code, q) in &self.services {
             if let Err(e) = ServiceCode::parse(code) {

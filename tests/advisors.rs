@@ -612,6 +612,138 @@ async fn an_advisor_who_declines_or_does_not_answer_is_passed_and_the_next_answe
     app.stop().await;
 }
 
+/// With no advisor to answer within the queue's wait, a caller leaves a voicemail
+/// (or, pressing 1, asks to be called back): a callback on the request that staff
+/// see and close; a voicemail points at its stretch of the call's recording.
+async fn no_advisor_means_a_voicemail_or_a_callback_that_staff_close(backend: Backend) {
+    use sqlx::Row;
+    let app = common::spawn_app_with(backend, |s| {
+        common::listen_for_calls(s, "127.0.0.1/32");
+        s.sip.registrar = true;
+        s.sip.ring_ms = 200;
+        s.ivr.digit_timeout_seconds = 4;
+        s.queues.voicemail_seconds = 3;
+        s.queues.services.insert(
+            "waste".into(),
+            contactd::configuration::ServiceQueue {
+                max_wait_seconds: 2,
+                max_length: 10,
+            },
+        );
+    })
+    .await;
+    let udp = app.sip_addr(SipTransport::Udp);
+    let dir = tempfile::tempdir().unwrap();
+    let media = sipp::tone_file(dir.path(), contactd_sip::g711::Codec::Pcmu, 40);
+    let text = sipp::call_scenario("07700900125", "0", &media, "0", "*1", None);
+    let run = sipp::run(dir.path(), &text, udp, 1, "u1").await;
+    assert!(run.success, "{}", run.output);
+
+    let (status, open) = app.get(Role::Agent, "/api/v1/callbacks").await;
+    assert_eq!(status, 200, "{open}");
+    let open = open.as_array().unwrap();
+    assert_eq!(open.len(), 1, "{open:?}");
+    let voicemail = &open[0];
+    assert_eq!(voicemail["kind"], "voicemail");
+    assert_eq!(voicemail["number"], "+447700900125");
+    let from = voicemail["voicemail_from_ms"].as_i64().unwrap();
+    let to = voicemail["voicemail_to_ms"].as_i64().unwrap();
+    assert!((2500..=4000).contains(&(to - from)), "{voicemail}");
+    // The message is in the call's recording, on the caller's side, where it says.
+    let recording_id = voicemail["recording_id"].as_str().unwrap().to_string();
+    let mut path = None;
+    for _ in 0..600 {
+        let row = sqlx::query("SELECT path, status FROM recordings WHERE id = $1")
+            .bind(&recording_id)
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+        if row.try_get::<String, _>("status").unwrap() == "complete" {
+            path = Some(row.try_get::<String, _>("path").unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let path = app
+        .db
+        .dir()
+        .join("recordings")
+        .join(path.expect("recording complete"));
+    let samples: Vec<i16> = hound::WavReader::open(&path)
+        .unwrap()
+        .into_samples::<i16>()
+        .map(Result::unwrap)
+        .collect();
+    let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
+    let at = |ms: i64| (ms as usize * 8).min(left.len());
+    assert!(
+        has_tone(&left[at(from)..at(to)], 8000, 440.0),
+        "the caller's message is in the recording between the offsets"
+    );
+    // On the request's timeline.
+    let reference = voicemail["reference"].as_str().unwrap();
+    let (_, timeline) = app
+        .get(
+            Role::Agent,
+            &format!("/api/v1/requests/{reference}/timeline"),
+        )
+        .await;
+    assert!(
+        timeline
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "callback"),
+        "{timeline}"
+    );
+    // Staff close it with what they did; it is closed once.
+    let id = voicemail["id"].as_str().unwrap();
+    let path = format!("/api/v1/callbacks/{id}/close");
+    let (status, _) = app.post(Role::Agent, &path, json!({"outcome": ""})).await;
+    assert_eq!(status, 422);
+    let (status, closed) = app
+        .post(
+            Role::Agent,
+            &path,
+            json!({"outcome": "called back, collection booked"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{closed}");
+    let (status, _) = app
+        .post(Role::Agent, &path, json!({"outcome": "again"}))
+        .await;
+    assert_eq!(status, 409);
+    let (_, open) = app.get(Role::Agent, "/api/v1/callbacks").await;
+    assert!(open.as_array().unwrap().is_empty());
+    let (_, all) = app.get(Role::Agent, "/api/v1/callbacks?all=true").await;
+    assert_eq!(all[0]["status"], "closed");
+    assert_eq!(all[0]["closed_by"], "staff:agent-user");
+    let (status, _) = app.get(Role::Quality, "/api/v1/callbacks").await;
+    assert_eq!(
+        status, 403,
+        "quality staff review calls; they do not call back"
+    );
+
+    // Pressing 1 during the message instead: a callback on the caller's number.
+    let text = sipp::call_scenario(
+        "07700900126",
+        "0",
+        &media,
+        "0",
+        "*1",
+        Some(("11111111", 13_500)),
+    );
+    let run = sipp::run(dir.path(), &text, udp, 1, "u1").await;
+    assert!(run.success, "{}", run.output);
+    let (_, open) = app.get(Role::Agent, "/api/v1/callbacks").await;
+    let open = open.as_array().unwrap();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0]["kind"], "callback");
+    assert_eq!(open[0]["number"], "+447700900126");
+    assert!(open[0]["voicemail_from_ms"].is_null());
+    app.stop().await;
+}
+
 on_both_backends!(
     a_phone_registers_with_md5_and_is_unreachable_once_it_expires,
     a_softphone_registers_with_sha256_over_udp_and_tcp,
@@ -620,4 +752,5 @@ on_both_backends!(
     strangers_may_register_but_never_call_in,
     a_caller_reaches_the_advisor_of_their_service_and_each_hears_the_other,
     an_advisor_who_declines_or_does_not_answer_is_passed_and_the_next_answers,
+    no_advisor_means_a_voicemail_or_a_callback_that_staff_close,
 );

@@ -9,6 +9,7 @@
 //! - [`messages`]: staff write to residents by SMS or email
 //! - [`appointments`], [`subscriptions`]: what residents are reminded of
 //! - [`advisors`]: advisors and their phones' credentials and registrations
+//! - [`callbacks`]: voicemails and callback requests staff owe callers
 //! - [`ops`]: health, readiness, metrics, OpenAPI, the service catalogue
 //!
 //! Every route is registered through utoipa-axum's `routes!`, which will not compile a
@@ -19,6 +20,7 @@ pub mod appointments;
 pub mod attachments;
 pub mod audit;
 pub mod auth;
+pub mod callbacks;
 pub mod contacts;
 pub mod customers;
 pub mod error;
@@ -147,7 +149,9 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
         .routes(routes!(audit::list))
         .routes(routes!(advisors::list, advisors::create))
         .routes(routes!(advisors::rotate_credential))
-        .routes(routes!(advisors::set_state));
+        .routes(routes!(advisors::set_state))
+        .routes(routes!(callbacks::list))
+        .routes(routes!(callbacks::close));
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .routes(routes!(ops::openapi))

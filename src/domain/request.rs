@@ -59,6 +59,9 @@ pub enum TimelineKind {
     Recording,
     /// A text message sent about the request.
     Message,
+    /// A caller who could not reach an advisor left a voicemail or asked to be
+    /// called back; the body says which.
+    Callback,
 }
 
 impl TimelineKind {
@@ -71,6 +74,7 @@ impl TimelineKind {
             TimelineKind::CustomerAssigned => "customer_assigned",
             TimelineKind::Recording => "recording",
             TimelineKind::Message => "message",
+            TimelineKind::Callback => "callback",
         }
     }
 
@@ -83,6 +87,7 @@ impl TimelineKind {
             TimelineKind::CustomerAssigned,
             TimelineKind::Recording,
             TimelineKind::Message,
+            TimelineKind::Callback,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -50,6 +50,7 @@ pub enum Entity {
     StaffUser,
     Attachment,
     Advisor,
+    Callback,
 }
 
 impl Entity {
@@ -61,6 +62,7 @@ impl Entity {
             Entity::StaffUser => "staff_user",
             Entity::Attachment => "attachment",
             Entity::Advisor => "advisor",
+            Entity::Callback => "callback",
         }
     }
 }

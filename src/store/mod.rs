@@ -26,6 +26,7 @@ pub mod advisors;
 pub mod appointments;
 pub mod attachments;
 pub mod audit;
+pub mod callbacks;
 pub mod contacts;
 pub mod customers;
 pub mod mail;

@@ -27,11 +27,12 @@ use tokio_util::task::TaskTracker;
 use super::{Hub, Lifecycle};
 use crate::configuration::{IvrSettings, Settings, WhenUnrecordable};
 use crate::domain::{Channel, LongText, PhoneNumber, ShortText, Timestamp};
-use crate::intake::{InboundContact, Intake, Origin, Sender, ThreadHints};
+use crate::intake::{InboundContact, Intake, IntakeOutcome, Origin, Sender, ThreadHints};
 use crate::outbound::Recipient;
 use crate::recordings::{ActiveRecording, Recorder};
 use crate::startup::StartupError;
 use crate::store::Store;
+use crate::store::callbacks::{CallbackKind, NewCallback};
 use prompts::Prompts;
 use queue::{Queues, Waited};
 
@@ -290,27 +291,9 @@ impl Inner {
         match self.intake.receive(&contact).await {
             Ok(outcome) => {
                 tracing::info!(%call_id, reference = %outcome.reference, "call logged");
-                // A new request's reference is read back, digit by digit, before goodbye.
-                let readback = outcome
-                    .opened_request
-                    .then(|| self.prompts.reference(outcome.reference));
-                let told = match readback {
-                    Some(audio) if !routing.hung_up => call.play(audio).await.is_ok(),
-                    _ => true,
-                };
-                if routing.hung_up || !told {
-                    return;
-                }
-                // A service with a queue: the caller waits for one of its advisors.
-                if let Some(service) = routing.service.as_ref().filter(|s| self.queues.serves(s)) {
-                    match self.queues.wait(&call, service).await {
-                        Waited::CallerLeft | Waited::Spoke(Bridged::CallerLeft(_)) => return,
-                        Waited::Spoke(Bridged::LegEnded) | Waited::NoAdvisor => {}
-                    }
-                }
-                if call.play(self.prompts.logged.clone()).await.is_ok() {
-                    call.hang_up().await;
-                }
+                let recording_id = recording.as_ref().map(|r| r.id.as_str());
+                self.after_logging(&mut call, &routing, &outcome, recording_id)
+                    .await;
             }
             Err(e) => {
                 tracing::error!(%call_id, error = %e, "intake failed for a call");
@@ -322,6 +305,107 @@ impl Inner {
             && let Err(e) = self.recorder.finish(r).await
         {
             tracing::error!(%call_id, error = %e, "cannot finish the recording");
+        }
+    }
+}
+
+impl Inner {
+    /// After intake: the new reference read back, then an advisor (if the service
+    /// has a queue), a voicemail when none answers, or goodbye.
+    async fn after_logging(
+        &self,
+        call: &mut Call,
+        routing: &ivr::Routing,
+        outcome: &IntakeOutcome,
+        recording_id: Option<&str>,
+    ) {
+        if routing.hung_up {
+            return;
+        }
+        // A new request's reference is read back, digit by digit.
+        if outcome.opened_request
+            && call
+                .play(self.prompts.reference(outcome.reference))
+                .await
+                .is_err()
+        {
+            return;
+        }
+        if let Some(service) = routing.service.as_ref().filter(|s| self.queues.serves(s)) {
+            match self.queues.wait(call, service).await {
+                Waited::CallerLeft | Waited::Spoke(Bridged::CallerLeft(_)) => return,
+                Waited::Spoke(Bridged::LegEnded) => {}
+                Waited::NoAdvisor => return self.voicemail(call, outcome, recording_id).await,
+            }
+        }
+        if call.play(self.prompts.logged.clone()).await.is_ok() {
+            call.hang_up().await;
+        }
+    }
+
+    /// No advisor: the caller leaves a message after the tone (it is in the call's
+    /// recording; the callback points at where), or presses 1 to be called back on
+    /// their number. Either way staff owe them a callback, on the request.
+    async fn voicemail(
+        &self,
+        call: &mut Call,
+        outcome: &IntakeOutcome,
+        recording_id: Option<&str>,
+    ) {
+        let number = match sender(&call.info.caller) {
+            Sender::Phone(p) => Some(p.as_str().to_string()),
+            _ => None,
+        };
+        call.forget_digits();
+        let kind = match call
+            .play_interruptible(self.prompts.voicemail.clone())
+            .await
+        {
+            Err(_) => return,
+            Ok(Some('1')) if number.is_some() => CallbackKind::Callback,
+            Ok(_) => CallbackKind::Voicemail,
+        };
+        let offset = |call: &Call| {
+            std::time::SystemTime::now()
+                .duration_since(call.info.answered_at)
+                .map_or(0, |d| d.as_millis() as i64)
+        };
+        let (voicemail_ms, goodbye) = match kind {
+            CallbackKind::Callback => (None, self.prompts.callback_booked.clone()),
+            CallbackKind::Voicemail => {
+                let _ = call.play(queue::beep()).await;
+                let from = offset(call);
+                // Until they hang up, press #, or reach the limit.
+                let until = tokio::time::Instant::now() + self.queues.voicemail_limit();
+                loop {
+                    let left = until.saturating_duration_since(tokio::time::Instant::now());
+                    match call.next_digit(left).await {
+                        Ok(Some(d)) if d != '#' => continue,
+                        _ => break,
+                    }
+                }
+                (
+                    Some((from, offset(call))),
+                    self.prompts.voicemail_saved.clone(),
+                )
+            }
+        };
+        let recorded = self
+            .store
+            .record_callback(&NewCallback {
+                kind,
+                request_id: &outcome.request_id,
+                contact_id: &outcome.contact_id,
+                number: number.as_deref(),
+                recording_id,
+                voicemail_ms,
+            })
+            .await;
+        if let Err(e) = recorded {
+            tracing::error!(call_id = %call.info.call_id, error = %e, "a callback could not be stored");
+        }
+        if call.play(goodbye).await.is_ok() {
+            call.hang_up().await;
         }
     }
 }

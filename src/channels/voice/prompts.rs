@@ -13,6 +13,10 @@ pub struct Prompts {
     pub not_understood: Arc<[i16]>,
     pub logged: Arc<[i16]>,
     pub your_reference_is: Arc<[i16]>,
+    /// No advisor: "leave a message after the tone, or press 1 for a call back".
+    pub voicemail: Arc<[i16]>,
+    pub callback_booked: Arc<[i16]>,
+    pub voicemail_saved: Arc<[i16]>,
     /// "zero" to "nine", for reading a reference back digit by digit.
     pub digits: [Arc<[i16]>; 10],
 }
@@ -20,7 +24,7 @@ pub struct Prompts {
 /// A pause between digits read back, so that they are heard apart (250 ms).
 const DIGIT_GAP: usize = 2000;
 
-const BUILT_IN: [(&str, &[u8]); 17] = [
+const BUILT_IN: [(&str, &[u8]); 20] = [
     (
         "recording_notice",
         include_bytes!("../../../config/prompts/recording_notice.wav"),
@@ -48,6 +52,18 @@ const BUILT_IN: [(&str, &[u8]); 17] = [
     (
         "your_reference_is",
         include_bytes!("../../../config/prompts/your_reference_is.wav"),
+    ),
+    (
+        "voicemail",
+        include_bytes!("../../../config/prompts/voicemail.wav"),
+    ),
+    (
+        "callback_booked",
+        include_bytes!("../../../config/prompts/callback_booked.wav"),
+    ),
+    (
+        "voicemail_saved",
+        include_bytes!("../../../config/prompts/voicemail_saved.wav"),
     ),
     (
         "digit_0",
@@ -131,6 +147,9 @@ impl Prompts {
             not_understood: next(),
             logged: next(),
             your_reference_is: next(),
+            voicemail: next(),
+            callback_booked: next(),
+            voicemail_saved: next(),
             digits: std::array::from_fn(|_| next()),
         })
     }

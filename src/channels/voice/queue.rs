@@ -30,6 +30,7 @@ pub enum Waited {
 
 pub struct Queues {
     ring: Duration,
+    voicemail_limit: Duration,
     wrap_up: Duration,
     music: Arc<[i16]>,
     services: BTreeMap<String, ServiceQueue>,
@@ -50,12 +51,18 @@ impl Queues {
     pub fn new(settings: &QueueSettings, advisors: Advisors, music: Arc<[i16]>) -> Queues {
         Queues {
             ring: Duration::from_secs(settings.ring_seconds),
+            voicemail_limit: Duration::from_secs(settings.voicemail_seconds),
             wrap_up: Duration::from_secs(settings.wrap_up_seconds),
             music,
             services: settings.services.clone(),
             advisors,
             waiting: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The longest voicemail a caller may leave.
+    pub fn voicemail_limit(&self) -> Duration {
+        self.voicemail_limit
     }
 
     pub fn serves(&self, service: &ServiceCode) -> bool {
@@ -203,6 +210,17 @@ impl Drop for Place<'_> {
             *n = n.saturating_sub(1);
         }
     }
+}
+
+/// The tone before a voicemail: 400 ms at 880 Hz.
+pub fn beep() -> Arc<[i16]> {
+    (0..3200)
+        .map(|i| {
+            let t = f64::from(i) / 8000.0;
+            ((2.0 * std::f64::consts::PI * 880.0 * t).sin() * 6000.0) as i16
+        })
+        .collect::<Vec<_>>()
+        .into()
 }
 
 /// The built-in music on hold: a slow, quiet arpeggio (8 s, looped by the queue),
