@@ -36,6 +36,7 @@ use crate::store::{Store, StoreError};
 pub struct Advisors {
     store: Store,
     presence: Arc<Presence>,
+    events: crate::call_events::CallEvents,
     clock: Arc<dyn Clock>,
     realm: String,
     devices_per_advisor: usize,
@@ -100,6 +101,7 @@ impl Advisors {
         Advisors {
             store,
             presence: Arc::new(Presence::default()),
+            events: crate::call_events::CallEvents::default(),
             clock,
             realm: settings.sip.realm.clone(),
             devices_per_advisor: settings.sip.devices_per_advisor,
@@ -198,6 +200,11 @@ impl Advisors {
 
     pub fn presence(&self) -> &Presence {
         &self.presence
+    }
+
+    /// The feed of calls offered to and taken by advisors.
+    pub fn events(&self) -> &crate::call_events::CallEvents {
+        &self.events
     }
 
     /// Advisors with `skill` and a phone registered now, each with their phones.

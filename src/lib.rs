@@ -22,6 +22,7 @@
 //!   booked on a request; subscriptions that expire), queued into the outbox
 //! - [`advisors`]: the staff who answer calls, their phones' credentials and
 //!   registrations (the voice channel's registrar)
+//! - [`call_events`]: the feed of calls offered to, answered and ended by advisors
 //! - [`recordings`]: call recordings' life: start, finish, crash repair, expiry
 //! - [`api`]: the staff API, health, metrics and OpenAPI; [`http`]: its listener
 //!   (connection limits, header-read timeout, graceful drain)
@@ -34,6 +35,7 @@ pub mod advisors;
 pub mod api;
 pub mod appointments;
 pub mod bench;
+pub mod call_events;
 pub mod channels;
 pub mod cli;
 pub mod configuration;

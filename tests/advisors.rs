@@ -397,6 +397,50 @@ impl AnsweringPhone {
     }
 }
 
+/// Follows `GET /api/v1/events/calls` for `advisor` as an agent would, collecting
+/// `(event, data)` until an `ended`.
+async fn follow_call_events(
+    app: &TestApp,
+    advisor: &str,
+) -> tokio::task::JoinHandle<Vec<(String, Value)>> {
+    let mut feed = app
+        .client
+        .get(app.url(&format!("/api/v1/events/calls?advisor={advisor}")))
+        .bearer_auth(app.token(Role::Agent))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(feed.status(), 200);
+    assert_eq!(
+        feed.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    tokio::spawn(async move {
+        let mut text = String::new();
+        let mut events = Vec::new();
+        while let Some(chunk) = feed.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = text.find("\n\n") {
+                let block: String = text.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    block
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .map(|v| v.trim().to_string())
+                };
+                if let (Some(kind), Some(data)) = (field("event:"), field("data:")) {
+                    let done = kind == "ended";
+                    events.push((kind, serde_json::from_str(&data).unwrap()));
+                    if done {
+                        return events;
+                    }
+                }
+            }
+        }
+        events
+    })
+}
+
 fn write_tone(path: &Path, hz: f64, seconds: u32) {
     let spec = hound::WavSpec {
         channels: 1,
@@ -457,6 +501,8 @@ async fn a_caller_reaches_the_advisor_of_their_service_and_each_hears_the_other(
         "PCMA",
     )
     .await;
+    // An advisor's screen follows the call event feed.
+    let feed = follow_call_events(&app, &advisor).await;
     let media = sipp::tone_file(dir.path(), contactd_sip::g711::Codec::Pcmu, 40);
     let text = sipp::call_scenario("07700900123", "0", &media, "0", "*1", None);
     let run = sipp::run(dir.path(), &text, app.sip_addr(SipTransport::Udp), 1, "u1").await;
@@ -465,6 +511,19 @@ async fn a_caller_reaches_the_advisor_of_their_service_and_each_hears_the_other(
         "the caller is bridged, then told goodbye: {}",
         run.output
     );
+    let events = tokio::time::timeout(Duration::from_secs(30), feed)
+        .await
+        .expect("the feed shows the call's end")
+        .unwrap();
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["offered", "answered", "ended"]);
+    let reference = events[0].1["reference"].as_str().unwrap();
+    assert!(reference.starts_with("SR-"), "{:?}", events[0].1);
+    assert!(
+        events[0].1["customer_id"].is_string(),
+        "the caller's record, to show"
+    );
+    assert_eq!(events[2].1["advisor_id"], advisor.as_str());
     let call = phone.next("call").await;
     assert_eq!(call["answered"], true, "{call}");
     assert_eq!(call["codec"], "PCMA", "{call}");

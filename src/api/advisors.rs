@@ -2,12 +2,16 @@
 //! registered now), `POST /advisors` (a new advisor; the phone password is in the
 //! answer, this once), `POST /advisors/{id}/credential` (a new password, and
 //! optionally a new digest algorithm), `PUT /advisors/{id}/state` (available or away;
-//! available also ends a wrap-up early).
+//! available also ends a wrap-up early), and `GET /events/calls`: the call event
+//! feed (server-sent events) an advisor's screen or a supervisor's board follows.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::IntoParams;
 use utoipa::ToSchema;
 
 use super::AppState;
@@ -17,8 +21,10 @@ use super::extract::Body;
 use crate::advisors::{
     AdvisorInput, AdvisorNow, ChosenState, SipUsername, WithPassword, parse_algorithm,
 };
+use crate::call_events::CallEvent;
 use crate::configuration::ServiceCode;
 use crate::store::advisors::Advisor;
+use crate::store::audit::{Action, Entity};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -143,4 +149,68 @@ pub async fn set_state(
     Body(input): Body<StateInput>,
 ) -> ApiResult<Json<AdvisorNow>> {
     Ok(Json(state.advisors.set_state(&id, input.state).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct EventFilter {
+    /// Only this advisor's calls (an advisor's own screen).
+    pub advisor: Option<String>,
+}
+
+/// The feed of calls offered to, answered and ended by advisors, as server-sent
+/// events (`event: offered|not_taken|answered|ended`, `data:` a CallEvent in JSON).
+/// A subscriber that falls behind is sent `event: lagged` with how many it missed.
+#[utoipa::path(get, path = "/events/calls", tag = "advisors",
+    params(EventFilter),
+    responses((status = 200, content_type = "text/event-stream", body = CallEvent)),
+    security(("bearer" = [])))]
+pub async fn call_events(
+    State(state): State<AppState>,
+    auth: Authorized<can::WatchCalls>,
+    Query(filter): Query<EventFilter>,
+) -> ApiResult<Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>>> {
+    state
+        .store
+        .audit(
+            &auth.actor,
+            Action::Read,
+            Entity::Advisor,
+            filter.advisor.as_deref().unwrap_or("*"),
+            Some("call event feed"),
+        )
+        .await?;
+    let events = state.advisors.events().subscribe();
+    // The feed ends when the daemon starts shutting down, so it never holds up the
+    // HTTP listener's drain.
+    let shutdown = state.shutdown.clone();
+    let stream = futures_util::stream::unfold(
+        (events, filter.advisor, shutdown),
+        |(mut events, advisor, shutdown)| async move {
+            loop {
+                let next = tokio::select! {
+                    e = events.recv() => e,
+                    _ = shutdown.cancelled() => return None,
+                };
+                let event = match next {
+                    Ok(e) if advisor.as_ref().is_some_and(|a| *a != e.advisor_id) => continue,
+                    Ok(e) => {
+                        let kind = serde_json::to_value(e.kind)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default();
+                        Event::default()
+                            .event(kind)
+                            .json_data(&e)
+                            .unwrap_or_else(|_| Event::default().comment("unencodable"))
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        Event::default().event("lagged").data(n.to_string())
+                    }
+                    Err(RecvError::Closed) => return None,
+                };
+                return Some((Ok(event), (events, advisor, shutdown)));
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

@@ -28,6 +28,8 @@ pub enum Permission {
     WatchOutbox,
     /// Add advisors, see their phones, rotate their phones' credentials.
     ManageAdvisors,
+    /// Follow the feed of calls offered to and taken by advisors.
+    WatchCalls,
 }
 
 /// Who may do what. Special category (health) data is further limited to supervisors
@@ -39,7 +41,7 @@ pub fn allows(role: Role, p: Permission) -> bool {
     use Permission::*;
     use Role::*;
     match p {
-        ReadCustomer | WriteCustomer | WriteRequest | RecordContact => {
+        ReadCustomer | WriteCustomer | WriteRequest | RecordContact | WatchCalls => {
             matches!(role, Admin | Agent | Supervisor)
         }
         MergeCustomers => matches!(role, Admin | Supervisor),
@@ -89,7 +91,8 @@ pub mod can {
         ListenToRecordings,
         HoldRecordings,
         WatchOutbox,
-        ManageAdvisors
+        ManageAdvisors,
+        WatchCalls
     );
 }
 

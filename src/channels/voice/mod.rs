@@ -332,7 +332,12 @@ impl Inner {
             return;
         }
         if let Some(service) = routing.service.as_ref().filter(|s| self.queues.serves(s)) {
-            match self.queues.wait(call, service).await {
+            let who = queue::Caller {
+                contact_id: &outcome.contact_id,
+                reference: outcome.reference.to_string(),
+                customer_id: outcome.customer_id.as_deref(),
+            };
+            match self.queues.wait(call, service, &who).await {
                 Waited::CallerLeft | Waited::Spoke(Bridged::CallerLeft(_)) => return,
                 Waited::Spoke(Bridged::LegEnded) => {}
                 Waited::NoAdvisor => return self.voicemail(call, outcome, recording_id).await,

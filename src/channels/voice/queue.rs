@@ -15,7 +15,16 @@ use std::time::{Duration, Instant};
 use contactd_sip::{Bridged, Call, DialFailure, DialTarget, Leg, config::SipTransport};
 
 use crate::advisors::Advisors;
+use crate::call_events::{CallEvent, CallEventKind};
 use crate::configuration::{QueueSettings, ServiceCode, ServiceQueue};
+use crate::domain::Timestamp;
+
+/// Whose call this is, for the event feed.
+pub struct Caller<'a> {
+    pub contact_id: &'a str,
+    pub reference: String,
+    pub customer_id: Option<&'a str>,
+}
 
 /// How a caller's wait ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +80,18 @@ impl Queues {
 
     /// Puts the caller in `service`'s queue until an advisor answers and the
     /// conversation ends, the maximum wait passes, or the caller hangs up.
-    pub async fn wait(&self, call: &Call, service: &ServiceCode) -> Waited {
+    pub async fn wait(&self, call: &Call, service: &ServiceCode, who: &Caller<'_>) -> Waited {
+        let event = |kind, advisor: &str| {
+            self.advisors.events().publish(CallEvent {
+                kind,
+                at: Timestamp::now(),
+                contact_id: who.contact_id.to_string(),
+                advisor_id: advisor.to_string(),
+                service: service.as_str().to_string(),
+                reference: who.reference.clone(),
+                customer_id: who.customer_id.map(str::to_string),
+            })
+        };
         let Some(queue) = self.services.get(service.as_str()) else {
             return Waited::NoAdvisor;
         };
@@ -83,7 +103,7 @@ impl Queues {
         let answered = tokio::select! {
             found = tokio::time::timeout(
                 Duration::from_secs(queue.max_wait_seconds),
-                self.find_advisor(call, service),
+                self.find_advisor(call, service, &event),
             ) => found,
             _ = music => return Waited::CallerLeft,
         };
@@ -92,16 +112,23 @@ impl Queues {
         };
         let presence = self.advisors.presence();
         presence.on_call(&advisor);
+        event(CallEventKind::Answered, &advisor);
         tracing::info!(call_id = %call.info.call_id, %advisor, "caller and advisor bridged");
         let bridged = call.bridge(&leg).await;
         leg.hang_up().await;
         presence.wrap_up(&advisor, self.wrap_up);
+        event(CallEventKind::Ended, &advisor);
         Waited::Spoke(bridged)
     }
 
     /// Offers the call to advisors, one at a time, until one answers; `None` when
     /// the caller hung up meanwhile.
-    async fn find_advisor(&self, call: &Call, service: &ServiceCode) -> Option<(String, Leg)> {
+    async fn find_advisor(
+        &self,
+        call: &Call,
+        service: &ServiceCode,
+        event: &impl Fn(CallEventKind, &str),
+    ) -> Option<(String, Leg)> {
         let presence = self.advisors.presence();
         let mut passed_over: HashMap<String, Instant> = HashMap::new();
         let caller = match &call.info.caller {
@@ -155,13 +182,18 @@ impl Queues {
                 },
                 caller: caller.clone(),
             };
+            event(CallEventKind::Offered, &chosen);
             let offered = tokio::select! {
                 r = call.dial(&target, self.ring) => r,
                 _ = call.ended() => {
                     presence.not_taken(&chosen, false);
+                    event(CallEventKind::NotTaken, &chosen);
                     return None;
                 }
             };
+            if offered.is_err() {
+                event(CallEventKind::NotTaken, &chosen);
+            }
             match offered {
                 Ok(leg) => return Some((chosen, leg)),
                 Err(DialFailure::NoAnswer) => {
