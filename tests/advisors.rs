@@ -803,6 +803,78 @@ async fn no_advisor_means_a_voicemail_or_a_callback_that_staff_close(backend: Ba
     app.stop().await;
 }
 
+/// The advisor puts the caller on hold (a re-INVITE, sendonly) and takes them off:
+/// meanwhile the caller hears the music on hold, on the right of the one recording,
+/// and the conversation carries on after.
+async fn an_advisor_holding_the_caller_plays_them_music(backend: Backend) {
+    use sqlx::Row;
+    let app = queue_app(backend).await;
+    let (_, password) = add_advisor_for(&app, "ida", "SHA-256", "waste").await;
+    let dir = tempfile::tempdir().unwrap();
+    let udp = app.sip_addr(SipTransport::Udp);
+    let mut phone =
+        AnsweringPhone::take_calls("hold", udp, "ida", &password, dir.path(), 7, "PCMU").await;
+    let media = sipp::tone_file(dir.path(), contactd_sip::g711::Codec::Pcmu, 40);
+    let text = sipp::call_scenario("07700900127", "0", &media, "0", "*1", None);
+    let run = sipp::run(dir.path(), &text, udp, 1, "u1").await;
+    assert!(run.success, "{}", run.output);
+    let call = phone.next("call").await;
+    assert_eq!(call["answered"], true, "{call}");
+    let mut path = None;
+    for _ in 0..600 {
+        let rows = sqlx::query("SELECT path FROM recordings WHERE status = 'complete'")
+            .fetch_all(app.store.pool())
+            .await
+            .unwrap();
+        if let Some(r) = rows.first() {
+            path = Some(r.try_get::<String, _>("path").unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let path = app
+        .db
+        .dir()
+        .join("recordings")
+        .join(path.expect("a recording"));
+    let samples: Vec<i16> = hound::WavReader::open(&path)
+        .unwrap()
+        .into_samples::<i16>()
+        .map(Result::unwrap)
+        .collect();
+    let right: Vec<i16> = samples.iter().skip(1).step_by(2).copied().collect();
+    // Where the advisor is heard: before the hold, and after it.
+    let advisor_at: Vec<usize> = right
+        .chunks(2000)
+        .enumerate()
+        .filter(|(_, c)| c.len() == 2000 && share_at(c, 8000.0, 1000.0) > 0.5)
+        .map(|(i, _)| i)
+        .collect();
+    let (first, last) = (advisor_at[0], *advisor_at.last().unwrap());
+    let gap = (first..=last)
+        .find(|i| !advisor_at.contains(i))
+        .expect("a hold in between");
+    assert!(
+        advisor_at.iter().any(|&i| i > gap),
+        "the advisor is heard again after the hold"
+    );
+    // In the gap: the music (its notes), not the advisor.
+    let music = right[gap * 2000..]
+        .chunks(2000)
+        .take_while(|c| share_at(c, 8000.0, 1000.0) < 0.5)
+        .filter(|c| {
+            [261.63, 329.63, 392.0, 523.25, 349.23]
+                .iter()
+                .any(|hz| share_at(c, 8000.0, *hz) > 0.3)
+        })
+        .count();
+    assert!(
+        music >= 6,
+        "at least a second and a half of music on hold, found {music} quarter-seconds"
+    );
+    app.stop().await;
+}
+
 on_both_backends!(
     a_phone_registers_with_md5_and_is_unreachable_once_it_expires,
     a_softphone_registers_with_sha256_over_udp_and_tcp,
@@ -812,4 +884,5 @@ on_both_backends!(
     a_caller_reaches_the_advisor_of_their_service_and_each_hears_the_other,
     an_advisor_who_declines_or_does_not_answer_is_passed_and_the_next_answers,
     no_advisor_means_a_voicemail_or_a_callback_that_staff_close,
+    an_advisor_holding_the_caller_plays_them_music,
 );

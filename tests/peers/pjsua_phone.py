@@ -10,7 +10,9 @@ Usage:
       MODE says: `answer` it, offering only CODEC (PCMU or PCMA), play TONE_WAV
       into it, record what it hears into HEARD_WAV and hang up after TALK_SECONDS
       of media; `decline` it (486 Busy Here); or `ignore` it (ring until the caller
-      gives up). Then prints {"event": "call", "answered": bool, "from": str,
+      gives up); or `hold`: answer, and after a second and a half of media put the
+      caller on hold (re-INVITE, sendonly) for three seconds, then take them off
+      hold, hanging up TALK_SECONDS after the media started. Then prints {"event": "call", "answered": bool, "from": str,
       "codec": str}.
 """
 import json
@@ -22,7 +24,7 @@ import pjsua2 as pj
 
 registrar, username, password, transport, expires = sys.argv[1:6]
 mode = sys.argv[6] if len(sys.argv) > 6 else "register"
-answering = mode in ("answer", "decline", "ignore")
+answering = mode in ("answer", "decline", "ignore", "hold")
 if answering:
     tone, heard, talk_seconds, only_codec = sys.argv[7:11]
     talk_seconds = float(talk_seconds)
@@ -86,7 +88,7 @@ class Phone(pj.Account):
                 call.disconnected = True
             return
         self.call = call
-        op.statusCode = pj.PJSIP_SC_OK if mode == "answer" else pj.PJSIP_SC_RINGING
+        op.statusCode = pj.PJSIP_SC_RINGING if mode == "ignore" else pj.PJSIP_SC_OK
         call.answer(op)
 
 
@@ -134,6 +136,16 @@ if answering:
             continue
         if call.disconnected:
             break
+        if mode == "hold" and call.media_up_at is not None:
+            talked = time.time() - call.media_up_at
+            if talked >= 1.5 and not getattr(call, "held", False):
+                call.held = True
+                call.setHold(pj.CallOpParam(True))
+            elif talked >= 4.5 and not getattr(call, "resumed", False):
+                call.resumed = True
+                resume = pj.CallOpParam(True)
+                resume.opt.flag = pj.PJSUA_CALL_UNHOLD
+                call.reinvite(resume)
         if call.media_up_at is not None and time.time() - call.media_up_at >= talk_seconds:
             call.hangup(pj.CallOpParam())
             end = time.time() + 5

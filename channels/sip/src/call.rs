@@ -89,6 +89,8 @@ pub trait CallHandler: Send + Sync + 'static {
 
 pub struct Call {
     pub info: CallInfo,
+    /// Whether the caller has put us on hold (a re-INVITE).
+    pub(crate) held: tokio::sync::watch::Receiver<bool>,
     pub(crate) dialer: crate::leg::Dialer,
     pub(crate) digits: mpsc::UnboundedReceiver<char>,
     pub(crate) media: mpsc::UnboundedSender<MediaCommand>,
@@ -161,18 +163,42 @@ impl Call {
 
     /// Joins the caller and `leg` until one of them hangs up; the caller's recording
     /// goes on with the leg's audio as the daemon's side. Whatever was playing to the
-    /// caller stops.
-    pub async fn bridge(&self, leg: &crate::leg::Leg) -> Bridged {
-        let (caller_end, leg_end) = crate::media::BridgeEnd::pair();
+    /// caller stops. While either side holds the other (a re-INVITE), the one held
+    /// hears `music`, continuing where it left off.
+    pub async fn bridge(&self, leg: &crate::leg::Leg, music: Arc<[i16]>) -> Bridged {
+        let mut caller_held = self.held.clone();
+        let mut leg_held = leg.held.clone();
         let _ = self.media.send(MediaCommand::StopPlaying);
-        let _ = self.media.send(MediaCommand::Bridge(caller_end));
-        let _ = leg.media.send(MediaCommand::Bridge(leg_end));
-        let outcome = tokio::select! {
-            _ = self.ended.cancelled() => Bridged::CallerLeft(self.end_reason()),
-            _ = leg.ended() => Bridged::LegEnded,
+        let outcome = loop {
+            let by_caller = *caller_held.borrow_and_update();
+            let by_leg = *leg_held.borrow_and_update();
+            if by_caller || by_leg {
+                let _ = self.media.send(MediaCommand::Unbridge);
+                let _ = leg.media.send(MediaCommand::Unbridge);
+                // The held side hears the music; the side that holds hears nothing.
+                let (listener, holder) = if by_leg {
+                    (&self.media, &leg.media)
+                } else {
+                    (&leg.media, &self.media)
+                };
+                let _ = listener.send(MediaCommand::PlayLoop(music.clone()));
+                let _ = holder.send(MediaCommand::StopPlaying);
+            } else {
+                let (caller_end, leg_end) = crate::media::BridgeEnd::pair();
+                let _ = self.media.send(MediaCommand::Bridge(caller_end));
+                let _ = leg.media.send(MediaCommand::Bridge(leg_end));
+            }
+            tokio::select! {
+                _ = self.ended.cancelled() => break Bridged::CallerLeft(self.end_reason()),
+                _ = leg.ended() => break Bridged::LegEnded,
+                _ = caller_held.changed() => {}
+                _ = leg_held.changed() => {}
+            }
         };
-        let _ = self.media.send(MediaCommand::Unbridge);
-        let _ = leg.media.send(MediaCommand::Unbridge);
+        for media in [&self.media, &leg.media] {
+            let _ = media.send(MediaCommand::Unbridge);
+            let _ = media.send(MediaCommand::StopPlaying);
+        }
         outcome
     }
 

@@ -53,6 +53,8 @@ pub enum DialFailure {
 /// called, or at shutdown; dropping it hangs up.
 pub struct Leg {
     pub(crate) media: mpsc::UnboundedSender<MediaCommand>,
+    /// Whether the phone has put the caller on hold (a re-INVITE).
+    pub(crate) held: tokio::sync::watch::Receiver<bool>,
     hangup: CancellationToken,
     ended: CancellationToken,
     /// The codec the phone chose.
@@ -169,6 +171,7 @@ impl Dialer {
         let stop_media = CancellationToken::new();
         let silent = CancellationToken::new();
         let codec = negotiated.codec;
+        let negotiated_now = negotiated.clone();
         let media = tokio::spawn(media::run(
             ports,
             negotiated,
@@ -185,23 +188,48 @@ impl Dialer {
         ));
         let hangup = CancellationToken::new();
         let ended = CancellationToken::new();
+        let (held, held_rx) = tokio::sync::watch::channel(false);
         let leg = Leg {
-            media: commands,
+            held: held_rx,
+            media: commands.clone(),
             hangup: hangup.clone(),
             ended: ended.clone(),
             codec,
         };
         let shared = shared.clone();
+        let media_ip = shared.config.media_ip;
         tokio::spawn(async move {
+            let mut version = 1u64;
+            let mut current = negotiated_now;
             let why = loop {
                 tokio::select! {
                     state = states.recv() => match state {
                         Some(DialogState::Terminated(_, reason)) => break format!("{reason:?}"),
                         None => break "gone".to_string(),
-                        Some(DialogState::Updated(_, _, handle)) => {
-                            // Hold and resume from the phone come with the full bridge
-                            // work; until then the phone keeps the media it has.
-                            let _ = handle.reply(rsipstack::sip::StatusCode::NotAcceptableHere).await;
+                        Some(DialogState::Updated(_, request, handle)) => {
+                            // Hold and resume from the phone (RFC 3264): answer with our
+                            // side; an offerless re-INVITE gets our current offer.
+                            let next = if request.body.is_empty() {
+                                Ok(current.clone())
+                            } else {
+                                sdp::negotiate(&String::from_utf8_lossy(&request.body))
+                            };
+                            match next {
+                                Ok(n) => {
+                                    version += 1;
+                                    let answer = sdp::answer(&n, media_ip, local_port, session_id, version);
+                                    held.send_replace(n.holds());
+                                    let _ = commands.send(MediaCommand::Renegotiated(n.clone()));
+                                    current = n;
+                                    let content_type = Header::ContentType("application/sdp".into());
+                                    let _ = handle
+                                        .respond(rsipstack::sip::StatusCode::OK, Some(vec![content_type]), Some(answer.into_bytes()))
+                                        .await;
+                                }
+                                Err(_) => {
+                                    let _ = handle.reply(rsipstack::sip::StatusCode::NotAcceptableHere).await;
+                                }
+                            }
                         }
                         Some(DialogState::Options(_, _, handle)) => {
                             let _ = handle.reply(rsipstack::sip::StatusCode::OK).await;

@@ -33,6 +33,9 @@ use crate::{FRAME_SAMPLES, Frame};
 
 pub enum MediaCommand {
     Play(Arc<[i16]>, oneshot::Sender<()>),
+    /// Plays this over and over (music on hold) until stopped, bridged, or a prompt
+    /// takes its place.
+    PlayLoop(Arc<[i16]>),
     StopPlaying,
     /// From now on, what this leg hears goes to the other leg, and what it sends is
     /// what the other leg heard (see [`BridgeEnd`]); prompts wait until unbridged.
@@ -186,6 +189,7 @@ impl Latch {
 
 struct Outgoing {
     playing: Option<(Arc<[i16]>, usize, oneshot::Sender<()>)>,
+    looping: Option<(Arc<[i16]>, usize)>,
     ssrc: u32,
     sequence: u16,
     timestamp: u32,
@@ -203,6 +207,11 @@ impl Outgoing {
                 && let Some((_, _, done)) = self.playing.take()
             {
                 let _ = done.send(());
+            }
+        } else if let Some((audio, pos)) = &mut self.looping {
+            for s in frame.iter_mut() {
+                *s = audio[*pos];
+                *pos = (*pos + 1) % audio.len();
             }
         }
         frame
@@ -222,6 +231,7 @@ pub async fn run(
     let silent = policy.on_silence.clone();
     let mut out = Outgoing {
         playing: None,
+        looping: None,
         ssrc: rand::random(),
         sequence: rand::random(),
         timestamp: rand::random(),
@@ -282,7 +292,9 @@ pub async fn run(
                 if let Some(s) = sink.as_mut() {
                     s.frame(&caller, &sent);
                 }
-                let caller_sends = matches!(negotiated.direction, Direction::SendRecv | Direction::SendOnly);
+                // A side that holds us (sendonly) may well send nothing for as long as the
+                // hold lasts: only a two-way stream is expected to carry audio.
+                let caller_sends = negotiated.direction == Direction::SendRecv;
                 if caller_sends && tick.saturating_sub(last_heard) >= silence_ticks && !silent.is_cancelled() {
                     tracing::info!(call_id = %policy.call_id, "no media from the caller: ending the call");
                     silent.cancel();
@@ -319,19 +331,28 @@ pub async fn run(
                         let _ = old.send(());
                     }
                 }
+                Some(MediaCommand::PlayLoop(audio)) => {
+                    if !audio.is_empty() {
+                        out.looping = Some((audio, 0));
+                    }
+                }
                 Some(MediaCommand::StopPlaying) => {
+                    out.looping = None;
                     if let Some((_, _, done)) = out.playing.take() {
                         let _ = done.send(());
                     }
                 }
-                Some(MediaCommand::Bridge(end)) => bridge = Some(end),
+                Some(MediaCommand::Bridge(end)) => {
+                    out.looping = None;
+                    bridge = Some(end);
+                }
                 Some(MediaCommand::Unbridge) => bridge = None,
                 Some(MediaCommand::Renegotiated(n)) => {
                     // Media moved: learn the new source from its first packets.
                     if n.remote.is_some() && n.remote != negotiated.remote {
                         latch.source = None;
                     }
-                    if !matches!(negotiated.direction, Direction::SendRecv | Direction::SendOnly) {
+                    if negotiated.direction != Direction::SendRecv {
                         // Coming back from hold: the silence clock starts now.
                         last_heard = tick;
                     }

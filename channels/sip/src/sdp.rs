@@ -47,6 +47,14 @@ pub struct Negotiated {
     pub direction: Direction,
 }
 
+impl Negotiated {
+    /// Whether this offer puts us on hold: sendonly, inactive, or the old way, a
+    /// connection address of 0.0.0.0 (RFC 3264 §8.4, RFC 2543).
+    pub fn holds(&self) -> bool {
+        self.remote.is_none() || matches!(self.direction, Direction::SendOnly | Direction::Inactive)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SdpError {
     #[error("the SDP has no audio stream")]

@@ -639,7 +639,9 @@ impl Shared {
         let hangup = CancellationToken::new();
         let ended = CancellationToken::new();
         let reason = Arc::new(Mutex::new(None));
+        let (held, held_rx) = tokio::sync::watch::channel(false);
         let call = Call {
+            held: held_rx,
             dialer: crate::leg::Dialer(self.clone()),
             info,
             digits: digit_rx,
@@ -668,6 +670,7 @@ impl Shared {
                             Ok(n) if n.remote.is_none_or(|r| r.is_ipv4() == self.config.media_ip.is_ipv4()) => {
                                 version += 1;
                                 let answer = sdp::answer(&n, self.config.media_ip, local_port, session_id, version);
+                                held.send_replace(n.holds());
                                 let _ = commands.send(MediaCommand::Renegotiated(n));
                                 let _ = handle.respond(StatusCode::OK, Some(vec![content_type()]), Some(answer.into_bytes())).await;
                             }

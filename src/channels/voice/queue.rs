@@ -114,7 +114,7 @@ impl Queues {
         presence.on_call(&advisor);
         event(CallEventKind::Answered, &advisor);
         tracing::info!(call_id = %call.info.call_id, %advisor, "caller and advisor bridged");
-        let bridged = call.bridge(&leg).await;
+        let bridged = call.bridge(&leg, self.music.clone()).await;
         leg.hang_up().await;
         presence.wrap_up(&advisor, self.wrap_up);
         event(CallEventKind::Ended, &advisor);
