@@ -207,15 +207,15 @@ impl Advisors {
         &self.events
     }
 
-    /// Advisors with `skill` and a phone registered now, each with their phones.
-    pub async fn reachable_with_skill(
+    /// Advisors `wanted` with a phone registered now, each with their phones.
+    pub async fn reachable(
         &self,
-        skill: &ServiceCode,
+        wanted: impl Fn(&Advisor) -> bool,
     ) -> Result<Vec<Advisor>, StoreError> {
         let advisors = self.store.advisors(self.clock.now()).await?;
         Ok(advisors
             .into_iter()
-            .filter(|a| !a.devices.is_empty() && a.skills.iter().any(|s| s == skill.as_str()))
+            .filter(|a| !a.devices.is_empty() && wanted(a))
             .collect())
     }
 }

@@ -23,6 +23,8 @@ pub enum CallEventKind {
     NotTaken,
     /// The advisor answered: caller and advisor are talking.
     Answered,
+    /// The advisor transferred the caller (to another advisor or queue).
+    Transferred,
     /// The conversation ended.
     Ended,
 }

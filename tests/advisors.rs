@@ -327,6 +327,16 @@ async fn queue_app(backend: Backend) -> TestApp {
     .await
 }
 
+/// How a test phone takes its first call (see tests/peers/pjsua_phone.py): `answer`,
+/// `decline`, `ignore`, `hold` or `transfer:TARGET`; how long it talks, the one codec
+/// it offers, and the tone it sends.
+struct Behaviour<'a> {
+    mode: &'a str,
+    talk_seconds: u32,
+    codec: &'a str,
+    tone_hz: f64,
+}
+
 /// An advisor's PJSIP phone that answers the first call (see tests/peers/pjsua_phone.py).
 struct AnsweringPhone {
     child: tokio::process::Child,
@@ -342,22 +352,32 @@ impl AnsweringPhone {
         talk_seconds: u32,
         codec: &str,
     ) -> AnsweringPhone {
-        Self::take_calls("answer", target, user, password, dir, talk_seconds, codec).await
+        let how = Behaviour {
+            mode: "answer",
+            talk_seconds,
+            codec,
+            tone_hz: 1000.0,
+        };
+        Self::take_calls(how, target, user, password, dir).await
     }
 
-    /// A phone that `answer`s, `decline`s or `ignore`s the first call.
+    /// A phone that takes its first call as `how` says.
     async fn take_calls(
-        mode: &str,
+        how: Behaviour<'_>,
         target: SocketAddr,
         user: &str,
         password: &str,
         dir: &Path,
-        talk_seconds: u32,
-        codec: &str,
     ) -> AnsweringPhone {
+        let Behaviour {
+            mode,
+            talk_seconds,
+            codec,
+            tone_hz,
+        } = how;
         use tokio::io::AsyncBufReadExt;
         let tone = dir.join("advisor-tone.wav");
-        write_tone(&tone, 1000.0, 20);
+        write_tone(&tone, tone_hz, 20);
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/pjsua_phone.py");
         let mut child = tokio::process::Command::new("python3")
             .arg(script)
@@ -616,7 +636,21 @@ async fn an_advisor_who_declines_or_does_not_answer_is_passed_and_the_next_answe
         let (id, password) = add_advisor_for(&app, name, "SHA-256", "waste").await;
         let own = dir.path().join(name);
         std::fs::create_dir(&own).unwrap();
-        phones.push(AnsweringPhone::take_calls(mode, udp, name, &password, &own, 2, "PCMU").await);
+        phones.push(
+            AnsweringPhone::take_calls(
+                Behaviour {
+                    mode,
+                    talk_seconds: 2,
+                    codec: "PCMU",
+                    tone_hz: 1000.0,
+                },
+                udp,
+                name,
+                &password,
+                &own,
+            )
+            .await,
+        );
         ids.push(id);
     }
     let media = sipp::tone_file(dir.path(), contactd_sip::g711::Codec::Pcmu, 40);
@@ -812,8 +846,19 @@ async fn an_advisor_holding_the_caller_plays_them_music(backend: Backend) {
     let (_, password) = add_advisor_for(&app, "ida", "SHA-256", "waste").await;
     let dir = tempfile::tempdir().unwrap();
     let udp = app.sip_addr(SipTransport::Udp);
-    let mut phone =
-        AnsweringPhone::take_calls("hold", udp, "ida", &password, dir.path(), 7, "PCMU").await;
+    let mut phone = AnsweringPhone::take_calls(
+        Behaviour {
+            mode: "hold",
+            talk_seconds: 7,
+            codec: "PCMU",
+            tone_hz: 1000.0,
+        },
+        udp,
+        "ida",
+        &password,
+        dir.path(),
+    )
+    .await;
     let media = sipp::tone_file(dir.path(), contactd_sip::g711::Codec::Pcmu, 40);
     let text = sipp::call_scenario("07700900127", "0", &media, "0", "*1", None);
     let run = sipp::run(dir.path(), &text, udp, 1, "u1").await;
@@ -875,6 +920,109 @@ async fn an_advisor_holding_the_caller_plays_them_music(backend: Backend) {
     app.stop().await;
 }
 
+/// An advisor transfers the caller blindly (REFER) to another advisor: the REFER is
+/// accepted (202, NOTIFY 200), the first leg ends, the second advisor answers, and
+/// the call's one recording carries on with each advisor in turn on the right.
+async fn a_blind_transfer_reaches_the_second_advisor_and_the_recording_carries_on(
+    backend: Backend,
+) {
+    use sqlx::Row;
+    let app = queue_app(backend).await;
+    let udp = app.sip_addr(SipTransport::Udp);
+    let dir = tempfile::tempdir().unwrap();
+    let (jack, jack_password) = add_advisor_for(&app, "jack", "SHA-256", "waste").await;
+    // Kate answers other things: she is reached by name only.
+    let (kate, kate_password) = add_advisor_for(&app, "kate", "SHA-256", "highways").await;
+    let (jack_dir, kate_dir) = (dir.path().join("jack"), dir.path().join("kate"));
+    std::fs::create_dir(&jack_dir).unwrap();
+    std::fs::create_dir(&kate_dir).unwrap();
+    let mut first = AnsweringPhone::take_calls(
+        Behaviour {
+            mode: "transfer:kate",
+            talk_seconds: 10,
+            codec: "PCMU",
+            tone_hz: 1000.0,
+        },
+        udp,
+        "jack",
+        &jack_password,
+        &jack_dir,
+    )
+    .await;
+    let mut second = AnsweringPhone::take_calls(
+        Behaviour {
+            mode: "answer",
+            talk_seconds: 3,
+            codec: "PCMA",
+            tone_hz: 1500.0,
+        },
+        udp,
+        "kate",
+        &kate_password,
+        &kate_dir,
+    )
+    .await;
+    let feed = follow_call_events(&app, &kate).await;
+    let media = sipp::tone_file(dir.path(), contactd_sip::g711::Codec::Pcmu, 40);
+    let text = sipp::call_scenario("07700900128", "0", &media, "0", "*1", None);
+    let run = sipp::run(dir.path(), &text, udp, 1, "u1").await;
+    assert!(run.success, "{}", run.output);
+    assert_eq!(first.next("call").await["answered"], true);
+    assert_eq!(second.next("call").await["answered"], true);
+    let events = tokio::time::timeout(Duration::from_secs(30), feed)
+        .await
+        .unwrap()
+        .unwrap();
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["offered", "answered", "ended"], "kate's screen");
+
+    let mut path = None;
+    for _ in 0..600 {
+        let rows = sqlx::query("SELECT path FROM recordings WHERE status = 'complete'")
+            .fetch_all(app.store.pool())
+            .await
+            .unwrap();
+        if let Some(r) = rows.first() {
+            path = Some(r.try_get::<String, _>("path").unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        app.count("recordings").await,
+        1,
+        "one recording across the transfer"
+    );
+    let path = app.db.dir().join("recordings").join(path.unwrap());
+    let samples: Vec<i16> = hound::WavReader::open(&path)
+        .unwrap()
+        .into_samples::<i16>()
+        .map(Result::unwrap)
+        .collect();
+    let right: Vec<i16> = samples.iter().skip(1).step_by(2).copied().collect();
+    let heard_at = |hz: f64| {
+        right
+            .chunks(4000)
+            .position(|c| c.len() == 4000 && share_at(c, 8000.0, hz) > 0.5)
+            .unwrap_or_else(|| panic!("{hz} Hz on the right"))
+    };
+    assert!(
+        heard_at(1000.0) < heard_at(1500.0),
+        "jack first, then kate, in the same recording"
+    );
+    let (_, list) = app.get(Role::Supervisor, "/api/v1/advisors").await;
+    for id in [&jack, &kate] {
+        let a = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == id.as_str())
+            .unwrap();
+        assert_eq!(a["state"], "available", "{a}");
+    }
+    app.stop().await;
+}
+
 on_both_backends!(
     a_phone_registers_with_md5_and_is_unreachable_once_it_expires,
     a_softphone_registers_with_sha256_over_udp_and_tcp,
@@ -885,4 +1033,5 @@ on_both_backends!(
     an_advisor_who_declines_or_does_not_answer_is_passed_and_the_next_answers,
     no_advisor_means_a_voicemail_or_a_callback_that_staff_close,
     an_advisor_holding_the_caller_plays_them_music,
+    a_blind_transfer_reaches_the_second_advisor_and_the_recording_carries_on,
 );

@@ -12,7 +12,9 @@ Usage:
       of media; `decline` it (486 Busy Here); or `ignore` it (ring until the caller
       gives up); or `hold`: answer, and after a second and a half of media put the
       caller on hold (re-INVITE, sendonly) for three seconds, then take them off
-      hold, hanging up TALK_SECONDS after the media started. Then prints {"event": "call", "answered": bool, "from": str,
+      hold, hanging up TALK_SECONDS after the media started; or `transfer:TARGET`:
+      answer, and after a second and a half of media transfer the caller blindly
+      (REFER) to sip:TARGET at the registrar. Then prints {"event": "call", "answered": bool, "from": str,
       "codec": str}.
 """
 import json
@@ -24,7 +26,8 @@ import pjsua2 as pj
 
 registrar, username, password, transport, expires = sys.argv[1:6]
 mode = sys.argv[6] if len(sys.argv) > 6 else "register"
-answering = mode in ("answer", "decline", "ignore", "hold")
+transfer_to = mode.split(":", 1)[1] if mode.startswith("transfer:") else None
+answering = mode in ("answer", "decline", "ignore", "hold") or transfer_to is not None
 if answering:
     tone, heard, talk_seconds, only_codec = sys.argv[7:11]
     talk_seconds = float(talk_seconds)
@@ -136,6 +139,10 @@ if answering:
             continue
         if call.disconnected:
             break
+        if transfer_to and call.media_up_at is not None and not getattr(call, "referred", False):
+            if time.time() - call.media_up_at >= 1.5:
+                call.referred = True
+                call.xfer(f"sip:{transfer_to}@{host}", pj.CallOpParam(True))
         if mode == "hold" and call.media_up_at is not None:
             talked = time.time() - call.media_up_at
             if talked >= 1.5 and not getattr(call, "held", False):

@@ -61,12 +61,15 @@ impl CallEnded {
 }
 
 /// How a bridge ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bridged {
     /// The caller's side ended (they hung up, or the call was ended).
     CallerLeft(CallEnded),
     /// The leg ended (the advisor hung up): the caller is still there.
     LegEnded,
+    /// The advisor transferred the caller (a blind REFER) to this username or
+    /// service; their leg is ended, the caller is still there.
+    Transferred(String),
 }
 
 /// Receives both directions of a call's audio, one 20 ms frame at a time, in real
@@ -168,6 +171,7 @@ impl Call {
     pub async fn bridge(&self, leg: &crate::leg::Leg, music: Arc<[i16]>) -> Bridged {
         let mut caller_held = self.held.clone();
         let mut leg_held = leg.held.clone();
+        let mut transfer = leg.transfer.clone();
         let _ = self.media.send(MediaCommand::StopPlaying);
         let outcome = loop {
             let by_caller = *caller_held.borrow_and_update();
@@ -191,6 +195,11 @@ impl Call {
             tokio::select! {
                 _ = self.ended.cancelled() => break Bridged::CallerLeft(self.end_reason()),
                 _ = leg.ended() => break Bridged::LegEnded,
+                Ok(()) = transfer.changed() => {
+                    if let Some(target) = transfer.borrow_and_update().clone() {
+                        break Bridged::Transferred(target);
+                    }
+                }
                 _ = caller_held.changed() => {}
                 _ = leg_held.changed() => {}
             }

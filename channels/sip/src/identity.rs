@@ -97,6 +97,16 @@ pub fn registered_user(request: &rsipstack::sip::Request) -> Result<String, Head
     to.uri.user().ok_or(HeaderError::BadUri("To"))
 }
 
+/// Where a REFER asks the call to go: the user part of its sip(s): Refer-To (an
+/// advisor's username, or a service's code).
+pub fn refer_target(request: &rsipstack::sip::Request) -> Result<String, HeaderError> {
+    let to = only_one("Refer-To", &one_header(request, "Refer-To")?)?;
+    if to.uri.scheme() != Some(Scheme::Sip) {
+        return Err(HeaderError::BadUri("Refer-To"));
+    }
+    to.uri.user().ok_or(HeaderError::BadUri("Refer-To"))
+}
+
 /// A Contact of a REGISTER: the URI as written, and its own `expires`, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegisterContact {

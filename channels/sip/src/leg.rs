@@ -23,6 +23,10 @@ use crate::media::{self, MediaCommand, MediaPolicy};
 use crate::sdp;
 use crate::server::Shared;
 
+/// What an advisor's phone may send us within a leg: REFER too (a transfer), which
+/// the trunk side never may.
+const LEG_ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REFER";
+
 /// A registered phone to ring.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DialTarget {
@@ -55,6 +59,8 @@ pub struct Leg {
     pub(crate) media: mpsc::UnboundedSender<MediaCommand>,
     /// Whether the phone has put the caller on hold (a re-INVITE).
     pub(crate) held: tokio::sync::watch::Receiver<bool>,
+    /// Where the phone transferred the caller (a REFER), once it has.
+    pub(crate) transfer: tokio::sync::watch::Receiver<Option<String>>,
     hangup: CancellationToken,
     ended: CancellationToken,
     /// The codec the phone chose.
@@ -128,10 +134,7 @@ impl Dialer {
             contact: uri(&format!("sip:contactd@{ours}"))?,
             content_type: Some("application/sdp".into()),
             offer: Some(sdp::offer(shared.config.media_ip, local_port, session_id).into_bytes()),
-            headers: Some(vec![Header::Other(
-                "Allow".into(),
-                crate::server::ALLOW.into(),
-            )]),
+            headers: Some(vec![Header::Other("Allow".into(), LEG_ALLOW.into())]),
             ..Default::default()
         };
         let (state_tx, mut states) = shared.dialogs.new_dialog_state_channel();
@@ -189,8 +192,10 @@ impl Dialer {
         let hangup = CancellationToken::new();
         let ended = CancellationToken::new();
         let (held, held_rx) = tokio::sync::watch::channel(false);
+        let (transfer, transfer_rx) = tokio::sync::watch::channel(None);
         let leg = Leg {
             held: held_rx,
+            transfer: transfer_rx,
             media: commands.clone(),
             hangup: hangup.clone(),
             ended: ended.clone(),
@@ -234,9 +239,29 @@ impl Dialer {
                         Some(DialogState::Options(_, _, handle)) => {
                             let _ = handle.reply(rsipstack::sip::StatusCode::OK).await;
                         }
+                        Some(DialogState::Refer(_, request, handle)) => {
+                            // A blind transfer (RFC 3515): the caller is ours to move, so
+                            // it is accepted and reported done at once; the daemon then
+                            // ends this leg and offers the caller to the target. Nothing
+                            // of it is ever relayed to the caller's side.
+                            match crate::identity::refer_target(&request) {
+                                Ok(target) if transfer.borrow().is_none() => {
+                                    let _ = handle.reply(rsipstack::sip::StatusCode::Accepted).await;
+                                    let _ = dialog
+                                        .notify_refer(rsipstack::sip::StatusCode::OK, "terminated;reason=noresource")
+                                        .await;
+                                    transfer.send_replace(Some(target));
+                                }
+                                Ok(_) => {
+                                    let _ = handle.reply(rsipstack::sip::StatusCode::RequestPending).await;
+                                }
+                                Err(_) => {
+                                    let _ = handle.reply(rsipstack::sip::StatusCode::BadRequest).await;
+                                }
+                            }
+                        }
                         Some(
-                            DialogState::Refer(_, _, handle)
-                            | DialogState::Message(_, _, handle)
+                            DialogState::Message(_, _, handle)
                             | DialogState::Notify(_, _, handle)
                             | DialogState::Info(_, _, handle)
                             | DialogState::Publish(_, _, handle),

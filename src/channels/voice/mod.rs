@@ -19,8 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use contactd_sip::{
-    Bridged, Call, CallHandler, CallInfo, CallerId, FrameSink, SipConfig, SipListen, SipServer,
-    SipStatus,
+    Call, CallHandler, CallInfo, CallerId, FrameSink, SipConfig, SipListen, SipServer, SipStatus,
 };
 use tokio_util::task::TaskTracker;
 
@@ -338,8 +337,8 @@ impl Inner {
                 customer_id: outcome.customer_id.as_deref(),
             };
             match self.queues.wait(call, service, &who).await {
-                Waited::CallerLeft | Waited::Spoke(Bridged::CallerLeft(_)) => return,
-                Waited::Spoke(Bridged::LegEnded) => {}
+                Waited::CallerLeft => return,
+                Waited::AdvisorHungUp => {}
                 Waited::NoAdvisor => return self.voicemail(call, outcome, recording_id).await,
             }
         }

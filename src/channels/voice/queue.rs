@@ -19,6 +19,22 @@ use crate::call_events::{CallEvent, CallEventKind};
 use crate::configuration::{QueueSettings, ServiceCode, ServiceQueue};
 use crate::domain::Timestamp;
 
+/// Whom a caller waits for: any advisor with a skill, or one advisor (a transfer).
+enum Wanted {
+    Skill(ServiceCode),
+    /// An advisor's SIP username.
+    Named(String),
+}
+
+impl Wanted {
+    fn is(&self, a: &crate::store::advisors::Advisor) -> bool {
+        match self {
+            Wanted::Skill(s) => a.skills.iter().any(|k| k == s.as_str()),
+            Wanted::Named(n) => a.sip_username == *n,
+        }
+    }
+}
+
 /// Whose call this is, for the event feed.
 pub struct Caller<'a> {
     pub contact_id: &'a str,
@@ -29,11 +45,11 @@ pub struct Caller<'a> {
 /// How a caller's wait ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Waited {
-    /// They spoke to an advisor; the bridge ended this way.
-    Spoke(Bridged),
+    /// They spoke to an advisor, who hung up first: the caller is still there.
+    AdvisorHungUp,
     /// No advisor answered within the queue's maximum wait, or the queue was full.
     NoAdvisor,
-    /// The caller hung up while waiting.
+    /// The caller hung up (waiting, or talking to an advisor).
     CallerLeft,
 }
 
@@ -99,26 +115,50 @@ impl Queues {
             tracing::info!(call_id = %call.info.call_id, service = %service, "queue full");
             return Waited::NoAdvisor;
         };
-        let music = async { while call.play(self.music.clone()).await.is_ok() {} };
-        let answered = tokio::select! {
-            found = tokio::time::timeout(
-                Duration::from_secs(queue.max_wait_seconds),
-                self.find_advisor(call, service, &event),
-            ) => found,
-            _ = music => return Waited::CallerLeft,
-        };
-        let Ok(Some((advisor, leg))) = answered else {
-            return Waited::NoAdvisor;
-        };
-        let presence = self.advisors.presence();
-        presence.on_call(&advisor);
-        event(CallEventKind::Answered, &advisor);
-        tracing::info!(call_id = %call.info.call_id, %advisor, "caller and advisor bridged");
-        let bridged = call.bridge(&leg, self.music.clone()).await;
-        leg.hang_up().await;
-        presence.wrap_up(&advisor, self.wrap_up);
-        event(CallEventKind::Ended, &advisor);
-        Waited::Spoke(bridged)
+        let mut wanted = Wanted::Skill(service.clone());
+        let mut max_wait = Duration::from_secs(queue.max_wait_seconds);
+        loop {
+            let music = async { while call.play(self.music.clone()).await.is_ok() {} };
+            let answered = tokio::select! {
+                found = tokio::time::timeout(max_wait, self.find_advisor(call, &wanted, &event)) => found,
+                _ = music => return Waited::CallerLeft,
+            };
+            let Ok(Some((advisor, leg))) = answered else {
+                return Waited::NoAdvisor;
+            };
+            let presence = self.advisors.presence();
+            presence.on_call(&advisor);
+            event(CallEventKind::Answered, &advisor);
+            tracing::info!(call_id = %call.info.call_id, %advisor, "caller and advisor bridged");
+            let bridged = call.bridge(&leg, self.music.clone()).await;
+            leg.hang_up().await;
+            presence.wrap_up(&advisor, self.wrap_up);
+            match bridged {
+                Bridged::Transferred(to) => {
+                    event(CallEventKind::Transferred, &advisor);
+                    tracing::info!(call_id = %call.info.call_id, %advisor, "transferred by the advisor");
+                    // A service with a queue, or else an advisor's username.
+                    match ServiceCode::parse(&to)
+                        .ok()
+                        .and_then(|s| self.services.get(s.as_str()).map(|q| (s, q)))
+                    {
+                        Some((s, q)) => {
+                            max_wait = Duration::from_secs(q.max_wait_seconds);
+                            wanted = Wanted::Skill(s);
+                        }
+                        None => wanted = Wanted::Named(to),
+                    }
+                }
+                Bridged::LegEnded => {
+                    event(CallEventKind::Ended, &advisor);
+                    return Waited::AdvisorHungUp;
+                }
+                Bridged::CallerLeft(_) => {
+                    event(CallEventKind::Ended, &advisor);
+                    return Waited::CallerLeft;
+                }
+            }
+        }
     }
 
     /// Offers the call to advisors, one at a time, until one answers; `None` when
@@ -126,7 +166,7 @@ impl Queues {
     async fn find_advisor(
         &self,
         call: &Call,
-        service: &ServiceCode,
+        wanted: &Wanted,
         event: &impl Fn(CallEventKind, &str),
     ) -> Option<(String, Leg)> {
         let presence = self.advisors.presence();
@@ -137,7 +177,7 @@ impl Queues {
         };
         loop {
             passed_over.retain(|_, at| at.elapsed() < RETRY_SAME_ADVISOR);
-            let reachable = match self.advisors.reachable_with_skill(service).await {
+            let reachable = match self.advisors.reachable(|a| wanted.is(a)).await {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::error!(error = %e, "advisors cannot be read");
