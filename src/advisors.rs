@@ -251,13 +251,37 @@ pub enum ChosenState {
     Away,
 }
 
-/// Every advisor's state on this instance. An advisor not seen yet is available
-/// (their phone's registration says whether they can be reached).
+/// Every advisor's state on this instance, and the callers waiting for them. An
+/// advisor not seen yet is available (their phone's registration says whether they
+/// can be reached). Callers who want the same advisors are served longest-waiting
+/// first, across queues.
 #[derive(Default)]
 pub struct Presence {
     states: Mutex<HashMap<String, Entry>>,
+    /// Callers waiting, by when they started waiting, with the advisors each would
+    /// take now.
+    waiting: Mutex<std::collections::BTreeMap<(Instant, u64), Vec<String>>>,
+    next_ticket: std::sync::atomic::AtomicU64,
     /// Rung whenever an advisor may have become available.
     changed: tokio::sync::Notify,
+}
+
+/// A caller's place among those waiting for advisors; dropped when they stop waiting.
+pub struct Waiting<'a> {
+    presence: &'a Presence,
+    key: (Instant, u64),
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.presence
+            .waiting
+            .lock()
+            .expect("not poisoned")
+            .remove(&self.key);
+        // Someone behind may now take an advisor this caller was first for.
+        self.presence.changed.notify_waiters();
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -312,19 +336,46 @@ impl Presence {
         self.set(id, state, None);
     }
 
-    /// Takes the longest-idle available advisor among `candidates` for an offer
-    /// (they are ringing from now on, so no other caller is offered them).
-    pub fn reserve(&self, candidates: &[&str]) -> Option<String> {
+    /// A caller starts waiting (their place is kept across transfers).
+    pub fn start_waiting(&self) -> Waiting<'_> {
+        let key = (
+            Instant::now(),
+            self.next_ticket
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        );
+        self.waiting
+            .lock()
+            .expect("not poisoned")
+            .insert(key, Vec::new());
+        Waiting {
+            presence: self,
+            key,
+        }
+    }
+
+    /// Takes, for the caller `me`, the longest-idle available advisor among
+    /// `candidates` that no one waiting longer would take (they are ringing from now
+    /// on, so no other caller is offered them).
+    pub fn reserve(&self, me: &Waiting<'_>, candidates: &[&str]) -> Option<String> {
         let now = Instant::now();
+        let mut waiting = self.waiting.lock().expect("not poisoned");
+        waiting.insert(me.key, candidates.iter().map(|c| c.to_string()).collect());
         let mut states = self.states.lock().expect("not poisoned");
+        let available = |id: &str| {
+            states
+                .get(id)
+                .is_none_or(|e| e.now(now) == AdvisorState::Available)
+        };
+        // An earlier caller who would take an available advisor has them first.
+        let promised: std::collections::HashSet<&str> = waiting
+            .range(..me.key)
+            .flat_map(|(_, wanted)| wanted.iter().map(String::as_str))
+            .filter(|id| available(id))
+            .collect();
         // Never seen: idle since before anyone who has taken a call.
         let chosen = candidates
             .iter()
-            .filter(|id| {
-                states
-                    .get(**id)
-                    .is_none_or(|e| e.now(now) == AdvisorState::Available)
-            })
+            .filter(|id| available(id) && !promised.contains(**id))
             .min_by_key(|id| states.get(**id).map(Entry::idle_since))?
             .to_string();
         states.insert(
@@ -335,6 +386,8 @@ impl Presence {
                 wrap_up_until: None,
             },
         );
+        // While this offer rings, this caller holds no claim on anyone else.
+        waiting.insert(me.key, Vec::new());
         Some(chosen)
     }
 
@@ -445,5 +498,49 @@ impl Advisors {
                     .unwrap_or(u32::MAX),
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_waiting_caller_is_served_first_and_the_longest_idle_advisor_first() {
+        let presence = Presence::default();
+        let first = presence.start_waiting();
+        let second = presence.start_waiting();
+        // The first caller wants "a" (away for now); the second comes to reserve first.
+        presence.choose("a", ChosenState::Away);
+        assert_eq!(presence.reserve(&first, &["a"]), None);
+        presence.choose("a", ChosenState::Available);
+        assert_eq!(
+            presence.reserve(&second, &["a"]),
+            None,
+            "a is the first caller's"
+        );
+        assert_eq!(presence.reserve(&first, &["a"]).as_deref(), Some("a"));
+        assert_eq!(presence.state("a"), AdvisorState::Ringing);
+        // Once the first caller has gone, nobody blocks the second.
+        presence.not_taken("a", false);
+        drop(first);
+        assert_eq!(presence.reserve(&second, &["a"]).as_deref(), Some("a"));
+
+        // Longest idle first: b finished a call after c did.
+        let third = presence.start_waiting();
+        let long_ago = Instant::now() - Duration::from_secs(60);
+        for (id, ended) in [("c", long_ago), ("b", long_ago + Duration::from_secs(30))] {
+            presence.states.lock().unwrap().insert(
+                id.into(),
+                Entry {
+                    state: AdvisorState::WrapUp,
+                    since: ended,
+                    wrap_up_until: Some(ended),
+                },
+            );
+        }
+        assert_eq!(presence.reserve(&third, &["b", "c"]).as_deref(), Some("c"));
+        assert_eq!(presence.reserve(&third, &["b", "c"]).as_deref(), Some("b"));
+        assert_eq!(presence.reserve(&third, &["b", "c"]), None, "both ringing");
     }
 }

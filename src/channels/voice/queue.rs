@@ -115,12 +115,13 @@ impl Queues {
             tracing::info!(call_id = %call.info.call_id, service = %service, "queue full");
             return Waited::NoAdvisor;
         };
+        let me = self.advisors.presence().start_waiting();
         let mut wanted = Wanted::Skill(service.clone());
         let mut max_wait = Duration::from_secs(queue.max_wait_seconds);
         loop {
             let music = async { while call.play(self.music.clone()).await.is_ok() {} };
             let answered = tokio::select! {
-                found = tokio::time::timeout(max_wait, self.find_advisor(call, &wanted, &event)) => found,
+                found = tokio::time::timeout(max_wait, self.find_advisor(call, &me, &wanted, &event)) => found,
                 _ = music => return Waited::CallerLeft,
             };
             let Ok(Some((advisor, leg))) = answered else {
@@ -166,6 +167,7 @@ impl Queues {
     async fn find_advisor(
         &self,
         call: &Call,
+        me: &crate::advisors::Waiting<'_>,
         wanted: &Wanted,
         event: &impl Fn(CallEventKind, &str),
     ) -> Option<(String, Leg)> {
@@ -189,7 +191,7 @@ impl Queues {
                 .map(|a| a.id.as_str())
                 .filter(|id| !passed_over.contains_key(*id))
                 .collect();
-            let Some(chosen) = presence.reserve(&candidates) else {
+            let Some(chosen) = presence.reserve(me, &candidates) else {
                 let wait = async {
                     tokio::select! {
                         _ = presence.changed() => {}
