@@ -461,6 +461,38 @@ async fn follow_call_events(
     })
 }
 
+/// The call's one recording, once complete: its id, the caller's side (left) and
+/// the daemon's (right).
+async fn the_recording(app: &TestApp) -> (String, Vec<i16>, Vec<i16>) {
+    use sqlx::Row;
+    app.until_count("recordings WHERE status = 'complete'", 1)
+        .await;
+    assert_eq!(
+        app.count("recordings").await,
+        1,
+        "one recording for the whole call"
+    );
+    let row = sqlx::query("SELECT id, path FROM recordings")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    let path = app
+        .db
+        .dir()
+        .join("recordings")
+        .join(row.try_get::<String, _>("path").unwrap());
+    let samples: Vec<i16> = hound::WavReader::open(&path)
+        .unwrap()
+        .into_samples::<i16>()
+        .map(Result::unwrap)
+        .collect();
+    (
+        row.try_get("id").unwrap(),
+        samples.iter().step_by(2).copied().collect(),
+        samples.iter().skip(1).step_by(2).copied().collect(),
+    )
+}
+
 fn write_tone(path: &Path, hz: f64, seconds: u32) {
     let spec = hound::WavSpec {
         channels: 1,
@@ -507,7 +539,6 @@ fn has_tone(samples: &[i16], rate: u32, hz: f64) -> bool {
 }
 
 async fn a_caller_reaches_the_advisor_of_their_service_and_each_hears_the_other(backend: Backend) {
-    use sqlx::Row;
     let app = queue_app(backend).await;
     let (advisor, password) = add_advisor_for(&app, "erin", "SHA-256", "waste").await;
     let dir = tempfile::tempdir().unwrap();
@@ -565,30 +596,7 @@ async fn a_caller_reaches_the_advisor_of_their_service_and_each_hears_the_other(
     assert!(!has_tone(&heard, rate, 1000.0), "and not their own voice");
 
     // The call's one recording: the caller on the left, the advisor on the right.
-    let mut rows = Vec::new();
-    for _ in 0..600 {
-        rows = sqlx::query("SELECT path FROM recordings WHERE status = 'complete'")
-            .fetch_all(app.store.pool())
-            .await
-            .unwrap();
-        if !rows.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(rows.len(), 1, "one recording for the whole call");
-    let path = app
-        .db
-        .dir()
-        .join("recordings")
-        .join(rows[0].try_get::<String, _>("path").unwrap());
-    let samples: Vec<i16> = hound::WavReader::open(&path)
-        .unwrap()
-        .into_samples::<i16>()
-        .map(Result::unwrap)
-        .collect();
-    let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
-    let right: Vec<i16> = samples.iter().skip(1).step_by(2).copied().collect();
+    let (_, left, right) = the_recording(&app).await;
     assert!(has_tone(&left, 8000, 440.0), "the caller on the left");
     assert!(has_tone(&right, 8000, 1000.0), "the advisor on the right");
     assert!(
@@ -709,7 +717,6 @@ async fn an_advisor_who_declines_or_does_not_answer_is_passed_and_the_next_answe
 /// (or, pressing 1, asks to be called back): a callback on the request that staff
 /// see and close; a voicemail points at its stretch of the call's recording.
 async fn no_advisor_means_a_voicemail_or_a_callback_that_staff_close(backend: Backend) {
-    use sqlx::Row;
     let app = common::spawn_app_with(backend, |s| {
         common::listen_for_calls(s, "127.0.0.1/32");
         s.sip.registrar = true;
@@ -743,31 +750,8 @@ async fn no_advisor_means_a_voicemail_or_a_callback_that_staff_close(backend: Ba
     let to = voicemail["voicemail_to_ms"].as_i64().unwrap();
     assert!((2500..=4000).contains(&(to - from)), "{voicemail}");
     // The message is in the call's recording, on the caller's side, where it says.
-    let recording_id = voicemail["recording_id"].as_str().unwrap().to_string();
-    let mut path = None;
-    for _ in 0..600 {
-        let row = sqlx::query("SELECT path, status FROM recordings WHERE id = $1")
-            .bind(&recording_id)
-            .fetch_one(app.store.pool())
-            .await
-            .unwrap();
-        if row.try_get::<String, _>("status").unwrap() == "complete" {
-            path = Some(row.try_get::<String, _>("path").unwrap());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let path = app
-        .db
-        .dir()
-        .join("recordings")
-        .join(path.expect("recording complete"));
-    let samples: Vec<i16> = hound::WavReader::open(&path)
-        .unwrap()
-        .into_samples::<i16>()
-        .map(Result::unwrap)
-        .collect();
-    let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
+    let (recording_id, left, _) = the_recording(&app).await;
+    assert_eq!(voicemail["recording_id"], recording_id.as_str());
     let at = |ms: i64| (ms as usize * 8).min(left.len());
     assert!(
         has_tone(&left[at(from)..at(to)], 8000, 440.0),
@@ -841,7 +825,6 @@ async fn no_advisor_means_a_voicemail_or_a_callback_that_staff_close(backend: Ba
 /// meanwhile the caller hears the music on hold, on the right of the one recording,
 /// and the conversation carries on after.
 async fn an_advisor_holding_the_caller_plays_them_music(backend: Backend) {
-    use sqlx::Row;
     let app = queue_app(backend).await;
     let (_, password) = add_advisor_for(&app, "ida", "SHA-256", "waste").await;
     let dir = tempfile::tempdir().unwrap();
@@ -865,29 +848,7 @@ async fn an_advisor_holding_the_caller_plays_them_music(backend: Backend) {
     assert!(run.success, "{}", run.output);
     let call = phone.next("call").await;
     assert_eq!(call["answered"], true, "{call}");
-    let mut path = None;
-    for _ in 0..600 {
-        let rows = sqlx::query("SELECT path FROM recordings WHERE status = 'complete'")
-            .fetch_all(app.store.pool())
-            .await
-            .unwrap();
-        if let Some(r) = rows.first() {
-            path = Some(r.try_get::<String, _>("path").unwrap());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let path = app
-        .db
-        .dir()
-        .join("recordings")
-        .join(path.expect("a recording"));
-    let samples: Vec<i16> = hound::WavReader::open(&path)
-        .unwrap()
-        .into_samples::<i16>()
-        .map(Result::unwrap)
-        .collect();
-    let right: Vec<i16> = samples.iter().skip(1).step_by(2).copied().collect();
+    let (_, _, right) = the_recording(&app).await;
     // Where the advisor is heard: before the hold, and after it.
     let advisor_at: Vec<usize> = right
         .chunks(2000)
@@ -926,7 +887,6 @@ async fn an_advisor_holding_the_caller_plays_them_music(backend: Backend) {
 async fn a_blind_transfer_reaches_the_second_advisor_and_the_recording_carries_on(
     backend: Backend,
 ) {
-    use sqlx::Row;
     let app = queue_app(backend).await;
     let udp = app.sip_addr(SipTransport::Udp);
     let dir = tempfile::tempdir().unwrap();
@@ -976,30 +936,8 @@ async fn a_blind_transfer_reaches_the_second_advisor_and_the_recording_carries_o
     let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(kinds, ["offered", "answered", "ended"], "kate's screen");
 
-    let mut path = None;
-    for _ in 0..600 {
-        let rows = sqlx::query("SELECT path FROM recordings WHERE status = 'complete'")
-            .fetch_all(app.store.pool())
-            .await
-            .unwrap();
-        if let Some(r) = rows.first() {
-            path = Some(r.try_get::<String, _>("path").unwrap());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(
-        app.count("recordings").await,
-        1,
-        "one recording across the transfer"
-    );
-    let path = app.db.dir().join("recordings").join(path.unwrap());
-    let samples: Vec<i16> = hound::WavReader::open(&path)
-        .unwrap()
-        .into_samples::<i16>()
-        .map(Result::unwrap)
-        .collect();
-    let right: Vec<i16> = samples.iter().skip(1).step_by(2).copied().collect();
+    // One recording across the transfer.
+    let (_, _, right) = the_recording(&app).await;
     let heard_at = |hz: f64| {
         right
             .chunks(4000)
