@@ -961,6 +961,118 @@ async fn a_blind_transfer_reaches_the_second_advisor_and_the_recording_carries_o
     app.stop().await;
 }
 
+/// A daemon with a waste queue whose legs fall silent after `media_timeout` seconds.
+async fn queue_app_timing_out(backend: Backend, media_timeout: u64) -> TestApp {
+    common::spawn_app_with(backend, move |s| {
+        common::listen_for_calls(s, "127.0.0.1/32");
+        s.sip.registrar = true;
+        s.sip.ring_ms = 200;
+        s.sip.media_timeout_seconds = media_timeout;
+        s.ivr.digit_timeout_seconds = 4;
+        s.queues.wrap_up_seconds = 0;
+        s.queues.services.insert(
+            "waste".into(),
+            contactd::configuration::ServiceQueue {
+                max_wait_seconds: 30,
+                max_length: 10,
+            },
+        );
+    })
+    .await
+}
+
+/// The advisor's phone vanishes mid-call (killed: no BYE, no more RTP): its leg is
+/// ended after the media timeout and the caller, still there, is told goodbye.
+async fn an_advisor_phone_that_vanishes_is_ended_after_the_media_timeout(backend: Backend) {
+    let app = queue_app_timing_out(backend, 3).await;
+    let (advisor, password) = add_advisor_for(&app, "lena", "SHA-256", "waste").await;
+    let dir = tempfile::tempdir().unwrap();
+    let udp = app.sip_addr(SipTransport::Udp);
+    let mut phone = AnsweringPhone::register(udp, "lena", &password, dir.path(), 60, "PCMU").await;
+    let feed = follow_call_events(&app, &advisor).await;
+    let media = sipp::tone_file(dir.path(), contactd_sip::g711::Codec::Pcmu, 40);
+    let text = sipp::call_scenario("07700900129", "0", &media, "0", "*1", None);
+    let caller = {
+        let dir = dir.path().to_path_buf();
+        tokio::spawn(async move { sipp::run(&dir, &text, udp, 1, "u1").await })
+    };
+    // Once the advisor's screen shows the call answered, the phone dies.
+    let mut answered = false;
+    for _ in 0..600 {
+        let (_, list) = app.get(Role::Supervisor, "/api/v1/advisors").await;
+        if list[0]["state"] == "on_call" {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(answered, "the advisor answered");
+    phone.child.start_kill().unwrap();
+    let run = caller.await.unwrap();
+    assert!(run.success, "the caller is told goodbye: {}", run.output);
+    let events = tokio::time::timeout(Duration::from_secs(30), feed)
+        .await
+        .unwrap()
+        .unwrap();
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["offered", "answered", "ended"]);
+    let (_, list) = app.get(Role::Supervisor, "/api/v1/advisors").await;
+    assert_eq!(
+        list[0]["state"], "available",
+        "the advisor is not left on a call"
+    );
+    app.stop().await;
+}
+
+/// Shutting down with a bridged call: it may go on for the grace period, then both
+/// legs are ended and its recording finished.
+async fn shutdown_ends_both_legs_of_a_bridged_call_after_the_grace(backend: Backend) {
+    let app = queue_app_timing_out(backend, 30).await;
+    let (advisor, password) = add_advisor_for(&app, "mo", "SHA-256", "waste").await;
+    let dir = tempfile::tempdir().unwrap();
+    let udp = app.sip_addr(SipTransport::Udp);
+    let mut phone = AnsweringPhone::register(udp, "mo", &password, dir.path(), 60, "PCMU").await;
+    let feed = follow_call_events(&app, &advisor).await;
+    let media = sipp::tone_file(dir.path(), contactd_sip::g711::Codec::Pcmu, 40);
+    let text = sipp::call_scenario("07700900130", "0", &media, "0", "*1", None);
+    let caller = {
+        let dir = dir.path().to_path_buf();
+        tokio::spawn(async move { sipp::run(&dir, &text, udp, 1, "u1").await })
+    };
+    let mut answered = false;
+    for _ in 0..600 {
+        let (_, list) = app.get(Role::Supervisor, "/api/v1/advisors").await;
+        if list[0]["state"] == "on_call" {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(answered, "the advisor answered");
+    app.begin_shutdown();
+    // The grace (5 s in tests) passes; then the caller gets a BYE and so does the phone.
+    let run = caller.await.unwrap();
+    assert!(
+        run.success,
+        "the caller's leg is ended with a BYE: {}",
+        run.output
+    );
+    let call = phone.next("call").await;
+    assert_eq!(call["answered"], true);
+    let events = tokio::time::timeout(Duration::from_secs(30), feed)
+        .await
+        .unwrap()
+        .unwrap();
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["offered", "answered"],
+        "the feed closes as the daemon starts shutting down"
+    );
+    // The daemon then stops: its drain waits for the call's recording to be finished.
+    app.stop().await;
+}
+
 on_both_backends!(
     a_phone_registers_with_md5_and_is_unreachable_once_it_expires,
     a_softphone_registers_with_sha256_over_udp_and_tcp,
@@ -972,4 +1084,6 @@ on_both_backends!(
     no_advisor_means_a_voicemail_or_a_callback_that_staff_close,
     an_advisor_holding_the_caller_plays_them_music,
     a_blind_transfer_reaches_the_second_advisor_and_the_recording_carries_on,
+    an_advisor_phone_that_vanishes_is_ended_after_the_media_timeout,
+    shutdown_ends_both_legs_of_a_bridged_call_after_the_grace,
 );

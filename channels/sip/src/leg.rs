@@ -27,6 +27,9 @@ use crate::server::Shared;
 /// the trunk side never may.
 const LEG_ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REFER";
 
+/// How long a BYE to a phone is waited for before its dialog is forgotten.
+const BYE_PATIENCE: Duration = Duration::from_secs(5);
+
 /// A registered phone to ring.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DialTarget {
@@ -206,11 +209,11 @@ impl Dialer {
         tokio::spawn(async move {
             let mut version = 1u64;
             let mut current = negotiated_now;
-            let why = loop {
+            let (why, send_bye) = loop {
                 tokio::select! {
                     state = states.recv() => match state {
-                        Some(DialogState::Terminated(_, reason)) => break format!("{reason:?}"),
-                        None => break "gone".to_string(),
+                        Some(DialogState::Terminated(_, reason)) => break (format!("{reason:?}"), false),
+                        None => break ("gone".to_string(), false),
                         Some(DialogState::Updated(_, request, handle)) => {
                             // Hold and resume from the phone (RFC 3264): answer with our
                             // side; an offerless re-INVITE gets our current offer.
@@ -271,23 +274,25 @@ impl Dialer {
                         Some(_) => {}
                     },
                     _ = hangup.cancelled() => {
-                        let _ = dialog.bye().await;
-                        break format!("{:?}", TerminatedReason::UacBye);
+                        break (format!("{:?}", TerminatedReason::UacBye), true);
                     }
                     _ = silent.cancelled() => {
-                        let _ = dialog.bye().await;
-                        break "media timeout".into();
+                        break ("media timeout".into(), true);
                     }
                     _ = shared.end_all.cancelled() => {
-                        let _ = dialog.bye().await;
-                        break "shutdown".into();
+                        break ("shutdown".into(), true);
                     }
                 }
             };
+            // The leg is over for the call at once: the caller must not wait on a
+            // BYE to a phone that may be gone (its retransmissions last 32 s).
             stop_media.cancel();
             let _ = media.await;
-            shared.dialogs.remove_dialog(&dialog.id());
             ended.cancel();
+            if send_bye {
+                let _ = tokio::time::timeout(BYE_PATIENCE, dialog.bye()).await;
+            }
+            shared.dialogs.remove_dialog(&dialog.id());
             debug!(why, "advisor leg ended");
         });
         Ok(leg)
