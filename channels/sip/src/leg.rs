@@ -27,6 +27,9 @@ use crate::server::Shared;
 /// the trunk side never may.
 const LEG_ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REFER";
 
+/// How long a BYE to a phone is waited for before its dialog is forgotten.
+const BYE_PATIENCE: Duration = Duration::from_secs(5);
+
 /// A registered phone to ring.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DialTarget {
@@ -162,7 +165,7 @@ impl Dialer {
             Ok(n) => n,
             Err(e) => {
                 info!(error = %e, "an advisor's phone answered with no usable SDP: hung up");
-                crate::server::bye(&dialog).await;
+                let _ = dialog.bye().await;
                 shared.dialogs.remove_dialog(&dialog.id());
                 return Err(unreachable(&e));
             }
@@ -287,7 +290,7 @@ impl Dialer {
             let _ = media.await;
             ended.cancel();
             if send_bye {
-                crate::server::bye(&dialog).await;
+                let _ = tokio::time::timeout(BYE_PATIENCE, dialog.bye()).await;
             }
             shared.dialogs.remove_dialog(&dialog.id());
             debug!(why, "advisor leg ended");

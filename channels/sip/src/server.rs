@@ -705,20 +705,20 @@ impl Shared {
                     Some(_) => {}
                 },
                 _ = hangup.cancelled() => {
-                    bye(&dialog).await;
+                    let _ = dialog.bye().await;
                     break CallEnded::WeHungUp;
                 }
                 _ = silent.cancelled() => {
-                    bye(&dialog).await;
+                    let _ = dialog.bye().await;
                     break CallEnded::MediaTimeout;
                 }
                 _ = &mut deadline => {
                     info!(%call_id, "maximum call length reached");
-                    bye(&dialog).await;
+                    let _ = dialog.bye().await;
                     break CallEnded::MaxDuration;
                 }
                 _ = self.end_all.cancelled() => {
-                    bye(&dialog).await;
+                    let _ = dialog.bye().await;
                     break CallEnded::Shutdown;
                 }
             }
@@ -733,15 +733,6 @@ impl Shared {
         info!(%call_id, ?why, seconds = stats.ticks / 50, late = stats.late, missing = stats.missing, wrong_source = stats.wrong_source, "call ended");
         drop(active);
     }
-}
-
-/// How long a BYE is waited for: a peer that has vanished never answers it, and the
-/// call (its slot, its recording) must not wait out the retransmissions (32 s).
-const BYE_PATIENCE: Duration = Duration::from_secs(5);
-
-/// Ends a dialog with a BYE, waiting for its answer at most [`BYE_PATIENCE`].
-pub(crate) async fn bye(dialog: &rsipstack::dialog::invite_dialog::InviteDialog) {
-    let _ = tokio::time::timeout(BYE_PATIENCE, dialog.bye()).await;
 }
 
 /// One dialog's key: the Call-ID with both tags. Another caller reusing a Call-ID
