@@ -493,6 +493,20 @@ async fn the_recording(app: &TestApp) -> (String, Vec<i16>, Vec<i16>) {
     )
 }
 
+/// Waits (bounded) until the only advisor is on a call.
+async fn until_the_advisor_is_on_a_call(app: &TestApp) {
+    let mut answered = false;
+    for _ in 0..600 {
+        let (_, list) = app.get(Role::Supervisor, "/api/v1/advisors").await;
+        if list[0]["state"] == "on_call" {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(answered, "the advisor answered");
+}
+
 fn write_tone(path: &Path, hz: f64, seconds: u32) {
     let spec = hound::WavSpec {
         channels: 1,
@@ -997,16 +1011,7 @@ async fn an_advisor_phone_that_vanishes_is_ended_after_the_media_timeout(backend
         tokio::spawn(async move { sipp::run(&dir, &text, udp, 1, "u1").await })
     };
     // Once the advisor's screen shows the call answered, the phone dies.
-    let mut answered = false;
-    for _ in 0..600 {
-        let (_, list) = app.get(Role::Supervisor, "/api/v1/advisors").await;
-        if list[0]["state"] == "on_call" {
-            answered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(answered, "the advisor answered");
+    until_the_advisor_is_on_a_call(&app).await;
     phone.child.start_kill().unwrap();
     let run = caller.await.unwrap();
     assert!(run.success, "the caller is told goodbye: {}", run.output);
@@ -1039,16 +1044,7 @@ async fn shutdown_ends_both_legs_of_a_bridged_call_after_the_grace(backend: Back
         let dir = dir.path().to_path_buf();
         tokio::spawn(async move { sipp::run(&dir, &text, udp, 1, "u1").await })
     };
-    let mut answered = false;
-    for _ in 0..600 {
-        let (_, list) = app.get(Role::Supervisor, "/api/v1/advisors").await;
-        if list[0]["state"] == "on_call" {
-            answered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(answered, "the advisor answered");
+    until_the_advisor_is_on_a_call(&app).await;
     app.begin_shutdown();
     // The grace (5 s in tests) passes; then the caller gets a BYE and so does the phone.
     let run = caller.await.unwrap();
