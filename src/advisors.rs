@@ -19,13 +19,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use contactd_sip::{
-    Algorithm, Binding, BindingChange, Ha1, Registrar, RegistrarError, RegistrarFuture,
-    Registration,
+    Algorithm, Binding, BindingChange, DialTarget, Dialer, Ha1, Registrar, RegistrarError,
+    RegistrarFuture, Registration,
 };
 use rand::Rng;
 
 use crate::configuration::{ServiceCode, Settings};
-use crate::domain::Actor;
+use crate::domain::{Actor, Timestamp};
 use crate::scheduler::Clock;
 use crate::store::advisors::{
     Advisor, BindingWrite, NewAdvisor, RegisterRefusal, RegisterWrite, SipCredential,
@@ -40,7 +40,32 @@ pub struct Advisors {
     clock: Arc<dyn Clock>,
     realm: String,
     devices_per_advisor: usize,
+    /// Phones (advisor id, contact) that did not answer the last check: registered
+    /// but gone (unplugged, asleep, off the network), so never rung.
+    silent: Arc<Mutex<std::collections::HashSet<(String, String)>>>,
+    roster: Arc<Roster>,
 }
+
+/// The advisors and their registrations as last read. Every caller waiting looks at
+/// them at least once a second, so they are read from the database at most once per
+/// `ROSTER_FRESH` (by one reader; the others wait for it), and again at once after
+/// a change made through this instance (a registration, a new advisor, a password).
+#[derive(Default)]
+struct Roster {
+    read: tokio::sync::Mutex<Option<RosterRead>>,
+    /// Bumped by every change made here.
+    changes: std::sync::atomic::AtomicU64,
+}
+
+/// When the roster was read, after how many changes, and what it held.
+struct RosterRead {
+    at: Instant,
+    changes: u64,
+    advisors: Arc<Vec<Advisor>>,
+}
+
+/// Changes made through another instance sharing the database are seen this late.
+const ROSTER_FRESH: Duration = Duration::from_secs(1);
 
 /// A new advisor as staff describe them, parsed.
 pub struct AdvisorInput {
@@ -105,7 +130,15 @@ impl Advisors {
             clock,
             realm: settings.sip.realm.clone(),
             devices_per_advisor: settings.sip.devices_per_advisor,
+            silent: Arc::default(),
+            roster: Arc::default(),
         }
+    }
+
+    /// The daemon's clock (a test's, in tests): registrations expire and queues open
+    /// and close on it.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
     }
 
     fn credential(&self, username: &SipUsername, algorithm: Algorithm) -> (SipCredential, String) {
@@ -144,6 +177,7 @@ impl Advisors {
                 },
             )
             .await?;
+        self.roster_changed();
         Ok(WithPassword { advisor, password })
     }
 
@@ -168,6 +202,7 @@ impl Advisors {
             .store
             .set_advisor_credential(actor, id, &credential)
             .await?;
+        self.roster_changed();
         Ok(WithPassword { advisor, password })
     }
 
@@ -178,7 +213,7 @@ impl Advisors {
 
     /// Every advisor with the devices registered now and their state.
     pub async fn list(&self) -> Result<Vec<AdvisorNow>, StoreError> {
-        let advisors = self.store.advisors(self.clock.now()).await?;
+        let advisors = self.registered().await?;
         Ok(advisors
             .into_iter()
             .map(|advisor| AdvisorNow {
@@ -186,6 +221,97 @@ impl Advisors {
                 advisor,
             })
             .collect())
+    }
+
+    /// Every advisor with the devices registered now, each marked answering or not.
+    async fn registered(&self) -> Result<Vec<Advisor>, StoreError> {
+        self.registered_where(|_| true).await
+    }
+
+    /// Those of [`Self::registered`] that are `wanted` (picked before anything is copied).
+    async fn registered_where(
+        &self,
+        wanted: impl Fn(&Advisor) -> bool,
+    ) -> Result<Vec<Advisor>, StoreError> {
+        let roster = self.roster().await?;
+        let now = self.clock.now();
+        let silent = self.silent.lock().expect("not poisoned");
+        Ok(roster
+            .iter()
+            .filter(|a| wanted(a))
+            .map(|a| {
+                let mut a = a.clone();
+                a.devices.retain(|d| d.expires_at > now);
+                for d in &mut a.devices {
+                    d.answering = !silent.contains(&(a.id.clone(), d.contact.clone()));
+                }
+                a
+            })
+            .collect())
+    }
+
+    /// The advisors as last read (see [`Roster`]).
+    async fn roster(&self) -> Result<Arc<Vec<Advisor>>, StoreError> {
+        use std::sync::atomic::Ordering;
+        let mut read = self.roster.read.lock().await;
+        let changes = self.roster.changes.load(Ordering::SeqCst);
+        if let Some(last) = &*read
+            && last.at.elapsed() < ROSTER_FRESH
+            && last.changes == changes
+        {
+            return Ok(last.advisors.clone());
+        }
+        let advisors = Arc::new(self.store.advisors(self.clock.now()).await?);
+        *read = Some(RosterRead {
+            at: Instant::now(),
+            changes,
+            advisors: advisors.clone(),
+        });
+        Ok(advisors)
+    }
+
+    fn roster_changed(&self) {
+        self.roster
+            .changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Asks every registered phone whether it is there (see [`Dialer::probe`]), at
+    /// most `at_once` at a time; those that do not answer within `patience` are not
+    /// rung until they answer a later check or register again.
+    pub async fn check_phones(&self, dialer: &Dialer, patience: Duration, at_once: usize) {
+        let Ok(advisors) = self.registered().await else {
+            return;
+        };
+        let phones: Vec<((String, String), DialTarget)> = advisors
+            .iter()
+            .flat_map(|a| {
+                a.devices.iter().filter_map(|d| {
+                    Some((
+                        (a.id.clone(), d.contact.clone()),
+                        dial_target(d, "contactd")?,
+                    ))
+                })
+            })
+            .collect();
+        let mut silent = std::collections::HashSet::new();
+        for some in phones.chunks(at_once.max(1)) {
+            let answers = futures_util::future::join_all(
+                some.iter()
+                    .map(|(_, target)| dialer.probe(target, patience)),
+            )
+            .await;
+            for ((phone, _), answered) in some.iter().zip(answers) {
+                if !answered {
+                    silent.insert(phone.clone());
+                }
+            }
+        }
+        let mut known = self.silent.lock().expect("not poisoned");
+        for (advisor, _) in silent.difference(&known) {
+            tracing::info!(%advisor, "an advisor's phone stopped answering: not rung until it does");
+        }
+        *known = silent;
     }
 
     /// Staff set an advisor available or away (which also ends a wrap-up early).
@@ -207,17 +333,37 @@ impl Advisors {
         &self.events
     }
 
-    /// Advisors `wanted` with a phone registered now, each with their phones.
+    /// Advisors `wanted` with a phone registered now that answers, each with those
+    /// phones.
     pub async fn reachable(
         &self,
         wanted: impl Fn(&Advisor) -> bool,
     ) -> Result<Vec<Advisor>, StoreError> {
-        let advisors = self.store.advisors(self.clock.now()).await?;
+        let advisors = self.registered_where(wanted).await?;
         Ok(advisors
             .into_iter()
-            .filter(|a| !a.devices.is_empty() && wanted(a))
+            .map(|mut a| {
+                a.devices.retain(|d| d.answering);
+                a
+            })
+            .filter(|a| !a.devices.is_empty())
             .collect())
     }
+}
+
+/// Where to reach a registered phone, calling as `caller`; `None` for a source
+/// address that does not parse (never written by the registrar).
+pub fn dial_target(device: &crate::store::advisors::Device, caller: &str) -> Option<DialTarget> {
+    Some(DialTarget {
+        contact: device.contact.clone(),
+        reach: device.source.parse().ok()?,
+        transport: if device.transport == "tcp" {
+            contactd_sip::config::SipTransport::Tcp
+        } else {
+            contactd_sip::config::SipTransport::Udp
+        },
+        caller: caller.to_string(),
+    })
 }
 
 /// An advisor as the API shows them: their record, phones and state now.
@@ -490,6 +636,16 @@ impl Advisors {
                 }
                 RegisterRefusal::Store(e) => RegistrarError::Unavailable(e.to_string()),
             })?;
+        self.roster_changed();
+        // A phone that registers is there: rung again at once.
+        if !bound.is_empty()
+            && let Ok(id) = self.store.advisor_id_by_username(&r.username).await
+        {
+            let mut silent = self.silent.lock().expect("not poisoned");
+            for (contact, _) in &bound {
+                silent.remove(&(id.clone(), contact.clone()));
+            }
+        }
         Ok(bound
             .into_iter()
             .map(|(contact, expires_at)| Binding {

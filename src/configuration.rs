@@ -13,7 +13,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::Deserialize;
 use url::Url;
 
-use crate::domain::{QuietHours, UnknownValue};
+use crate::domain::{OpeningHours, QuietHours, UnknownValue};
 
 /// `"21:00-08:00"`, or empty for no quiet hours.
 fn quiet_hours<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<QuietHours>, D::Error> {
@@ -22,6 +22,17 @@ fn quiet_hours<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<QuietHou
         return Ok(None);
     }
     QuietHours::parse(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// `"Mon-Fri 08:30-17:00, Sat 09:00-12:30"`, or empty (or absent) for always open.
+fn opening_hours<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<OpeningHours>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    OpeningHours::parse(&text)
         .map(Some)
         .map_err(serde::de::Error::custom)
 }
@@ -737,6 +748,9 @@ pub struct SipSettings {
     /// Wrong credentials one source address may send before it is refused; one more
     /// is allowed each minute after that.
     pub auth_failures_per_source: u32,
+    /// Every registered phone is asked this often whether it is there (OPTIONS); one
+    /// that does not answer is not rung until it does. 0: never asked.
+    pub phone_check_seconds: u64,
 }
 
 impl SipSettings {
@@ -880,6 +894,8 @@ pub struct QueueSettings {
     pub music_on_hold: PathBuf,
     /// The longest voicemail a caller may leave when no advisor answers.
     pub voicemail_seconds: u64,
+    /// A waiting caller is told their place in the queue this often; 0: never.
+    pub position_every_seconds: u64,
     /// The queue of each service, by service code.
     pub services: std::collections::BTreeMap<String, ServiceQueue>,
 }
@@ -891,6 +907,10 @@ pub struct ServiceQueue {
     pub max_wait_seconds: u64,
     /// Callers waiting at most; one more is offered voicemail at once.
     pub max_length: usize,
+    /// When advisors take this service's calls (Europe/London); outside them a
+    /// caller is told so and offered voicemail. Absent: always open.
+    #[serde(default, deserialize_with = "opening_hours")]
+    pub hours: Option<OpeningHours>,
 }
 
 impl QueueSettings {

@@ -321,6 +321,7 @@ async fn queue_app(backend: Backend) -> TestApp {
             contactd::configuration::ServiceQueue {
                 max_wait_seconds: 30,
                 max_length: 10,
+                hours: None,
             },
         );
     })
@@ -381,7 +382,16 @@ impl AnsweringPhone {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/pjsua_phone.py");
         let mut child = tokio::process::Command::new("python3")
             .arg(script)
-            .args([&format!("sip:{target}"), user, password, "udp", "300", mode])
+            // Three hours (the registrar cuts it to its maximum): a test that moves
+            // its clock on two hours keeps the phone registered.
+            .args([
+                &format!("sip:{target}"),
+                user,
+                password,
+                "udp",
+                "10800",
+                mode,
+            ])
             .arg(&tone)
             .arg(dir.join("advisor-heard.wav"))
             .args([&talk_seconds.to_string(), codec])
@@ -645,6 +655,7 @@ async fn an_advisor_who_declines_or_does_not_answer_is_passed_and_the_next_answe
             contactd::configuration::ServiceQueue {
                 max_wait_seconds: 40,
                 max_length: 10,
+                hours: None,
             },
         );
     })
@@ -742,6 +753,7 @@ async fn no_advisor_means_a_voicemail_or_a_callback_that_staff_close(backend: Ba
             contactd::configuration::ServiceQueue {
                 max_wait_seconds: 2,
                 max_length: 10,
+                hours: None,
             },
         );
     })
@@ -989,6 +1001,7 @@ async fn queue_app_timing_out(backend: Backend, media_timeout: u64) -> TestApp {
             contactd::configuration::ServiceQueue {
                 max_wait_seconds: 30,
                 max_length: 10,
+                hours: None,
             },
         );
     })
@@ -1069,6 +1082,264 @@ async fn shutdown_ends_both_legs_of_a_bridged_call_after_the_grace(backend: Back
     app.stop().await;
 }
 
+/// A window of opening hours two hours from now (Europe/London), on that day: the
+/// queue is closed now and open once the test's clock has moved on two hours.
+fn hours_opening_in_two_hours() -> contactd::domain::OpeningHours {
+    use chrono::{Datelike, Timelike};
+    let then =
+        (chrono::Utc::now() + chrono::Duration::hours(2)).with_timezone(&chrono_tz::Europe::London);
+    let minute = then.hour() * 60 + then.minute();
+    let (open, close) = (minute.saturating_sub(30), (minute + 30).min(23 * 60 + 59));
+    let day = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+        [then.weekday().num_days_from_monday() as usize];
+    let text = format!(
+        "{day} {:02}:{:02}-{:02}:{:02}",
+        open / 60,
+        open % 60,
+        close / 60,
+        close % 60
+    );
+    contactd::domain::OpeningHours::parse(&text).unwrap()
+}
+
+/// Outside the queue's opening hours (Europe/London) nobody waits: the caller is told
+/// so and leaves a voicemail; once open (the clock two hours on), the same call
+/// reaches the advisor.
+async fn outside_opening_hours_the_caller_is_told_and_may_leave_a_voicemail(backend: Backend) {
+    let clock = TestClock::new();
+    let app = common::spawn_app_with_clock(backend, clock.clone(), |s| {
+        common::listen_for_calls(s, "127.0.0.1/32");
+        s.sip.registrar = true;
+        s.sip.ring_ms = 200;
+        s.ivr.digit_timeout_seconds = 4;
+        s.sip.register_max_seconds = 10800;
+        s.queues.voicemail_seconds = 3;
+        s.queues.wrap_up_seconds = 0;
+        s.queues.services.insert(
+            "waste".into(),
+            contactd::configuration::ServiceQueue {
+                max_wait_seconds: 30,
+                max_length: 10,
+                hours: Some(hours_opening_in_two_hours()),
+            },
+        );
+    })
+    .await;
+    let (_, password) = add_advisor_for(&app, "olive", "SHA-256", "waste").await;
+    let dir = tempfile::tempdir().unwrap();
+    let udp = app.sip_addr(SipTransport::Udp);
+    let mut phone = AnsweringPhone::register(udp, "olive", &password, dir.path(), 2, "PCMU").await;
+    let media = sipp::tone_file(dir.path(), contactd_sip::g711::Codec::Pcmu, 40);
+    let text = sipp::call_scenario("07700900131", "0", &media, "0", "*1", None);
+    let run = sipp::run(dir.path(), &text, udp, 1, "u1").await;
+    assert!(run.success, "{}", run.output);
+    let (_, open) = app.get(Role::Agent, "/api/v1/callbacks").await;
+    let open = open.as_array().unwrap();
+    assert_eq!(
+        open.len(),
+        1,
+        "closed: a voicemail, no advisor rung: {open:?}"
+    );
+    assert_eq!(open[0]["kind"], "voicemail");
+    let (_, list) = app.get(Role::Supervisor, "/api/v1/advisors").await;
+    assert_eq!(list[0]["state"], "available", "the phone was never rung");
+
+    clock.advance(Duration::from_secs(2 * 3600));
+    let text = sipp::call_scenario("07700900132", "0", &media, "0", "*1", None);
+    let call = tokio::spawn({
+        let dir = dir.path().to_path_buf();
+        async move { sipp::run(&dir, &text, udp, 1, "u1").await }
+    });
+    let answered = phone.next("call").await;
+    assert_eq!(answered["answered"], true, "open: the advisor's phone rang");
+    let run = call.await.unwrap();
+    assert!(run.success, "{}", run.output);
+    let (_, open) = app.get(Role::Agent, "/api/v1/callbacks").await;
+    assert_eq!(open.as_array().unwrap().len(), 1, "no new voicemail");
+    app.stop().await;
+}
+
+/// A music file whose pitch says where in it the caller is: a sweep from 300 Hz
+/// rising 100 Hz a second, for eight seconds, at a steady level.
+fn write_sweep(path: &Path) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    let mut phase = 0.0f64;
+    for i in 0..8000 * 8 {
+        let hz = 300.0 + 100.0 * f64::from(i) / 8000.0;
+        phase += 2.0 * std::f64::consts::PI * hz / 8000.0;
+        w.write_sample((phase.sin() * 8000.0) as i16).unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+/// Per 100 ms of `samples`: the sweep's pitch there (by zero crossings), or `None`
+/// where it is not the music (speech, silence).
+fn music_pitch(samples: &[i16]) -> Vec<Option<f64>> {
+    samples
+        .chunks(800)
+        .map(|c| {
+            let peak = c.iter().map(|s| i32::from(*s).abs()).max().unwrap_or(0);
+            let crossings = c.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
+            let hz = crossings as f64 / 2.0 / (c.len() as f64 / 8000.0);
+            ((6500..=9500).contains(&peak) && (280.0..=1120.0).contains(&hz)).then_some(hz)
+        })
+        .collect()
+}
+
+/// A waiting caller is told their place in the queue now and then, and the music
+/// carries on where it was after each announcement (not from its start).
+async fn a_waiting_caller_hears_their_place_and_the_music_resumes(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let music = dir.path().join("sweep.wav");
+    write_sweep(&music);
+    let app = common::spawn_app_with(backend, |s| {
+        common::listen_for_calls(s, "127.0.0.1/32");
+        s.sip.ring_ms = 200;
+        s.ivr.digit_timeout_seconds = 4;
+        s.queues.voicemail_seconds = 2;
+        s.queues.position_every_seconds = 3;
+        s.queues.music_on_hold = music.clone();
+        s.queues.services.insert(
+            "waste".into(),
+            contactd::configuration::ServiceQueue {
+                max_wait_seconds: 18,
+                max_length: 10,
+                hours: None,
+            },
+        );
+    })
+    .await;
+    let udp = app.sip_addr(SipTransport::Udp);
+    let media = sipp::tone_file(dir.path(), contactd_sip::g711::Codec::Pcmu, 60);
+    let text = sipp::call_scenario("07700900133", "0", &media, "0", "*1", None);
+    let run = sipp::run(dir.path(), &text, udp, 1, "u1").await;
+    assert!(run.success, "{}", run.output);
+    let (_, _, right) = the_recording(&app).await;
+    let pitch = music_pitch(&right);
+    // Stretches of music, as (first, last) windows of 100 ms: a window is the music
+    // when a neighbour's pitch is within 30 Hz of its own (a window of speech can
+    // look like a tone, but not like the sweep's next step).
+    let near = |i: usize, j: usize| match (pitch[i], pitch.get(j).copied().flatten()) {
+        (Some(a), Some(b)) => (a - b).abs() < 30.0,
+        _ => false,
+    };
+    let mut stretches: Vec<(usize, usize)> = Vec::new();
+    for i in 0..pitch.len() {
+        if !(near(i, i + 1) || (i > 0 && near(i, i - 1))) {
+            continue;
+        }
+        match stretches.last_mut() {
+            Some((_, last)) if *last + 1 == i => *last = i,
+            _ => stretches.push((i, i)),
+        }
+    }
+    stretches.retain(|(a, b)| b - a >= 5);
+    assert!(
+        stretches.len() >= 3,
+        "music, an announcement, music, another, music: {stretches:?}"
+    );
+    let prompt_len = |name: &str| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("config/prompts/{name}.wav"));
+        hound::WavReader::open(path).unwrap().duration() as usize
+    };
+    // "You are number", a pause, "one", a pause, "in the queue...".
+    let announcement =
+        prompt_len("position_before") + prompt_len("digit_1") + prompt_len("position_after") + 4000;
+    for pair in stretches.windows(2).take(2) {
+        let ((_, end), (start, _)) = (pair[0], pair[1]);
+        let between = (start - end - 1) * 800;
+        assert!(
+            between <= announcement + 2400 && between + 2400 >= announcement,
+            "the break in the music is the announcement ({} ms), not {} ms",
+            announcement / 8,
+            between / 8
+        );
+        let (before, after) = (pitch[end].unwrap(), pitch[start].unwrap());
+        assert!(
+            (-40.0..=60.0).contains(&(after - before)),
+            "the music resumes where it was: {before:.0} Hz before, {after:.0} Hz after"
+        );
+    }
+    app.stop().await;
+}
+
+/// Whether the daemon counts `username`'s phone as answering its checks, once it
+/// says `answering` (bounded wait: the checks run every second here).
+async fn until_the_phone_answering_is(app: &TestApp, username: &str, answering: bool) {
+    for _ in 0..300 {
+        let phones = devices(app, username).await;
+        if phones.len() == 1 && phones[0]["answering"] == answering {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{username}'s phone never showed answering = {answering}");
+}
+
+/// A phone that stops answering while its registration is still in date (a "ghost
+/// agent") is found out by the daemon's OPTIONS checks within seconds and is not
+/// rung: the caller leaves a voicemail. Once it answers again, it is rung again.
+async fn a_phone_that_stops_answering_is_not_rung_until_it_answers_again(backend: Backend) {
+    let app = common::spawn_app_with(backend, |s| {
+        common::listen_for_calls(s, "127.0.0.1/32");
+        s.sip.registrar = true;
+        s.sip.phone_check_seconds = 1;
+        s.sip.ring_ms = 200;
+        s.ivr.digit_timeout_seconds = 4;
+        s.queues.voicemail_seconds = 2;
+        s.queues.wrap_up_seconds = 0;
+        s.queues.services.insert(
+            "waste".into(),
+            contactd::configuration::ServiceQueue {
+                max_wait_seconds: 3,
+                max_length: 10,
+                hours: None,
+            },
+        );
+    })
+    .await;
+    let (_, password) = add_advisor_for(&app, "quinn", "SHA-256", "waste").await;
+    let dir = tempfile::tempdir().unwrap();
+    let udp = app.sip_addr(SipTransport::Udp);
+    let mut phone = AnsweringPhone::register(udp, "quinn", &password, dir.path(), 2, "PCMU").await;
+    until_the_phone_answering_is(&app, "quinn", true).await;
+    let pid = phone.child.id().unwrap().to_string();
+    let signal = |sig: &str| {
+        let done = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(done.success());
+    };
+    // Frozen: registered, but answering nothing.
+    signal("-STOP");
+    until_the_phone_answering_is(&app, "quinn", false).await;
+    let media = sipp::tone_file(dir.path(), contactd_sip::g711::Codec::Pcmu, 40);
+    let text = sipp::call_scenario("07700900141", "0", &media, "0", "*1", None);
+    let run = sipp::run(dir.path(), &text, udp, 1, "u1").await;
+    assert!(run.success, "{}", run.output);
+    let (_, open) = app.get(Role::Agent, "/api/v1/callbacks").await;
+    assert_eq!(open.as_array().unwrap().len(), 1, "a voicemail: {open}");
+    let (_, list) = app.get(Role::Supervisor, "/api/v1/advisors").await;
+    assert_eq!(list[0]["state"], "available", "never rung, so not set away");
+
+    signal("-CONT");
+    until_the_phone_answering_is(&app, "quinn", true).await;
+    let text = sipp::call_scenario("07700900142", "0", &media, "0", "*1", None);
+    let call = tokio::spawn({
+        let dir = dir.path().to_path_buf();
+        async move { sipp::run(&dir, &text, udp, 1, "u1").await }
+    });
+    let answered = phone.next("call").await;
+    assert_eq!(answered["answered"], true, "rung again once it answers");
+    let run = call.await.unwrap();
+    assert!(run.success, "{}", run.output);
+    app.stop().await;
+}
+
 on_both_backends!(
     a_phone_registers_with_md5_and_is_unreachable_once_it_expires,
     a_softphone_registers_with_sha256_over_udp_and_tcp,
@@ -1082,4 +1353,7 @@ on_both_backends!(
     a_blind_transfer_reaches_the_second_advisor_and_the_recording_carries_on,
     an_advisor_phone_that_vanishes_is_ended_after_the_media_timeout,
     shutdown_ends_both_legs_of_a_bridged_call_after_the_grace,
+    outside_opening_hours_the_caller_is_told_and_may_leave_a_voicemail,
+    a_waiting_caller_hears_their_place_and_the_music_resumes,
+    a_phone_that_stops_answering_is_not_rung_until_it_answers_again,
 );

@@ -31,7 +31,7 @@ pub use phone::PhoneNumber;
 pub use postcode::Postcode;
 pub use reference::Reference;
 pub use text::{LongText, ShortText};
-pub use time::{CalendarDate, QuietHours, Timestamp};
+pub use time::{CalendarDate, OpeningHours, QuietHours, Timestamp};
 
 /// A value outside one of the closed vocabularies below.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

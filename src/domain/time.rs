@@ -149,21 +149,8 @@ pub struct QuietHoursError;
 
 impl QuietHours {
     pub fn parse(s: &str) -> Result<Self, QuietHoursError> {
-        let minutes = |t: &str| -> Result<u32, QuietHoursError> {
-            let (h, m) = t.trim().split_once(':').ok_or(QuietHoursError)?;
-            if !(1..=2).contains(&h.len()) || m.len() != 2 {
-                return Err(QuietHoursError);
-            }
-            let (h, m): (u32, u32) = (
-                h.parse().map_err(|_| QuietHoursError)?,
-                m.parse().map_err(|_| QuietHoursError)?,
-            );
-            if h > 23 || m > 59 {
-                return Err(QuietHoursError);
-            }
-            Ok(h * 60 + m)
-        };
         let (a, b) = s.split_once('-').ok_or(QuietHoursError)?;
+        let minutes = |t: &str| minute_of_day(t).ok_or(QuietHoursError);
         let (start, end) = (minutes(a)?, minutes(b)?);
         if start == end {
             return Err(QuietHoursError);
@@ -174,11 +161,8 @@ impl QuietHours {
     /// When the window that `now` falls in ends (the first instant messages may go
     /// again); `None` when `now` is not in quiet hours.
     pub fn ends_after(&self, now: Timestamp) -> Option<Timestamp> {
-        use chrono::{Duration, TimeZone, Timelike};
-        let local = chrono_tz::Europe::London
-            .timestamp_millis_opt(now.0)
-            .single()?
-            .naive_local();
+        use chrono::{Duration, Timelike};
+        let local = in_london(now)?;
         let minute = local.hour() * 60 + local.minute();
         let quiet = if self.start < self.end {
             (self.start..self.end).contains(&minute)
@@ -194,6 +178,126 @@ impl QuietHours {
             end += Duration::days(1);
         }
         Some(crate::scheduler::calendar::place_in_london(end))
+    }
+}
+
+/// `"HH:MM"` as minutes after midnight.
+fn minute_of_day(t: &str) -> Option<u32> {
+    let (h, m) = t.trim().split_once(':')?;
+    if !(1..=2).contains(&h.len()) || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h <= 23 && m <= 59).then_some(h * 60 + m)
+}
+
+/// An instant as Europe/London wall-clock time.
+fn in_london(now: Timestamp) -> Option<chrono::NaiveDateTime> {
+    use chrono::TimeZone;
+    Some(
+        chrono_tz::Europe::London
+            .timestamp_millis_opt(now.0)
+            .single()?
+            .naive_local(),
+    )
+}
+
+/// When a service's advisors take calls, in Europe/London wall-clock time (a queue
+/// outside them offers voicemail at once). Parsed from windows separated by commas,
+/// each a day or a range of days and a time range within the day:
+/// `"Mon-Fri 08:30-17:00, Sat 09:00-12:30"`. A window ends at its end time
+/// (17:00 is closed); it may not run past midnight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpeningHours {
+    /// (day of the week, Monday = 0; first minute open; first minute closed).
+    windows: Vec<(u32, u32, u32)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "opening hours are windows like \"Mon-Fri 08:30-17:00, Sat 09:00-12:30\" \
+     (days Mon Tue Wed Thu Fri Sat Sun, each window within one day)"
+)]
+pub struct OpeningHoursError;
+
+impl OpeningHours {
+    pub fn parse(s: &str) -> Result<Self, OpeningHoursError> {
+        const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+        let day = |d: &str| {
+            DAYS.iter()
+                .position(|x| x.eq_ignore_ascii_case(d.trim()))
+                .map(|i| i as u32)
+                .ok_or(OpeningHoursError)
+        };
+        let mut windows = Vec::new();
+        for part in s.split(',') {
+            let (days, times) = part.trim().split_once(' ').ok_or(OpeningHoursError)?;
+            let (first, last) = match days.split_once('-') {
+                Some((a, b)) => (day(a)?, day(b)?),
+                None => (day(days)?, day(days)?),
+            };
+            let (open, close) = times.split_once('-').ok_or(OpeningHoursError)?;
+            let open = minute_of_day(open).ok_or(OpeningHoursError)?;
+            let close = minute_of_day(close).ok_or(OpeningHoursError)?;
+            if first > last || open >= close {
+                return Err(OpeningHoursError);
+            }
+            windows.extend((first..=last).map(|d| (d, open, close)));
+        }
+        Ok(OpeningHours { windows })
+    }
+
+    pub fn is_open(&self, now: Timestamp) -> bool {
+        use chrono::{Datelike, Timelike};
+        let Some(local) = in_london(now) else {
+            return false;
+        };
+        let day = local.weekday().num_days_from_monday();
+        let minute = local.hour() * 60 + local.minute();
+        self.windows
+            .iter()
+            .any(|&(d, open, close)| d == day && (open..close).contains(&minute))
+    }
+}
+
+#[cfg(test)]
+mod opening_hours_tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        Timestamp::parse(s).unwrap()
+    }
+
+    #[test]
+    fn weekdays_and_saturday_mornings_in_london_time() {
+        let h = OpeningHours::parse("Mon-Fri 08:30-17:00, sat 09:00-12:30").unwrap();
+        // Friday 4 December 2026, GMT.
+        assert!(!h.is_open(at("2026-12-04T08:29:00Z")));
+        assert!(h.is_open(at("2026-12-04T08:30:00Z")));
+        assert!(h.is_open(at("2026-12-04T16:59:00Z")));
+        assert!(!h.is_open(at("2026-12-04T17:00:00Z")));
+        assert!(h.is_open(at("2026-12-05T12:00:00Z")));
+        assert!(!h.is_open(at("2026-12-05T12:30:00Z")));
+        assert!(!h.is_open(at("2026-12-06T10:00:00Z")), "closed on Sunday");
+        // Friday 3 July 2026: 16:30 UTC is 17:30 BST, closed; 07:45 UTC is 08:45 BST.
+        assert!(!h.is_open(at("2026-07-03T16:30:00Z")));
+        assert!(h.is_open(at("2026-07-03T07:45:00Z")));
+    }
+
+    #[test]
+    fn nonsense_is_refused() {
+        for bad in [
+            "",
+            "Mon-Fri",
+            "Fri-Mon 08:00-17:00",
+            "Mon 17:00-08:00",
+            "Mon 08:00-08:00",
+            "Funday 08:00-17:00",
+            "Mon 24:00-25:00",
+            "Mon 8-17",
+        ] {
+            assert!(OpeningHours::parse(bad).is_err(), "{bad:?}");
+        }
     }
 }
 

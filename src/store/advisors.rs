@@ -38,6 +38,9 @@ pub struct Device {
     pub user_agent: Option<String>,
     pub registered_at: Timestamp,
     pub expires_at: Timestamp,
+    /// False once it stopped answering the daemon's checks (OPTIONS) though its
+    /// registration lasts: it is not rung until it answers or registers again.
+    pub answering: bool,
 }
 
 /// A new advisor's details, parsed.
@@ -319,6 +322,8 @@ impl Store {
     }
 
     /// Every advisor, with the devices registered at `now`.
+    /// Every advisor with their phones registered at `now`: two queries, however
+    /// many advisors (queues read this for every caller waiting).
     pub async fn advisors(&self, now: Timestamp) -> StoreResult<Vec<Advisor>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM advisors ORDER BY name, id"
@@ -329,8 +334,23 @@ impl Store {
             .iter()
             .map(advisor_of)
             .collect::<StoreResult<Vec<_>>>()?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT advisor_id, {DEVICE_COLUMNS} FROM sip_registrations \
+             WHERE expires_at > $1 ORDER BY registered_at, contact"
+        )))
+        .bind(now.millis())
+        .fetch_all(self.pool())
+        .await?;
+        let mut devices: std::collections::HashMap<String, Vec<Device>> =
+            std::collections::HashMap::new();
+        for r in &rows {
+            devices
+                .entry(r.try_get("advisor_id")?)
+                .or_default()
+                .push(device_of(r)?);
+        }
         for a in &mut advisors {
-            a.devices = self.devices(&a.id, now).await?;
+            a.devices = devices.remove(&a.id).unwrap_or_default();
         }
         Ok(advisors)
     }
@@ -349,27 +369,31 @@ impl Store {
     }
 
     async fn devices(&self, advisor_id: &str, now: Timestamp) -> StoreResult<Vec<Device>> {
-        let rows = sqlx::query(
-            "SELECT contact, source, transport, user_agent, registered_at, expires_at \
-             FROM sip_registrations WHERE advisor_id = $1 AND expires_at > $2 ORDER BY registered_at, contact",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DEVICE_COLUMNS} FROM sip_registrations \
+             WHERE advisor_id = $1 AND expires_at > $2 ORDER BY registered_at, contact"
+        )))
         .bind(advisor_id)
         .bind(now.millis())
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Device {
-                    contact: r.try_get("contact")?,
-                    source: r.try_get("source")?,
-                    transport: r.try_get("transport")?,
-                    user_agent: r.try_get("user_agent")?,
-                    registered_at: Timestamp::from_millis(r.try_get("registered_at")?),
-                    expires_at: Timestamp::from_millis(r.try_get("expires_at")?),
-                })
-            })
-            .collect()
+        rows.iter().map(device_of).collect()
     }
+}
+
+const DEVICE_COLUMNS: &str = "contact, source, transport, user_agent, registered_at, expires_at";
+
+fn device_of(r: &sqlx::any::AnyRow) -> StoreResult<Device> {
+    Ok(Device {
+        contact: r.try_get("contact")?,
+        source: r.try_get("source")?,
+        transport: r.try_get("transport")?,
+        user_agent: r.try_get("user_agent")?,
+        registered_at: Timestamp::from_millis(r.try_get("registered_at")?),
+        expires_at: Timestamp::from_millis(r.try_get("expires_at")?),
+        // Known to the daemon, not the database (see advisors::Advisors).
+        answering: true,
+    })
 }
 
 fn advisor_of(r: &sqlx::any::AnyRow) -> StoreResult<Advisor> {

@@ -264,28 +264,37 @@ impl Nonces {
             .map_or(0, |d| d.as_secs())
     }
 
-    fn mac(&self, issued: u64, source: IpAddr) -> String {
+    fn mac(&self, issued: u64, salt: u64, source: IpAddr) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
         mac.update(&issued.to_be_bytes());
+        mac.update(&salt.to_be_bytes());
         mac.update(source.to_string().as_bytes());
         hex(&mac.finalize().into_bytes()[..16])
     }
 
-    /// A nonce for a challenge to `source`.
+    /// A nonce for a challenge to `source`. Each is unique (a random salt): phones
+    /// behind one NAT challenged in the same second each get their own, so one's
+    /// nonce-count never makes another's look replayed.
     pub fn issue(&self, source: IpAddr) -> String {
         let issued = Self::now_secs();
-        format!("{issued:x}.{}", self.mac(issued, source))
+        let salt: u64 = rand::random();
+        format!("{issued:x}.{salt:x}.{}", self.mac(issued, salt, source))
     }
 
     /// Checks a response's nonce and nonce-count, and records the count.
     pub fn check(&self, nonce: &str, nc: u32, source: IpAddr) -> NonceCheck {
-        let Some((issued, mac)) = nonce.split_once('.') else {
+        let mut parts = nonce.splitn(3, '.');
+        let (Some(issued), Some(salt), Some(mac)) = (parts.next(), parts.next(), parts.next())
+        else {
             return NonceCheck::Unknown;
         };
-        let Ok(issued) = u64::from_str_radix(issued, 16) else {
+        let (Ok(issued), Ok(salt)) = (
+            u64::from_str_radix(issued, 16),
+            u64::from_str_radix(salt, 16),
+        ) else {
             return NonceCheck::Unknown;
         };
-        if !constant_time_eq(mac.as_bytes(), self.mac(issued, source).as_bytes()) {
+        if !constant_time_eq(mac.as_bytes(), self.mac(issued, salt, source).as_bytes()) {
             return NonceCheck::Unknown;
         }
         let now = Self::now_secs();
@@ -387,7 +396,18 @@ mod tests {
         assert_eq!(nonces.check(&n, 2, here), NonceCheck::Fresh);
         assert_eq!(nonces.check("0.00", 1, here), NonceCheck::Unknown);
         assert_eq!(nonces.check("zz", 1, here), NonceCheck::Unknown);
-        let old = format!("{:x}.{}", 1000, nonces.mac(1000, here));
+        assert_eq!(nonces.check("1.2.3.4", 1, here), NonceCheck::Unknown);
+        let old = format!("{:x}.{:x}.{}", 1000, 7, nonces.mac(1000, 7, here));
         assert_eq!(nonces.check(&old, 1, here), NonceCheck::Stale);
+    }
+
+    #[test]
+    fn phones_behind_one_address_challenged_at_once_each_get_their_own_nonce() {
+        let nonces = Nonces::new(Duration::from_secs(300));
+        let office: IpAddr = "192.0.2.1".parse().unwrap();
+        let (a, b) = (nonces.issue(office), nonces.issue(office));
+        assert_ne!(a, b);
+        assert_eq!(nonces.check(&a, 1, office), NonceCheck::Fresh);
+        assert_eq!(nonces.check(&b, 1, office), NonceCheck::Fresh);
     }
 }

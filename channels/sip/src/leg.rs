@@ -98,6 +98,76 @@ impl Drop for Leg {
 pub struct Dialer(pub(crate) Arc<Shared>);
 
 impl Dialer {
+    /// Whether a phone is there at `target` now: an OPTIONS request (RFC 3261 §11),
+    /// any response within `patience` (even an error: something answered at that
+    /// address and port), none meaning it is gone though its registration lasts.
+    /// This is how a phone that was unplugged is never rung.
+    pub async fn probe(&self, target: &DialTarget, patience: Duration) -> bool {
+        use rsipstack::sip::{Method, SipMessage, Uri, typed};
+        use rsipstack::transaction::key::{TransactionKey, TransactionRole};
+        use rsipstack::transaction::transaction::Transaction;
+        let shared = &self.0;
+        let endpoint = &shared.dialogs.endpoint;
+        let transport = match target.transport {
+            SipTransport::Udp => rsipstack::sip::Transport::Udp,
+            SipTransport::Tcp => rsipstack::sip::Transport::Tcp,
+        };
+        let Some(ours) = shared
+            .listening
+            .get()
+            .and_then(|l| l.iter().find(|l| l.transport == target.transport))
+            .map(|l| l.addr)
+        else {
+            return false;
+        };
+        let request = (|| {
+            let uri = Uri::try_from(target.contact.as_str()).ok()?;
+            let via = endpoint
+                .get_via(
+                    Some(SipAddr {
+                        r#type: Some(transport),
+                        addr: ours.into(),
+                    }),
+                    None,
+                )
+                .ok()?;
+            let from = typed::From {
+                display_name: None,
+                uri: Uri::try_from(format!("sip:contactd@{ours}").as_str()).ok()?,
+                params: vec![rsipstack::transaction::make_tag().into()],
+            };
+            let to = typed::To {
+                display_name: None,
+                uri: uri.clone(),
+                params: vec![],
+            };
+            let mut request = endpoint.make_request(Method::Options, uri, via, from, to, 1, None);
+            request.headers.push(Header::ContentLength(0.into()));
+            Some(request)
+        })();
+        let Some(request) = request else {
+            return false;
+        };
+        let Ok(key) = TransactionKey::from_request(&request, TransactionRole::Client) else {
+            return false;
+        };
+        let mut tx = Transaction::new_client(key, request, endpoint.clone(), None);
+        tx.destination = Some(SipAddr {
+            r#type: Some(transport),
+            addr: target.reach.into(),
+        });
+        let answered = async {
+            tx.send().await.ok()?;
+            while let Some(message) = tx.receive().await {
+                if let SipMessage::Response(_) = message {
+                    return Some(());
+                }
+            }
+            None
+        };
+        matches!(tokio::time::timeout(patience, answered).await, Ok(Some(())))
+    }
+
     /// Rings `target` for at most `ring`; the answered leg, or why not.
     pub async fn dial(&self, target: &DialTarget, ring: Duration) -> Result<Leg, DialFailure> {
         let shared = &self.0;

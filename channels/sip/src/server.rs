@@ -117,6 +117,11 @@ pub enum SipLimit {
 }
 
 impl SipServer {
+    /// Places legs and checks phones outside any call.
+    pub fn dialer(&self) -> crate::leg::Dialer {
+        crate::leg::Dialer(self.shared.clone())
+    }
+
     /// Starts the listeners. With a `registrar`, advisors' phones may register from
     /// anywhere (and connect over TCP from anywhere, within the per-source limits).
     pub async fn start(

@@ -40,6 +40,8 @@ use queue::{Queues, Waited};
 pub struct VoiceChannel {
     server: Arc<SipServer>,
     calls: CallHandling,
+    /// Stops the checks of advisors' phones.
+    checks: tokio_util::sync::CancellationToken,
 }
 
 impl VoiceChannel {
@@ -69,7 +71,12 @@ impl Lifecycle for VoiceChannel {
         }
         let prompts = Prompts::load(&settings.ivr.prompts_dir)?;
         let music = prompts::music_on_hold(&settings.queues.music_on_hold)?;
-        let queues = Queues::new(&settings.queues, hub.advisors.clone(), music);
+        let queues = Queues::new(
+            &settings.queues,
+            hub.advisors.clone(),
+            music,
+            prompts.clone(),
+        );
         let calls = CallHandling::new(
             hub.store.clone(),
             hub.intake.clone(),
@@ -88,13 +95,24 @@ impl Lifecycle for VoiceChannel {
         for l in server.listening() {
             tracing::info!("sip listening on {:?} {}", l.transport, l.addr);
         }
+        let checks = tokio_util::sync::CancellationToken::new();
+        if settings.sip.registrar && settings.sip.phone_check_seconds > 0 {
+            tokio::spawn(check_phones(
+                hub.advisors.clone(),
+                server.dialer(),
+                Duration::from_secs(settings.sip.phone_check_seconds),
+                checks.clone(),
+            ));
+        }
         Ok(Ok(VoiceChannel {
             server: Arc::new(server),
             calls,
+            checks,
         }))
     }
 
     fn stop_accepting(&self) {
+        self.checks.cancel();
         self.server.stop_accepting();
     }
 
@@ -104,6 +122,29 @@ impl Lifecycle for VoiceChannel {
             self.calls.wait_for_calls().await;
             tracing::info!("calls ended and their recordings finished");
         })
+    }
+}
+
+/// Every `every`, each registered phone is asked whether it is there (OPTIONS), so
+/// that one gone since it registered ("ghost agents") is not rung; a phone gets
+/// `PHONE_PATIENCE` to answer, and `PHONES_AT_ONCE` are asked at a time.
+async fn check_phones(
+    advisors: crate::advisors::Advisors,
+    dialer: contactd_sip::Dialer,
+    every: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    const PHONE_PATIENCE: Duration = Duration::from_secs(2);
+    const PHONES_AT_ONCE: usize = 64;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = advisors.check_phones(&dialer, PHONE_PATIENCE, PHONES_AT_ONCE) => {}
+        }
     }
 }
 
@@ -340,6 +381,12 @@ impl Inner {
                 Waited::CallerLeft => return,
                 Waited::AdvisorHungUp => {}
                 Waited::NoAdvisor => return self.voicemail(call, outcome, recording_id).await,
+                Waited::Closed => {
+                    if call.play(self.prompts.closed.clone()).await.is_err() {
+                        return;
+                    }
+                    return self.voicemail(call, outcome, recording_id).await;
+                }
             }
         }
         if call.play(self.prompts.logged.clone()).await.is_ok() {

@@ -17,6 +17,11 @@ pub struct Prompts {
     pub voicemail: Arc<[i16]>,
     pub callback_booked: Arc<[i16]>,
     pub voicemail_saved: Arc<[i16]>,
+    /// Outside a queue's opening hours, before the voicemail prompt.
+    pub closed: Arc<[i16]>,
+    /// "You are number" N "in the queue", now and then while a caller waits.
+    pub position_before: Arc<[i16]>,
+    pub position_after: Arc<[i16]>,
     /// "zero" to "nine", for reading a reference back digit by digit.
     pub digits: [Arc<[i16]>; 10],
 }
@@ -24,7 +29,7 @@ pub struct Prompts {
 /// A pause between digits read back, so that they are heard apart (250 ms).
 const DIGIT_GAP: usize = 2000;
 
-const BUILT_IN: [(&str, &[u8]); 20] = [
+const BUILT_IN: [(&str, &[u8]); 23] = [
     (
         "recording_notice",
         include_bytes!("../../../config/prompts/recording_notice.wav"),
@@ -64,6 +69,18 @@ const BUILT_IN: [(&str, &[u8]); 20] = [
     (
         "voicemail_saved",
         include_bytes!("../../../config/prompts/voicemail_saved.wav"),
+    ),
+    (
+        "closed",
+        include_bytes!("../../../config/prompts/closed.wav"),
+    ),
+    (
+        "position_before",
+        include_bytes!("../../../config/prompts/position_before.wav"),
+    ),
+    (
+        "position_after",
+        include_bytes!("../../../config/prompts/position_after.wav"),
     ),
     (
         "digit_0",
@@ -150,6 +167,9 @@ impl Prompts {
             voicemail: next(),
             callback_booked: next(),
             voicemail_saved: next(),
+            closed: next(),
+            position_before: next(),
+            position_after: next(),
             digits: std::array::from_fn(|_| next()),
         })
     }
@@ -157,12 +177,25 @@ impl Prompts {
     /// "Your reference is" and the reference's digits one by one, as one prompt.
     pub fn reference(&self, reference: crate::domain::Reference) -> Arc<[i16]> {
         let mut audio: Vec<i16> = self.your_reference_is.to_vec();
-        for d in reference.to_string().chars().filter_map(|c| c.to_digit(10)) {
+        self.say_digits(&mut audio, &reference.to_string());
+        Arc::from(audio)
+    }
+
+    /// "You are number" `n` "in the queue" (a number above 9 is read digit by digit).
+    pub fn position(&self, n: usize) -> Arc<[i16]> {
+        let mut audio: Vec<i16> = self.position_before.to_vec();
+        self.say_digits(&mut audio, &n.to_string());
+        audio.extend_from_slice(&self.position_after);
+        Arc::from(audio)
+    }
+
+    /// Each digit of `text`, a short pause before each and after the last.
+    fn say_digits(&self, audio: &mut Vec<i16>, text: &str) {
+        for d in text.chars().filter_map(|c| c.to_digit(10)) {
             audio.extend(std::iter::repeat_n(0, DIGIT_GAP));
             audio.extend_from_slice(&self.digits[d as usize]);
         }
         audio.extend(std::iter::repeat_n(0, DIGIT_GAP));
-        Arc::from(audio)
     }
 }
 

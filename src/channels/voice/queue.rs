@@ -1,5 +1,8 @@
 //! The queue a caller waits in after the menu, until an advisor of their service
-//! answers. While waiting the caller hears music on hold; each offer rings one
+//! answers. Outside the queue's opening hours nobody waits: the caller is told so
+//! and offered voicemail. While waiting the caller hears music on hold, which
+//! resumes where it was after each announcement of their place in the queue (never
+//! started while an advisor's phone rings for them); each offer rings one
 //! advisor's phone (the longest idle of those available with the service among their
 //! skills and a phone registered now) for `queues.ring_seconds`, then the next.
 //! An advisor who lets it ring out is set away (they are probably not at their
@@ -8,16 +11,19 @@
 //! caller inside the daemon, so the call's recording carries on with the advisor on
 //! the right.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use contactd_sip::{Bridged, Call, DialFailure, DialTarget, Leg, config::SipTransport};
+use contactd_sip::{Bridged, Call, DialFailure, Leg};
 
 use crate::advisors::Advisors;
 use crate::call_events::{CallEvent, CallEventKind};
 use crate::configuration::{QueueSettings, ServiceCode, ServiceQueue};
 use crate::domain::Timestamp;
+
+use super::prompts::Prompts;
 
 /// Whom a caller waits for: any advisor with a skill, or one advisor (a transfer).
 enum Wanted {
@@ -49,6 +55,8 @@ pub enum Waited {
     AdvisorHungUp,
     /// No advisor answered within the queue's maximum wait, or the queue was full.
     NoAdvisor,
+    /// Outside the queue's opening hours.
+    Closed,
     /// The caller hung up (waiting, or talking to an advisor).
     CallerLeft,
 }
@@ -58,10 +66,13 @@ pub struct Queues {
     voicemail_limit: Duration,
     wrap_up: Duration,
     music: Arc<[i16]>,
+    prompts: Prompts,
+    position_every: Option<Duration>,
     services: BTreeMap<String, ServiceQueue>,
     advisors: Advisors,
-    /// Callers waiting now, per service.
-    waiting: Mutex<HashMap<String, usize>>,
+    /// Callers waiting now, per service, in the order they joined.
+    waiting: Mutex<HashMap<String, BTreeSet<u64>>>,
+    joined: AtomicU64,
 }
 
 /// An advisor who declined or could not be reached is offered the same caller again
@@ -73,15 +84,24 @@ const RETRY_SAME_ADVISOR: Duration = Duration::from_secs(10);
 const LOOK_AGAIN: Duration = Duration::from_secs(1);
 
 impl Queues {
-    pub fn new(settings: &QueueSettings, advisors: Advisors, music: Arc<[i16]>) -> Queues {
+    pub fn new(
+        settings: &QueueSettings,
+        advisors: Advisors,
+        music: Arc<[i16]>,
+        prompts: Prompts,
+    ) -> Queues {
         Queues {
             ring: Duration::from_secs(settings.ring_seconds),
             voicemail_limit: Duration::from_secs(settings.voicemail_seconds),
             wrap_up: Duration::from_secs(settings.wrap_up_seconds),
             music,
+            prompts,
+            position_every: (settings.position_every_seconds > 0)
+                .then(|| Duration::from_secs(settings.position_every_seconds)),
             services: settings.services.clone(),
             advisors,
             waiting: Mutex::new(HashMap::new()),
+            joined: AtomicU64::new(0),
         }
     }
 
@@ -111,18 +131,30 @@ impl Queues {
         let Some(queue) = self.services.get(service.as_str()) else {
             return Waited::NoAdvisor;
         };
-        let Some(_place) = Place::take(&self.waiting, service.as_str(), queue.max_length) else {
+        if let Some(hours) = &queue.hours
+            && !hours.is_open(self.advisors.now())
+        {
+            tracing::info!(call_id = %call.info.call_id, service = %service, "queue closed");
+            return Waited::Closed;
+        }
+        let joined = self.joined.fetch_add(1, Ordering::Relaxed);
+        let Some(place) = Place::take(&self.waiting, service.as_str(), joined, queue.max_length)
+        else {
             tracing::info!(call_id = %call.info.call_id, service = %service, "queue full");
             return Waited::NoAdvisor;
         };
         let me = self.advisors.presence().start_waiting();
         let mut wanted = Wanted::Skill(service.clone());
         let mut max_wait = Duration::from_secs(queue.max_wait_seconds);
+        let on_hold = OnHold {
+            music: &self.music,
+            at: AtomicUsize::new(0),
+            connecting: AtomicBool::new(false),
+        };
         loop {
-            let music = async { while call.play(self.music.clone()).await.is_ok() {} };
             let answered = tokio::select! {
-                found = tokio::time::timeout(max_wait, self.find_advisor(call, &me, &wanted, &event)) => found,
-                _ = music => return Waited::CallerLeft,
+                found = tokio::time::timeout(max_wait, self.find_advisor(call, &me, &wanted, &on_hold.connecting, &event)) => found,
+                () = on_hold.play(call, self.position_every, || self.prompts.position(place.position())) => return Waited::CallerLeft,
             };
             let Ok(Some((advisor, leg))) = answered else {
                 return Waited::NoAdvisor;
@@ -169,6 +201,7 @@ impl Queues {
         call: &Call,
         me: &crate::advisors::Waiting<'_>,
         wanted: &Wanted,
+        connecting: &AtomicBool,
         event: &impl Fn(CallEventKind, &str),
     ) -> Option<(String, Leg)> {
         let presence = self.advisors.presence();
@@ -209,22 +242,13 @@ impl Queues {
                 .expect("chosen among them");
             // The phone registered last is the one most likely in the advisor's hands.
             let device = advisor.devices.last().expect("reachable means a device");
-            let Ok(reach) = device.source.parse() else {
+            let Some(target) = crate::advisors::dial_target(device, &caller) else {
                 presence.not_taken(&chosen, false);
                 passed_over.insert(chosen, Instant::now());
                 continue;
             };
-            let target = DialTarget {
-                contact: device.contact.clone(),
-                reach,
-                transport: if device.transport == "tcp" {
-                    SipTransport::Tcp
-                } else {
-                    SipTransport::Udp
-                },
-                caller: caller.clone(),
-            };
             event(CallEventKind::Offered, &chosen);
+            connecting.store(true, Ordering::Relaxed);
             let offered = tokio::select! {
                 r = call.dial(&target, self.ring) => r,
                 _ = call.ended() => {
@@ -233,6 +257,7 @@ impl Queues {
                     return None;
                 }
             };
+            connecting.store(false, Ordering::Relaxed);
             if offered.is_err() {
                 event(CallEventKind::NotTaken, &chosen);
             }
@@ -252,36 +277,140 @@ impl Queues {
     }
 }
 
+/// What a waiting caller hears: music on hold that carries on where it was after
+/// anything else is played (an announcement, a ring that was not answered), and now
+/// and then their place in the queue.
+struct OnHold<'a> {
+    music: &'a Arc<[i16]>,
+    /// Where in the music the caller is, in samples.
+    at: AtomicUsize,
+    /// An advisor's phone is ringing for this caller: no announcement starts (it
+    /// would be cut off when they answer).
+    connecting: AtomicBool,
+}
+
+/// While an announcement waits for a ringing phone, the music is played in pieces
+/// this long, so that the announcement comes soon after the ringing stops.
+const MUSIC_PIECE: Duration = Duration::from_millis(500);
+
+impl OnHold<'_> {
+    /// Plays until the caller hangs up (the future is dropped when an advisor
+    /// answers or the wait ends; the place in the music is kept either way).
+    async fn play(
+        &self,
+        call: &Call,
+        announce_every: Option<Duration>,
+        announcement: impl Fn() -> Arc<[i16]>,
+    ) {
+        let mut next_announcement = announce_every.map(|every| Instant::now() + every);
+        loop {
+            let connecting = self.connecting.load(Ordering::Relaxed);
+            if let (Some(due), Some(every)) = (next_announcement, announce_every)
+                && !connecting
+                && Instant::now() >= due
+            {
+                if call.play(announcement()).await.is_err() {
+                    return;
+                }
+                next_announcement = Some(Instant::now() + every);
+                continue;
+            }
+            let piece = match next_announcement {
+                Some(_) if connecting => Some(MUSIC_PIECE),
+                Some(due) => Some(due.saturating_duration_since(Instant::now())),
+                None => None,
+            };
+            if self.play_music(call, piece).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The music from where the caller left it, for `piece` (or to its end).
+    async fn play_music(&self, call: &Call, piece: Option<Duration>) -> Result<(), ()> {
+        let len = self.music.len();
+        let from = self.at.load(Ordering::Relaxed) % len;
+        let started = Instant::now();
+        // However this ends (even dropped), the caller's place in the music moves
+        // on by the time it played.
+        let _progress = MusicProgress {
+            at: &self.at,
+            from,
+            started,
+            len,
+        };
+        let rest: Arc<[i16]> = Arc::from(&self.music[from..]);
+        match piece {
+            Some(piece) => match tokio::time::timeout(piece, call.play(rest)).await {
+                Ok(Err(_)) => Err(()),
+                Ok(Ok(_)) | Err(_) => Ok(()),
+            },
+            None => call.play(rest).await.map(|_| ()).map_err(|_| ()),
+        }
+    }
+}
+
+struct MusicProgress<'a> {
+    at: &'a AtomicUsize,
+    from: usize,
+    started: Instant,
+    len: usize,
+}
+
+impl Drop for MusicProgress<'_> {
+    fn drop(&mut self) {
+        // 8 samples a millisecond; past the end, the music starts again.
+        let played = (self.started.elapsed().as_millis() as usize).saturating_mul(8);
+        let at = if self.from + played >= self.len {
+            0
+        } else {
+            self.from + played
+        };
+        self.at.store(at, Ordering::Relaxed);
+    }
+}
+
 /// A caller's place in a queue, given back when they leave it.
 struct Place<'a> {
-    waiting: &'a Mutex<HashMap<String, usize>>,
+    waiting: &'a Mutex<HashMap<String, BTreeSet<u64>>>,
     service: String,
+    joined: u64,
 }
 
 impl<'a> Place<'a> {
     fn take(
-        waiting: &'a Mutex<HashMap<String, usize>>,
+        waiting: &'a Mutex<HashMap<String, BTreeSet<u64>>>,
         service: &str,
+        joined: u64,
         max: usize,
     ) -> Option<Place<'a>> {
-        let mut counts = waiting.lock().expect("not poisoned");
-        let n = counts.entry(service.to_string()).or_insert(0);
-        if *n >= max {
+        let mut queues = waiting.lock().expect("not poisoned");
+        let queue = queues.entry(service.to_string()).or_default();
+        if queue.len() >= max {
             return None;
         }
-        *n += 1;
+        queue.insert(joined);
         Some(Place {
             waiting,
             service: service.to_string(),
+            joined,
         })
+    }
+
+    /// 1 for the caller who has waited longest in this queue.
+    fn position(&self) -> usize {
+        let queues = self.waiting.lock().expect("not poisoned");
+        queues
+            .get(&self.service)
+            .map_or(1, |q| q.range(..self.joined).count() + 1)
     }
 }
 
 impl Drop for Place<'_> {
     fn drop(&mut self) {
-        let mut counts = self.waiting.lock().expect("not poisoned");
-        if let Some(n) = counts.get_mut(&self.service) {
-            *n = n.saturating_sub(1);
+        let mut queues = self.waiting.lock().expect("not poisoned");
+        if let Some(q) = queues.get_mut(&self.service) {
+            q.remove(&self.joined);
         }
     }
 }
