@@ -125,7 +125,7 @@ impl Advisors {
     pub fn new(store: Store, settings: &Settings, clock: Arc<dyn Clock>) -> Advisors {
         Advisors {
             store,
-            presence: Arc::new(Presence::default()),
+            presence: Arc::new(Presence::new(settings.queues.unanswered_before_away)),
             events: crate::call_events::CallEvents::default(),
             clock,
             realm: settings.sip.realm.clone(),
@@ -401,15 +401,32 @@ pub enum ChosenState {
 /// advisor not seen yet is available (their phone's registration says whether they
 /// can be reached). Callers who want the same advisors are served longest-waiting
 /// first, across queues.
-#[derive(Default)]
 pub struct Presence {
     states: Mutex<HashMap<String, Entry>>,
+    /// Offers each advisor let ring out in a row (an answer starts again at 0).
+    unanswered: Mutex<HashMap<String, u32>>,
+    /// That many in a row and the advisor is set away (paused).
+    away_after: u32,
     /// Callers waiting, by when they started waiting, with the advisors each would
     /// take now.
     waiting: Mutex<std::collections::BTreeMap<(Instant, u64), Vec<String>>>,
     next_ticket: std::sync::atomic::AtomicU64,
     /// Rung whenever an advisor may have become available.
     changed: tokio::sync::Notify,
+}
+
+/// Why an offer was not taken, as the event feed and the advisor's state tell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NotTaken {
+    /// The advisor declined (486, 600, 603): they are there, and chose.
+    Declined,
+    /// It rang out: counted towards `queues.unanswered_before_away`.
+    NoAnswer,
+    /// The phone could not be reached or refused the call otherwise.
+    Unreachable,
+    /// The caller hung up while it rang.
+    CallerLeft,
 }
 
 /// A caller's place among those waiting for advisors; dropped when they stop waiting.
@@ -453,6 +470,18 @@ impl Entry {
 }
 
 impl Presence {
+    /// Advisors set away after `away_after` offers in a row not answered.
+    pub fn new(away_after: u32) -> Presence {
+        Presence {
+            states: Mutex::default(),
+            unanswered: Mutex::default(),
+            away_after: away_after.max(1),
+            waiting: Mutex::default(),
+            next_ticket: std::sync::atomic::AtomicU64::new(0),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
     pub fn state(&self, id: &str) -> AdvisorState {
         let states = self.states.lock().expect("not poisoned");
         states
@@ -539,12 +568,26 @@ impl Presence {
 
     /// The offer was answered.
     pub fn on_call(&self, id: &str) {
+        self.unanswered.lock().expect("not poisoned").remove(id);
         self.set(id, AdvisorState::OnCall, None);
     }
 
-    /// The offer was not taken: back to available (declined, unreachable) or away
-    /// (not answered: the advisor is probably not at their desk).
-    pub fn not_taken(&self, id: &str, away: bool) {
+    /// The offer was not taken: back to available, unless it is the advisor's
+    /// `away_after`th offer in a row left to ring out (they are not at their desk:
+    /// set away until they or staff say otherwise). A decline is a choice made at
+    /// the desk, and an unreachable phone is the phone's fault: neither counts.
+    pub fn not_taken(&self, id: &str, why: NotTaken) {
+        let away = why == NotTaken::NoAnswer && {
+            let mut unanswered = self.unanswered.lock().expect("not poisoned");
+            let n = unanswered.entry(id.to_string()).or_insert(0);
+            *n += 1;
+            if *n >= self.away_after {
+                unanswered.remove(id);
+                true
+            } else {
+                false
+            }
+        };
         let state = if away {
             AdvisorState::Away
         } else {
@@ -662,8 +705,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_advisor_is_set_away_after_three_offers_in_a_row_left_to_ring() {
+        let presence = Presence::new(3);
+        let ring_out = |n: usize| {
+            for _ in 0..n {
+                presence.not_taken("a", NotTaken::NoAnswer);
+            }
+        };
+        ring_out(2);
+        assert_eq!(presence.state("a"), AdvisorState::Available);
+        // Declines and unreachable phones neither count nor start the count again.
+        presence.not_taken("a", NotTaken::Declined);
+        presence.not_taken("a", NotTaken::Unreachable);
+        assert_eq!(presence.state("a"), AdvisorState::Available);
+        ring_out(1);
+        assert_eq!(
+            presence.state("a"),
+            AdvisorState::Away,
+            "the third in a row"
+        );
+        // Back, and an answered offer starts the count again.
+        presence.choose("a", ChosenState::Available);
+        ring_out(2);
+        presence.on_call("a");
+        ring_out(2);
+        assert_eq!(presence.state("a"), AdvisorState::Available);
+    }
+
+    #[test]
     fn the_longest_waiting_caller_is_served_first_and_the_longest_idle_advisor_first() {
-        let presence = Presence::default();
+        let presence = Presence::new(3);
         let first = presence.start_waiting();
         let second = presence.start_waiting();
         // The first caller wants "a" (away for now); the second comes to reserve first.
@@ -678,7 +749,7 @@ mod tests {
         assert_eq!(presence.reserve(&first, &["a"]).as_deref(), Some("a"));
         assert_eq!(presence.state("a"), AdvisorState::Ringing);
         // Once the first caller has gone, nobody blocks the second.
-        presence.not_taken("a", false);
+        presence.not_taken("a", NotTaken::Declined);
         drop(first);
         assert_eq!(presence.reserve(&second, &["a"]).as_deref(), Some("a"));
 

@@ -40,6 +40,9 @@ pub struct CallEvent {
     /// The request the call is on, and its resident (when known).
     pub reference: String,
     pub customer_id: Option<String>,
+    /// Why a `not_taken` offer was not taken; absent for the other kinds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<crate::advisors::NotTaken>,
 }
 
 /// Events buffered per subscriber before the oldest are dropped.

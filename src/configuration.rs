@@ -896,6 +896,8 @@ pub struct QueueSettings {
     pub voicemail_seconds: u64,
     /// A waiting caller is told their place in the queue this often; 0: never.
     pub position_every_seconds: u64,
+    /// An advisor who lets this many offers in a row ring out is set away (paused).
+    pub unanswered_before_away: u32,
     /// The queue of each service, by service code.
     pub services: std::collections::BTreeMap<String, ServiceQueue>,
 }
@@ -921,6 +923,9 @@ impl QueueSettings {
         }
         if self.voicemail_seconds == 0 || self.voicemail_seconds > 600 {
             return bad("queues.voicemail_seconds".into(), "1 to 600");
+        }
+        if self.unanswered_before_away == 0 {
+            return bad("queues.unanswered_before_away".into(), "at least 1");
         }
         for (code, q) in &self.services {
             if let Err(e) = ServiceCode::parse(code) {

@@ -650,6 +650,9 @@ async fn an_advisor_who_declines_or_does_not_answer_is_passed_and_the_next_answe
         s.ivr.digit_timeout_seconds = 4;
         s.queues.ring_seconds = 3;
         s.queues.wrap_up_seconds = 0;
+        // Away at the first offer left to ring (3 by default; counted in the unit
+        // tests of advisors::Presence).
+        s.queues.unanswered_before_away = 1;
         s.queues.services.insert(
             "waste".into(),
             contactd::configuration::ServiceQueue {

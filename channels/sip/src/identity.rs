@@ -171,6 +171,16 @@ fn one_header(
     name: &'static str,
 ) -> Result<String, HeaderError> {
     use rsipstack::sip::HeadersExt;
+    // Two of a header meant once (two Refer-To, two From) are refused, not read as
+    // whichever comes first.
+    let count = request
+        .headers
+        .iter()
+        .filter(|h| h.name().eq_ignore_ascii_case(name))
+        .count();
+    if count > 1 {
+        return Err(HeaderError::NotOne(name));
+    }
     let value = request
         .header_value(name)
         .ok_or(HeaderError::Missing(name))?;
@@ -415,6 +425,62 @@ mod tests {
         assert_eq!(
             caller(host_only, true),
             CallerId::Number("07700900123".into())
+        );
+    }
+
+    fn request(method: &str, extra: &str) -> rsipstack::sip::Request {
+        let text = format!(
+            "{method} sip:h SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bK1\r\n\
+             From: <sip:amy@h>;tag=1\r\nTo: <sip:amy@h>\r\nCall-ID: x\r\n\
+             CSeq: 1 {method}\r\n{extra}Content-Length: 0\r\n\r\n"
+        );
+        rsipstack::sip::Request::try_from(text.as_str()).unwrap()
+    }
+
+    #[test]
+    fn a_register_with_too_many_or_odd_contacts_is_refused() {
+        let many: String = (0..11)
+            .map(|i| format!("Contact: <sip:amy@192.0.2.{i}>\r\n"))
+            .collect();
+        assert!(register_contacts(&request("REGISTER", &many)).is_err());
+        let in_one: Vec<String> = (0..11).map(|i| format!("<sip:amy@192.0.2.{i}>")).collect();
+        let in_one = format!("Contact: {}\r\n", in_one.join(", "));
+        assert!(register_contacts(&request("REGISTER", &in_one)).is_err());
+        for odd in [
+            "Contact: <tel:+441632960000>\r\n",
+            "Contact: *\r\nContact: <sip:amy@192.0.2.1>\r\n",
+            "Contact: <sip:amy@192.0.2.1>;expires=soon\r\n",
+            "Contact: <sip:amy@192.0.2.1\r\n",
+        ] {
+            assert!(
+                register_contacts(&request("REGISTER", odd)).is_err(),
+                "{odd:?}"
+            );
+        }
+        let ten: String = (0..10)
+            .map(|i| format!("Contact: <sip:amy@192.0.2.{i}>;expires=60\r\n"))
+            .collect();
+        match register_contacts(&request("REGISTER", &ten)).unwrap() {
+            RegisterContacts::These(c) => assert_eq!(c.len(), 10),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refer_to_that_is_not_one_sip_uri_with_a_user_is_refused() {
+        for bad in [
+            "",
+            "Refer-To: <tel:+441632960000>\r\n",
+            "Refer-To: <sip:192.0.2.1>\r\n",
+            "Refer-To: <sip:bob@h>, <sip:eve@h>\r\n",
+            "Refer-To: <sip:bob@h>\r\nRefer-To: <sip:eve@h>\r\n",
+            "Refer-To: <sip:bob@h\r\n",
+        ] {
+            assert!(refer_target(&request("REFER", bad)).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            refer_target(&request("REFER", "Refer-To: <sip:waste@h>\r\n")).unwrap(),
+            "waste"
         );
     }
 }

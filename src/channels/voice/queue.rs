@@ -5,9 +5,10 @@
 //! started while an advisor's phone rings for them); each offer rings one
 //! advisor's phone (the longest idle of those available with the service among their
 //! skills and a phone registered now) for `queues.ring_seconds`, then the next.
-//! An advisor who lets it ring out is set away (they are probably not at their
-//! desk); one who declines, or whose phone cannot be reached, stays available but is
-//! not offered this caller again for a while. The answered leg is bridged to the
+//! An advisor who lets `queues.unanswered_before_away` offers in a row ring out is
+//! set away (they are probably not at their desk); one who declines, or whose phone
+//! cannot be reached, stays available. Either way they are not offered the same
+//! caller again for a while. The answered leg is bridged to the
 //! caller inside the daemon, so the call's recording carries on with the advisor on
 //! the right.
 
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use contactd_sip::{Bridged, Call, DialFailure, Leg};
 
-use crate::advisors::Advisors;
+use crate::advisors::{Advisors, NotTaken};
 use crate::call_events::{CallEvent, CallEventKind};
 use crate::configuration::{QueueSettings, ServiceCode, ServiceQueue};
 use crate::domain::Timestamp;
@@ -117,7 +118,7 @@ impl Queues {
     /// Puts the caller in `service`'s queue until an advisor answers and the
     /// conversation ends, the maximum wait passes, or the caller hangs up.
     pub async fn wait(&self, call: &Call, service: &ServiceCode, who: &Caller<'_>) -> Waited {
-        let event = |kind, advisor: &str| {
+        let event = |kind, advisor: &str, reason: Option<NotTaken>| {
             self.advisors.events().publish(CallEvent {
                 kind,
                 at: Timestamp::now(),
@@ -126,6 +127,7 @@ impl Queues {
                 service: service.as_str().to_string(),
                 reference: who.reference.clone(),
                 customer_id: who.customer_id.map(str::to_string),
+                reason,
             })
         };
         let Some(queue) = self.services.get(service.as_str()) else {
@@ -161,14 +163,14 @@ impl Queues {
             };
             let presence = self.advisors.presence();
             presence.on_call(&advisor);
-            event(CallEventKind::Answered, &advisor);
+            event(CallEventKind::Answered, &advisor, None);
             tracing::info!(call_id = %call.info.call_id, %advisor, "caller and advisor bridged");
             let bridged = call.bridge(&leg, self.music.clone()).await;
             leg.hang_up().await;
             presence.wrap_up(&advisor, self.wrap_up);
             match bridged {
                 Bridged::Transferred(to) => {
-                    event(CallEventKind::Transferred, &advisor);
+                    event(CallEventKind::Transferred, &advisor, None);
                     tracing::info!(call_id = %call.info.call_id, %advisor, "transferred by the advisor");
                     // A service with a queue, or else an advisor's username.
                     match ServiceCode::parse(&to)
@@ -183,11 +185,11 @@ impl Queues {
                     }
                 }
                 Bridged::LegEnded => {
-                    event(CallEventKind::Ended, &advisor);
+                    event(CallEventKind::Ended, &advisor, None);
                     return Waited::AdvisorHungUp;
                 }
                 Bridged::CallerLeft(_) => {
-                    event(CallEventKind::Ended, &advisor);
+                    event(CallEventKind::Ended, &advisor, None);
                     return Waited::CallerLeft;
                 }
             }
@@ -202,7 +204,7 @@ impl Queues {
         me: &crate::advisors::Waiting<'_>,
         wanted: &Wanted,
         connecting: &AtomicBool,
-        event: &impl Fn(CallEventKind, &str),
+        event: &impl Fn(CallEventKind, &str, Option<NotTaken>),
     ) -> Option<(String, Leg)> {
         let presence = self.advisors.presence();
         let mut passed_over: HashMap<String, Instant> = HashMap::new();
@@ -243,36 +245,35 @@ impl Queues {
             // The phone registered last is the one most likely in the advisor's hands.
             let device = advisor.devices.last().expect("reachable means a device");
             let Some(target) = crate::advisors::dial_target(device, &caller) else {
-                presence.not_taken(&chosen, false);
+                presence.not_taken(&chosen, NotTaken::Unreachable);
                 passed_over.insert(chosen, Instant::now());
                 continue;
             };
-            event(CallEventKind::Offered, &chosen);
+            event(CallEventKind::Offered, &chosen, None);
             connecting.store(true, Ordering::Relaxed);
             let offered = tokio::select! {
                 r = call.dial(&target, self.ring) => r,
                 _ = call.ended() => {
-                    presence.not_taken(&chosen, false);
-                    event(CallEventKind::NotTaken, &chosen);
+                    presence.not_taken(&chosen, NotTaken::CallerLeft);
+                    event(CallEventKind::NotTaken, &chosen, Some(NotTaken::CallerLeft));
                     return None;
                 }
             };
             connecting.store(false, Ordering::Relaxed);
-            if offered.is_err() {
-                event(CallEventKind::NotTaken, &chosen);
-            }
-            match offered {
+            let why = match offered {
                 Ok(leg) => return Some((chosen, leg)),
-                Err(DialFailure::NoAnswer) => {
-                    tracing::info!(advisor = %chosen, "offer not answered: advisor set away");
-                    presence.not_taken(&chosen, true);
+                Err(DialFailure::NoAnswer) => NotTaken::NoAnswer,
+                Err(DialFailure::Declined(_)) => NotTaken::Declined,
+                Err(DialFailure::Unreachable(ref e)) => {
+                    tracing::info!(advisor = %chosen, error = %e, "advisor's phone unreachable");
+                    NotTaken::Unreachable
                 }
-                Err(e) => {
-                    tracing::info!(advisor = %chosen, error = %e, "offer not taken");
-                    presence.not_taken(&chosen, false);
-                    passed_over.insert(chosen, Instant::now());
-                }
-            }
+            };
+            tracing::info!(advisor = %chosen, ?why, "offer not taken");
+            event(CallEventKind::NotTaken, &chosen, Some(why));
+            presence.not_taken(&chosen, why);
+            // Not offered this caller again for a while: the next advisor's turn.
+            passed_over.insert(chosen, Instant::now());
         }
     }
 }
