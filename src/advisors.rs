@@ -429,6 +429,18 @@ pub enum NotTaken {
     CallerLeft,
 }
 
+impl From<NotTaken> for crate::domain::recording::LegOutcome {
+    fn from(why: NotTaken) -> Self {
+        use crate::domain::recording::LegOutcome;
+        match why {
+            NotTaken::Declined => LegOutcome::Declined,
+            NotTaken::NoAnswer => LegOutcome::NoAnswer,
+            NotTaken::Unreachable => LegOutcome::Unreachable,
+            NotTaken::CallerLeft => LegOutcome::CallerLeft,
+        }
+    }
+}
+
 /// A caller's place among those waiting for advisors; dropped when they stop waiting.
 pub struct Waiting<'a> {
     presence: &'a Presence,

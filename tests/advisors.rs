@@ -503,6 +503,43 @@ async fn the_recording(app: &TestApp) -> (String, Vec<i16>, Vec<i16>) {
     )
 }
 
+/// The legs of the only call, as quality staff read them with its recording
+/// (`GET /api/v1/requests/{reference}/recordings`): (advisor id, outcome, answered,
+/// transferred to).
+async fn legs_of_the_call(app: &TestApp) -> Vec<(String, String, bool, Option<String>)> {
+    use sqlx::Row;
+    app.until_count("recordings WHERE status = 'complete'", 1)
+        .await;
+    let reference: String = sqlx::query(
+        "SELECT r.reference FROM service_requests r JOIN recordings c ON c.request_id = r.id",
+    )
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap()
+    .try_get("reference")
+    .unwrap();
+    let (status, recordings) = app
+        .get(
+            Role::Quality,
+            &format!("/api/v1/requests/{reference}/recordings"),
+        )
+        .await;
+    assert_eq!(status, 200, "{recordings}");
+    recordings[0]["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["advisor_id"].as_str().unwrap().to_string(),
+                l["outcome"].as_str().unwrap().to_string(),
+                !l["answered_at"].is_null() && !l["ended_at"].is_null(),
+                l["transferred_to"].as_str().map(str::to_string),
+            )
+        })
+        .collect()
+}
+
 /// Waits (bounded) until the only advisor is on a call.
 async fn until_the_advisor_is_on_a_call(app: &TestApp) {
     let mut answered = false;
@@ -728,6 +765,14 @@ async fn an_advisor_who_declines_or_does_not_answer_is_passed_and_the_next_answe
         "an unanswered phone: not at their desk"
     );
     assert_eq!(state(&ids[2]), "available");
+    // The call record keeps every leg, in order: who was rung, how it went.
+    let legs = legs_of_the_call(&app).await;
+    let expected = [
+        (ids[0].clone(), "declined".to_string(), false, None),
+        (ids[1].clone(), "no_answer".to_string(), false, None),
+        (ids[2].clone(), "ended".to_string(), true, None),
+    ];
+    assert_eq!(legs, expected);
     // Staff bring the away advisor back.
     let (status, back) = app
         .put(
@@ -976,6 +1021,19 @@ async fn a_blind_transfer_reaches_the_second_advisor_and_the_recording_carries_o
     assert!(
         heard_at(1000.0) < heard_at(1500.0),
         "jack first, then kate, in the same recording"
+    );
+    assert_eq!(
+        legs_of_the_call(&app).await,
+        [
+            (
+                jack.clone(),
+                "transferred".to_string(),
+                true,
+                Some("kate".to_string())
+            ),
+            (kate.clone(), "ended".to_string(), true, None),
+        ],
+        "both legs, with the transfer, on the call's record"
     );
     let (_, list) = app.get(Role::Supervisor, "/api/v1/advisors").await;
     for id in [&jack, &kate] {

@@ -38,7 +38,41 @@ pub struct Recording {
     /// Why the recording is incomplete or lost (a full disk, an unreadable file).
     pub failure: Option<String>,
     pub purged_at: Option<Timestamp>,
+    /// The call's legs with advisors, in the order they were offered (who was rung,
+    /// who answered, when, for how long, transfers): the recording's metadata.
+    pub legs: Vec<CallLeg>,
     /// Relative to the recordings directory.
     #[serde(skip)]
     pub path: String,
+}
+
+super::text_enum! {
+    /// How a call's leg with an advisor went.
+    LegOutcome {
+        /// Their phone is ringing.
+        Ringing = "ringing",
+        /// They are talking with the caller.
+        OnCall = "on_call",
+        Declined = "declined",
+        NoAnswer = "no_answer",
+        Unreachable = "unreachable",
+        /// The caller hung up while the phone rang.
+        CallerLeft = "caller_left",
+        /// The conversation ended (either side hung up).
+        Ended = "ended",
+        /// The advisor passed the caller on (`transferred_to`).
+        Transferred = "transferred",
+    }
+}
+
+/// One advisor's part in a call.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CallLeg {
+    pub advisor_id: String,
+    pub offered_at: Timestamp,
+    pub answered_at: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+    pub outcome: LegOutcome,
+    /// An advisor's SIP username or a service's code.
+    pub transferred_to: Option<String>,
 }

@@ -3,7 +3,8 @@
 //!
 //! - [`customers`]: the central record, its children, consents and history
 //! - [`requests`]: service requests, reference numbers and timelines
-//! - [`recordings`]: call recordings' metadata, expiry and legal hold
+//! - [`recordings`]: call recordings' metadata, expiry and legal hold; [`call_legs`]:
+//!   each call's legs with advisors, read with its recording
 //! - [`contacts`]: inbound contacts, idempotent on (channel, external id)
 //! - [`messages`]: every message sent and received (the outbox), opted-out numbers
 //! - [`mail`], [`attachments`]: received mail's originals, positions and attachments
@@ -26,6 +27,7 @@ pub mod advisors;
 pub mod appointments;
 pub mod attachments;
 pub mod audit;
+pub mod call_legs;
 pub mod callbacks;
 pub mod contacts;
 pub mod customers;

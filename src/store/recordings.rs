@@ -236,7 +236,18 @@ impl Store {
             Some("recordings"),
         )
         .await?;
-        rows.iter().map(from_row).collect()
+        let mut recordings = rows.iter().map(from_row).collect::<StoreResult<Vec<_>>>()?;
+        let calls: Vec<&str> = recordings
+            .iter()
+            .filter_map(|r| r.contact_id.as_deref())
+            .collect();
+        let mut legs = super::call_legs::legs_of(&mut conn, &calls).await?;
+        for r in &mut recordings {
+            if let Some(contact_id) = &r.contact_id {
+                r.legs = legs.remove(contact_id).unwrap_or_default();
+            }
+        }
+        Ok(recordings)
     }
 
     /// A recording for download, with the access audited; refused for special
@@ -346,6 +357,8 @@ fn from_row(r: &sqlx::any::AnyRow) -> StoreResult<Recording> {
         repaired: flag(r, "repaired")?,
         failure: r.try_get("failure")?,
         purged_at: timestamp_opt(r, "purged_at")?,
+        // Read with the request's recordings (see recordings_of_request).
+        legs: Vec::new(),
         path: r.try_get("path")?,
     })
 }

@@ -74,6 +74,7 @@ impl Lifecycle for VoiceChannel {
         let queues = Queues::new(
             &settings.queues,
             hub.advisors.clone(),
+            hub.store.clone(),
             music,
             prompts.clone(),
         );

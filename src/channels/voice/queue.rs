@@ -23,6 +23,8 @@ use crate::advisors::{Advisors, NotTaken};
 use crate::call_events::{CallEvent, CallEventKind};
 use crate::configuration::{QueueSettings, ServiceCode, ServiceQueue};
 use crate::domain::Timestamp;
+use crate::domain::recording::LegOutcome;
+use crate::store::Store;
 
 use super::prompts::Prompts;
 
@@ -71,6 +73,7 @@ pub struct Queues {
     position_every: Option<Duration>,
     services: BTreeMap<String, ServiceQueue>,
     advisors: Advisors,
+    store: Store,
     /// Callers waiting now, per service, in the order they joined.
     waiting: Mutex<HashMap<String, BTreeSet<u64>>>,
     joined: AtomicU64,
@@ -88,6 +91,7 @@ impl Queues {
     pub fn new(
         settings: &QueueSettings,
         advisors: Advisors,
+        store: Store,
         music: Arc<[i16]>,
         prompts: Prompts,
     ) -> Queues {
@@ -101,6 +105,7 @@ impl Queues {
                 .then(|| Duration::from_secs(settings.position_every_seconds)),
             services: settings.services.clone(),
             advisors,
+            store,
             waiting: Mutex::new(HashMap::new()),
             joined: AtomicU64::new(0),
         }
@@ -153,9 +158,14 @@ impl Queues {
             at: AtomicUsize::new(0),
             connecting: AtomicBool::new(false),
         };
+        let legs = LegRecord {
+            store: &self.store,
+            contact_id: who.contact_id,
+            current: Mutex::new(None),
+        };
         loop {
             let answered = tokio::select! {
-                found = tokio::time::timeout(max_wait, self.find_advisor(call, &me, &wanted, &on_hold.connecting, &event)) => found,
+                found = tokio::time::timeout(max_wait, self.find_advisor(call, &me, &wanted, &on_hold.connecting, &event, &legs)) => found,
                 () = on_hold.play(call, self.position_every, || self.prompts.position(place.position())) => return Waited::CallerLeft,
             };
             let Ok(Some((advisor, leg))) = answered else {
@@ -163,6 +173,7 @@ impl Queues {
             };
             let presence = self.advisors.presence();
             presence.on_call(&advisor);
+            legs.answered().await;
             event(CallEventKind::Answered, &advisor, None);
             tracing::info!(call_id = %call.info.call_id, %advisor, "caller and advisor bridged");
             let bridged = call.bridge(&leg, self.music.clone()).await;
@@ -170,6 +181,7 @@ impl Queues {
             presence.wrap_up(&advisor, self.wrap_up);
             match bridged {
                 Bridged::Transferred(to) => {
+                    legs.ended(LegOutcome::Transferred, Some(&to)).await;
                     event(CallEventKind::Transferred, &advisor, None);
                     tracing::info!(call_id = %call.info.call_id, %advisor, "transferred by the advisor");
                     // A service with a queue, or else an advisor's username.
@@ -185,10 +197,12 @@ impl Queues {
                     }
                 }
                 Bridged::LegEnded => {
+                    legs.ended(LegOutcome::Ended, None).await;
                     event(CallEventKind::Ended, &advisor, None);
                     return Waited::AdvisorHungUp;
                 }
                 Bridged::CallerLeft(_) => {
+                    legs.ended(LegOutcome::Ended, None).await;
                     event(CallEventKind::Ended, &advisor, None);
                     return Waited::CallerLeft;
                 }
@@ -205,6 +219,7 @@ impl Queues {
         wanted: &Wanted,
         connecting: &AtomicBool,
         event: &impl Fn(CallEventKind, &str, Option<NotTaken>),
+        legs: &LegRecord<'_>,
     ) -> Option<(String, Leg)> {
         let presence = self.advisors.presence();
         let mut passed_over: HashMap<String, Instant> = HashMap::new();
@@ -249,12 +264,14 @@ impl Queues {
                 passed_over.insert(chosen, Instant::now());
                 continue;
             };
+            legs.offered(&chosen).await;
             event(CallEventKind::Offered, &chosen, None);
             connecting.store(true, Ordering::Relaxed);
             let offered = tokio::select! {
                 r = call.dial(&target, self.ring) => r,
                 _ = call.ended() => {
                     presence.not_taken(&chosen, NotTaken::CallerLeft);
+                    legs.ended(LegOutcome::CallerLeft, None).await;
                     event(CallEventKind::NotTaken, &chosen, Some(NotTaken::CallerLeft));
                     return None;
                 }
@@ -270,11 +287,55 @@ impl Queues {
                 }
             };
             tracing::info!(advisor = %chosen, ?why, "offer not taken");
+            legs.ended(why.into(), None).await;
             event(CallEventKind::NotTaken, &chosen, Some(why));
             presence.not_taken(&chosen, why);
             // Not offered this caller again for a while: the next advisor's turn.
             passed_over.insert(chosen, Instant::now());
         }
+    }
+}
+
+/// The call record's leg with the advisor being rung or talking to this caller.
+/// Writing it never stands in the call's way: a failure is logged and the call goes on.
+struct LegRecord<'a> {
+    store: &'a Store,
+    contact_id: &'a str,
+    current: Mutex<Option<String>>,
+}
+
+impl LegRecord<'_> {
+    async fn offered(&self, advisor_id: &str) {
+        let id = self
+            .store
+            .leg_offered(self.contact_id, advisor_id, Timestamp::now())
+            .await;
+        *self.current.lock().expect("not poisoned") = self.written(id);
+    }
+
+    async fn answered(&self) {
+        let id = self.current.lock().expect("not poisoned").clone();
+        if let Some(id) = id {
+            let done = self.store.leg_answered(&id, Timestamp::now()).await;
+            self.written(done);
+        }
+    }
+
+    async fn ended(&self, outcome: LegOutcome, transferred_to: Option<&str>) {
+        let id = self.current.lock().expect("not poisoned").take();
+        if let Some(id) = id {
+            let done = self
+                .store
+                .leg_ended(&id, Timestamp::now(), outcome, transferred_to)
+                .await;
+            self.written(done);
+        }
+    }
+
+    fn written<T>(&self, result: crate::store::StoreResult<T>) -> Option<T> {
+        result
+            .map_err(|e| tracing::error!(error = %e, "a call leg could not be recorded"))
+            .ok()
     }
 }
 
