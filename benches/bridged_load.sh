@@ -174,6 +174,7 @@ run_anchor() {
   stop_phones
   report "kamailio + rtpengine" "$start" "$end" "$before" "$after" "$rss"
   echo "rtpengine: $(find "$rec" -name '*.pcap' | wc -l) pcap recordings"
+  "$here/check_pcaps.py" "$rec" || true
   kill "$main" "$rtpengine" || true
 }
 

@@ -686,7 +686,7 @@ async fn an_advisor_who_declines_or_does_not_answer_is_passed_and_the_next_answe
         s.sip.ring_ms = 200;
         s.ivr.digit_timeout_seconds = 4;
         s.queues.ring_seconds = 3;
-        s.queues.wrap_up_seconds = 0;
+        s.queues.wrap_up_seconds = 300;
         // Away at the first offer left to ring (3 by default; counted in the unit
         // tests of advisors::Presence).
         s.queues.unanswered_before_away = 1;
@@ -764,7 +764,21 @@ async fn an_advisor_who_declines_or_does_not_answer_is_passed_and_the_next_answe
         "away",
         "an unanswered phone: not at their desk"
     );
-    assert_eq!(state(&ids[2]), "available");
+    assert_eq!(
+        state(&ids[2]),
+        "wrap_up",
+        "hal's wrap-up began when his leg ended"
+    );
+    // He ends it early.
+    let (status, back) = app
+        .put(
+            Role::Supervisor,
+            &format!("/api/v1/advisors/{}/state", ids[2]),
+            json!({"state": "available"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{back}");
+    assert_eq!(back["state"], "available");
     // The call record keeps every leg, in order: who was rung, how it went.
     let legs = legs_of_the_call(&app).await;
     let expected = [
