@@ -357,11 +357,7 @@ pub fn dial_target(device: &crate::store::advisors::Device, caller: &str) -> Opt
     Some(DialTarget {
         contact: device.contact.clone(),
         reach: device.source.parse().ok()?,
-        transport: if device.transport == "tcp" {
-            contactd_sip::config::SipTransport::Tcp
-        } else {
-            contactd_sip::config::SipTransport::Udp
-        },
+        transport: contactd_sip::config::SipTransport::from_name(&device.transport)?,
         caller: caller.to_string(),
     })
 }
@@ -663,10 +659,7 @@ impl Advisors {
                     .collect(),
             ),
         };
-        let transport = match r.transport {
-            contactd_sip::config::SipTransport::Udp => "udp",
-            contactd_sip::config::SipTransport::Tcp => "tcp",
-        };
+        let transport = r.transport.as_str();
         let source = r.source.to_string();
         let bound = self
             .store

@@ -751,6 +751,9 @@ pub struct SipSettings {
     /// Every registered phone is asked this often whether it is there (OPTIONS); one
     /// that does not answer is not rung until it does. 0: never asked.
     pub phone_check_seconds: u64,
+    /// PEM files of the certificate chain and private key `tls:` listeners present.
+    pub tls_certificate: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl SipSettings {
@@ -782,6 +785,16 @@ impl SipSettings {
         if self.max_calls == 0 {
             return bad("sip.max_calls", "must be at least 1");
         }
+        let tls_listener = self
+            .listen
+            .iter()
+            .any(|l| l.0.transport == contactd_sip::config::SipTransport::Tls);
+        if tls_listener && (self.tls_certificate.is_none() || self.tls_key.is_none()) {
+            return bad(
+                "sip.tls_certificate",
+                "a tls: listener needs it and sip.tls_key (PEM files)",
+            );
+        }
         if self.registrar {
             if self.realm.is_empty()
                 || !self
@@ -810,7 +823,7 @@ impl SipSettings {
     }
 }
 
-/// `udp:HOST:PORT` or `tcp:HOST:PORT`.
+/// `udp:HOST:PORT`, `tcp:HOST:PORT` or `tls:HOST:PORT`.
 #[derive(Debug, Clone, Copy)]
 pub struct SipListenSetting(pub contactd_sip::SipListen);
 

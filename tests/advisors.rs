@@ -309,6 +309,14 @@ async fn strangers_may_register_but_never_call_in(backend: Backend) {
 
 /// A daemon whose waste service has a queue, calls accepted from 127.0.0.1.
 async fn queue_app(backend: Backend) -> TestApp {
+    queue_app_with(backend, |_| {}).await
+}
+
+/// A daemon with a waste queue, advisors' phones registering, then `adjust`ed.
+async fn queue_app_with(
+    backend: Backend,
+    adjust: impl FnOnce(&mut contactd::configuration::Settings),
+) -> TestApp {
     common::spawn_app_with(backend, |s| {
         common::listen_for_calls(s, "127.0.0.1/32");
         s.sip.registrar = true;
@@ -324,6 +332,7 @@ async fn queue_app(backend: Backend) -> TestApp {
                 hours: None,
             },
         );
+        adjust(s);
     })
     .await
 }
@@ -336,6 +345,14 @@ struct Behaviour<'a> {
     talk_seconds: u32,
     codec: &'a str,
     tone_hz: f64,
+}
+
+/// Where a test phone registers: the daemon's address and transport, and over TLS
+/// the only CA certificate the phone trusts.
+struct RegistrarAt<'a> {
+    addr: SocketAddr,
+    transport: SipTransport,
+    trusting: Option<&'a Path>,
 }
 
 /// An advisor's PJSIP phone that answers the first call (see tests/peers/pjsua_phone.py).
@@ -370,6 +387,22 @@ impl AnsweringPhone {
         password: &str,
         dir: &Path,
     ) -> AnsweringPhone {
+        let registrar = RegistrarAt {
+            addr: target,
+            transport: SipTransport::Udp,
+            trusting: None,
+        };
+        Self::take_calls_at(how, registrar, user, password, dir).await
+    }
+
+    /// The same, registering at `registrar` over its transport.
+    async fn take_calls_at(
+        how: Behaviour<'_>,
+        registrar: RegistrarAt<'_>,
+        user: &str,
+        password: &str,
+        dir: &Path,
+    ) -> AnsweringPhone {
         let Behaviour {
             mode,
             talk_seconds,
@@ -380,15 +413,24 @@ impl AnsweringPhone {
         let tone = dir.join("advisor-tone.wav");
         write_tone(&tone, tone_hz, 20);
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/pjsua_phone.py");
-        let mut child = tokio::process::Command::new("python3")
+        let target = registrar.addr;
+        let uri = match registrar.transport {
+            SipTransport::Udp => format!("sip:{target}"),
+            stream => format!("sip:{target};transport={}", stream.as_str()),
+        };
+        let mut command = tokio::process::Command::new("python3");
+        if let Some(ca) = registrar.trusting {
+            command.env("PHONE_TLS_CA", ca);
+        }
+        let mut child = command
             .arg(script)
             // Three hours (the registrar cuts it to its maximum): a test that moves
             // its clock on two hours keeps the phone registered.
             .args([
-                &format!("sip:{target}"),
+                &uri,
                 user,
                 password,
-                "udp",
+                registrar.transport.as_str(),
                 "10800",
                 mode,
             ])
@@ -1064,21 +1106,9 @@ async fn a_blind_transfer_reaches_the_second_advisor_and_the_recording_carries_o
 
 /// A daemon with a waste queue whose legs fall silent after `media_timeout` seconds.
 async fn queue_app_timing_out(backend: Backend, media_timeout: u64) -> TestApp {
-    common::spawn_app_with(backend, move |s| {
-        common::listen_for_calls(s, "127.0.0.1/32");
-        s.sip.registrar = true;
-        s.sip.ring_ms = 200;
+    queue_app_with(backend, move |s| {
         s.sip.media_timeout_seconds = media_timeout;
-        s.ivr.digit_timeout_seconds = 4;
-        s.queues.wrap_up_seconds = 0;
-        s.queues.services.insert(
-            "waste".into(),
-            contactd::configuration::ServiceQueue {
-                max_wait_seconds: 30,
-                max_length: 10,
-                hours: None,
-            },
-        );
+        s.queues.ring_seconds = 15;
     })
     .await
 }
@@ -1415,6 +1445,113 @@ async fn a_phone_that_stops_answering_is_not_rung_until_it_answers_again(backend
     app.stop().await;
 }
 
+/// A phone outside the council's network registers over TLS (checking the daemon's
+/// certificate against the council's CA) and takes a call over it; the connection it
+/// opened is kept while it is registered, however quiet (not even re-opened: its
+/// source port stays the same), because it is the only way to the phone. Strangers get nothing from the TLS port: a handshake never finished
+/// is closed within the limit, and plain SIP sent to it gets no SIP answer.
+async fn a_phone_registers_over_tls_and_takes_a_call_through_it(backend: Backend) {
+    use std::io::{Read, Write};
+    let certificates = common::tls::TestCertificates::new();
+    let app = queue_app_with(backend, |s| {
+        s.sip.listen.push(contactd::configuration::SipListenSetting(
+            contactd_sip::SipListen::parse("tls:127.0.0.1:0").unwrap(),
+        ));
+        s.sip.tls_certificate = Some(certificates.certificate.clone());
+        s.sip.tls_key = Some(certificates.key.clone());
+        // Connections without a call are idle after a second (and handshakes bounded
+        // by that too).
+        s.sip.tcp_idle_seconds = 1;
+    })
+    .await;
+    let tls = app.sip_addr(SipTransport::Tls);
+
+    // A stranger opens a connection and never says hello: closed within the limit.
+    let mut silent = std::net::TcpStream::connect(tls).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = [0u8; 512];
+    assert_eq!(
+        silent.read(&mut buf).unwrap(),
+        0,
+        "a handshake never begun is closed"
+    );
+    // Plain SIP to the TLS port is not SIP to us.
+    let mut plain = std::net::TcpStream::connect(tls).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    plain
+        .write_all(b"OPTIONS sip:contactd@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK1\r\nFrom: <sip:x@127.0.0.1>;tag=1\r\nTo: <sip:contactd@127.0.0.1>\r\nCall-ID: plain\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("SIP/2.0"),
+        "no SIP answer on a connection that is not TLS"
+    );
+
+    let (advisor, password) = add_advisor_for(&app, "tess", "SHA-256", "waste").await;
+    let dir = tempfile::tempdir().unwrap();
+    let how = Behaviour {
+        mode: "answer",
+        talk_seconds: 4,
+        codec: "PCMU",
+        tone_hz: 1000.0,
+    };
+    let registrar = RegistrarAt {
+        addr: tls,
+        transport: SipTransport::Tls,
+        trusting: Some(&certificates.ca),
+    };
+    let mut phone =
+        AnsweringPhone::take_calls_at(how, registrar, "tess", &password, dir.path()).await;
+    let bound = devices(&app, "tess").await;
+    assert_eq!(bound.len(), 1, "{bound:?}");
+    assert_eq!(bound[0]["transport"], "tls", "{bound:?}");
+    let connection = bound[0]["source"].clone();
+
+    // The caller comes in from the trunk over UDP and spends seconds in the menu,
+    // long past the idle second: the phone's connection must still be there.
+    let feed = follow_call_events(&app, &advisor).await;
+    let media = sipp::tone_file(dir.path(), contactd_sip::g711::Codec::Pcmu, 40);
+    let text = sipp::call_scenario("07700900151", "0", &media, "0", "*1", None);
+    let udp = app.sip_addr(SipTransport::Udp);
+    let caller = tokio::spawn({
+        let dir = dir.path().to_path_buf();
+        async move { sipp::run(&dir, &text, udp, 1, "u1").await }
+    });
+    until_the_advisor_is_on_a_call(&app).await;
+    assert_eq!(
+        devices(&app, "tess").await[0]["source"],
+        connection,
+        "on the connection it registered on: never closed, never opened again"
+    );
+    let run = caller.await.unwrap();
+    assert!(run.success, "{}", run.output);
+    let call = phone.next("call").await;
+    assert_eq!(call["answered"], true, "rung over TLS: {call}");
+    let events = tokio::time::timeout(Duration::from_secs(30), feed)
+        .await
+        .expect("the feed shows the call's end")
+        .unwrap();
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["offered", "answered", "ended"]);
+    let _ = phone.child.wait().await;
+    let wav = hound::WavReader::open(dir.path().join("advisor-heard.wav")).unwrap();
+    let rate = wav.spec().sample_rate;
+    let heard: Vec<i16> = wav.into_samples::<i16>().map(Result::unwrap).collect();
+    assert!(
+        has_tone(&heard, rate, 440.0),
+        "the advisor hears the caller"
+    );
+    let (_, left, right) = the_recording(&app).await;
+    assert!(has_tone(&left, 8000, 440.0), "the caller on the left");
+    assert!(has_tone(&right, 8000, 1000.0), "the advisor on the right");
+    app.stop().await;
+}
+
 on_both_backends!(
     a_phone_registers_with_md5_and_is_unreachable_once_it_expires,
     a_softphone_registers_with_sha256_over_udp_and_tcp,
@@ -1431,4 +1568,5 @@ on_both_backends!(
     outside_opening_hours_the_caller_is_told_and_may_leave_a_voicemail,
     a_waiting_caller_hears_their_place_and_the_music_resumes,
     a_phone_that_stops_answering_is_not_rung_until_it_answers_again,
+    a_phone_registers_over_tls_and_takes_a_call_through_it,
 );

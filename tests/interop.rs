@@ -265,10 +265,7 @@ fn pjsip_call(dir: &Path, uri: &str, transport: SipTransport) -> std::path::Path
     let tone = tone_wav(dir);
     let heard = dir.join("heard.wav");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/pjsua_caller.py");
-    let kind = match transport {
-        SipTransport::Udp => "udp",
-        SipTransport::Tcp => "tcp",
-    };
+    let kind = transport.as_str();
     let out = Command::new("python3")
         .arg(script)
         .args([uri, kind])
@@ -320,7 +317,7 @@ async fn one_call(app: &TestApp, peer: Peer, transport: SipTransport, calls_befo
     let addr = app.sip_addr(transport);
     let uri = match transport {
         SipTransport::Udp => format!("sip:1000@{addr}"),
-        SipTransport::Tcp => format!("sip:1000@{addr};transport=tcp"),
+        stream => format!("sip:1000@{addr};transport={}", stream.as_str()),
     };
     let path = dir.path().to_path_buf();
     let heard = tokio::task::spawn_blocking(move || match peer {

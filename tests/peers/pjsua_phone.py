@@ -2,7 +2,7 @@
 contactd's code.
 
 Usage:
-  pjsua_phone.py REGISTRAR_URI USERNAME PASSWORD TRANSPORT(udp|tcp) EXPIRES
+  pjsua_phone.py REGISTRAR_URI USERNAME PASSWORD TRANSPORT(udp|tcp|tls) EXPIRES
       registers, prints {"event": "registered", "status": int, "expires": int,
       "reason": str} and exits without signing off (as a phone that loses power).
   pjsua_phone.py ... EXPIRES MODE TONE_WAV HEARD_WAV TALK_SECONDS CODEC
@@ -16,6 +16,9 @@ Usage:
       answer, and after a second and a half of media transfer the caller blindly
       (REFER) to sip:TARGET at the registrar. Then prints {"event": "call", "answered": bool, "from": str,
       "codec": str}.
+
+Over tls the phone trusts only the CA certificate in the file named by the environment
+variable PHONE_TLS_CA, and checks the registrar's certificate against it.
 """
 import json
 import os
@@ -107,7 +110,10 @@ endpoint.libInit(config)
 transport_config = pj.TransportConfig()
 transport_config.port = 0
 transport_config.boundAddress = "127.0.0.1"
-kind = pj.PJSIP_TRANSPORT_TCP if transport == "tcp" else pj.PJSIP_TRANSPORT_UDP
+kind = {"tcp": pj.PJSIP_TRANSPORT_TCP, "tls": pj.PJSIP_TRANSPORT_TLS}.get(transport, pj.PJSIP_TRANSPORT_UDP)
+if transport == "tls":
+    transport_config.tlsConfig.CaListFile = os.environ["PHONE_TLS_CA"]
+    transport_config.tlsConfig.verifyServer = True
 endpoint.transportCreate(kind, transport_config)
 endpoint.libStart()
 endpoint.audDevManager().setNullDev()

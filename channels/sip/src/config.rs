@@ -7,9 +7,51 @@ use std::time::Duration;
 pub enum SipTransport {
     Udp,
     Tcp,
+    /// SIP over TLS (advisors' phones outside the council's network); needs
+    /// [`SipConfig::tls`].
+    Tls,
 }
 
-/// A listener, written `udp:127.0.0.1:5060` or `tcp:0.0.0.0:5060`.
+impl SipTransport {
+    pub(crate) fn to_stack(self) -> rsipstack::sip::Transport {
+        match self {
+            SipTransport::Udp => rsipstack::sip::Transport::Udp,
+            SipTransport::Tcp => rsipstack::sip::Transport::Tcp,
+            SipTransport::Tls => rsipstack::sip::Transport::Tls,
+        }
+    }
+
+    pub(crate) fn from_stack(t: rsipstack::sip::Transport) -> Option<SipTransport> {
+        match t {
+            rsipstack::sip::Transport::Udp => Some(SipTransport::Udp),
+            rsipstack::sip::Transport::Tcp => Some(SipTransport::Tcp),
+            rsipstack::sip::Transport::Tls => Some(SipTransport::Tls),
+            _ => None,
+        }
+    }
+
+    /// How it is written in configuration and stored with a registration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SipTransport::Udp => "udp",
+            SipTransport::Tcp => "tcp",
+            SipTransport::Tls => "tls",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<SipTransport> {
+        [SipTransport::Udp, SipTransport::Tcp, SipTransport::Tls]
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(name))
+    }
+
+    /// Carried on a connection (TCP or TLS), rather than in datagrams.
+    pub fn is_stream(self) -> bool {
+        self != SipTransport::Udp
+    }
+}
+
+/// A listener, written `udp:127.0.0.1:5060`, `tcp:0.0.0.0:5060` or `tls:0.0.0.0:5061`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SipListen {
     pub transport: SipTransport,
@@ -20,12 +62,9 @@ impl SipListen {
     pub fn parse(s: &str) -> Result<Self, String> {
         let (t, addr) = s
             .split_once(':')
-            .ok_or_else(|| format!("{s:?}: write udp:HOST:PORT or tcp:HOST:PORT"))?;
-        let transport = match t.to_ascii_lowercase().as_str() {
-            "udp" => SipTransport::Udp,
-            "tcp" => SipTransport::Tcp,
-            _ => return Err(format!("{s:?}: the transport is udp or tcp")),
-        };
+            .ok_or_else(|| format!("{s:?}: write udp:HOST:PORT, tcp:HOST:PORT or tls:HOST:PORT"))?;
+        let transport = SipTransport::from_name(t)
+            .ok_or_else(|| format!("{s:?}: the transport is udp, tcp or tls"))?;
         let addr = addr
             .parse()
             .map_err(|_| format!("{s:?}: {addr:?} is not an address:port"))?;
@@ -111,6 +150,57 @@ pub struct SipConfig {
     /// Answer OPTIONS from anyone (for monitoring from outside the trunks); by default
     /// only trunks get an answer, everyone else 403.
     pub options_from_anywhere: bool,
+    /// The certificate TLS listeners present; required when one is configured.
+    pub tls: Option<TlsIdentity>,
+}
+
+/// Our certificate chain and its private key, read from PEM once at start-up.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    pub(crate) chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    pub(crate) key: std::sync::Arc<rustls::pki_types::PrivateKeyDer<'static>>,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TlsIdentity({} certificates, key ***)", self.chain.len())
+    }
+}
+
+impl TlsIdentity {
+    /// Reads a PEM certificate chain (ours first) and a PEM private key (PKCS#8,
+    /// PKCS#1 or SEC1), checking that rustls accepts the pair.
+    pub fn from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<TlsIdentity, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_slice_iter(chain_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("the certificate is not PEM: {e}"))?;
+        if chain.is_empty() {
+            return Err("no certificate in the certificate file".into());
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|e| format!("the private key is not PEM: {e}"))?;
+        let identity = TlsIdentity {
+            chain,
+            key: std::sync::Arc::new(key),
+        };
+        identity.server_config()?;
+        Ok(identity)
+    }
+
+    /// What each TLS listener accepts with: TLS 1.2 and 1.3 by rustls's safe defaults,
+    /// no client certificates (phones authenticate by digest).
+    pub(crate) fn server_config(&self) -> Result<rustls::ServerConfig, String> {
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(self.chain.clone(), self.key.clone_key())
+        .map_err(|e| format!("the certificate and key do not go together: {e}"))
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +212,16 @@ mod tests {
         let l = SipListen::parse("tcp:127.0.0.1:5060").unwrap();
         assert_eq!((l.transport, l.addr.port()), (SipTransport::Tcp, 5060));
         assert!(SipListen::parse("sctp:127.0.0.1:5060").is_err());
+        let l = SipListen::parse("TLS:[::1]:5061").unwrap();
+        assert_eq!((l.transport, l.addr.port()), (SipTransport::Tls, 5061));
+        assert!(TlsIdentity::from_pem(b"", b"").is_err());
+        assert!(
+            TlsIdentity::from_pem(
+                b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                b"x"
+            )
+            .is_err()
+        );
         let n = TrunkNetwork::parse("192.0.2.0/24").unwrap();
         assert!(n.contains("192.0.2.77".parse().unwrap()));
         assert!(!n.contains("192.0.3.1".parse().unwrap()));

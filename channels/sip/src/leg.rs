@@ -108,10 +108,7 @@ impl Dialer {
         use rsipstack::transaction::transaction::Transaction;
         let shared = &self.0;
         let endpoint = &shared.dialogs.endpoint;
-        let transport = match target.transport {
-            SipTransport::Udp => rsipstack::sip::Transport::Udp,
-            SipTransport::Tcp => rsipstack::sip::Transport::Tcp,
-        };
+        let transport = target.transport.to_stack();
         let Some(ours) = shared
             .listening
             .get()
@@ -174,10 +171,7 @@ impl Dialer {
         let unreachable = |e: &dyn std::fmt::Display| DialFailure::Unreachable(e.to_string());
         let ports = shared.ports.bind().await.map_err(|e| unreachable(&e))?;
         let local_port = ports.0.local_addr().map_err(|e| unreachable(&e))?.port();
-        let transport = match target.transport {
-            SipTransport::Udp => rsipstack::sip::Transport::Udp,
-            SipTransport::Tcp => rsipstack::sip::Transport::Tcp,
-        };
+        let transport = target.transport.to_stack();
         let ours = shared
             .listening
             .get()

@@ -11,7 +11,8 @@
 //!   (SHA-256, MD5 for older phones), bindings kept by the daemon
 //! - [`identity`]: From, To, P-Asserted-Identity and a REGISTER's Contacts, read
 //!   strictly
-//! - [`tcp`]: SIP over TCP accepted by us: limits per source and in all, idle close
+//! - [`tcp`]: SIP over TCP and TLS accepted by us: limits per source and in all, a
+//!   bounded TLS handshake, idle close
 //! - [`sdp`]: the offer we accept and the answer we give (PCMU/PCMA, telephone-event)
 //! - [`rtp`]: RTP packets; [`g711`]: µ-law and A-law; [`dtmf`]: RFC 4733 events
 //! - [`jitter`]: puts the caller's packets back in order on the call's clock, silence
@@ -39,7 +40,7 @@ pub mod server;
 pub mod tcp;
 
 pub use call::{Bridged, Call, CallEnded, CallHandler, CallInfo, CallerId, FrameSink};
-pub use config::{SipConfig, SipListen, TrunkNetwork};
+pub use config::{SipConfig, SipListen, SipTransport, TlsIdentity, TrunkNetwork};
 pub use digest::{Algorithm, Ha1};
 pub use leg::{DialFailure, DialTarget, Dialer, Leg};
 pub use registrar::{

@@ -131,9 +131,20 @@ impl RegistrarSide {
         }
     }
 
-    /// Answers one REGISTER.
-    pub(crate) async fn answer(&self, tx: &mut Transaction, peer: SocketAddr) {
+    /// Answers one REGISTER; for one accepted, how long the registration now lasts
+    /// (a connection it came on is kept open that long: it is the way to the phone).
+    pub(crate) async fn answer(&self, tx: &mut Transaction, peer: SocketAddr) -> Option<Duration> {
         let answer = self.decide(tx, peer).await;
+        let lasts = match &answer {
+            Answer::Bound(bindings) => Some(Duration::from_secs(
+                bindings
+                    .iter()
+                    .map(|b| u64::from(b.expires_in))
+                    .max()
+                    .unwrap_or(0),
+            )),
+            _ => None,
+        };
         let outcome = match &answer {
             Answer::Challenge { .. } => "challenged",
             Answer::Refuse(StatusCode::Forbidden, _) => "forbidden",
@@ -174,6 +185,7 @@ impl RegistrarSide {
                 tx.reply_with(StatusCode::OK, headers, None).await
             }
         };
+        lasts
     }
 
     async fn decide(&self, tx: &Transaction, peer: SocketAddr) -> Answer {
@@ -247,10 +259,11 @@ impl RegistrarSide {
                 .and_then(|c| c.seq().ok())
                 .unwrap_or(0),
             source: peer,
-            transport: match tx.connection.as_ref().map(|c| c.transport()) {
-                Some(rsipstack::sip::Transport::Tcp) => SipTransport::Tcp,
-                _ => SipTransport::Udp,
-            },
+            transport: tx
+                .connection
+                .as_ref()
+                .and_then(|c| SipTransport::from_stack(c.transport()))
+                .unwrap_or(SipTransport::Udp),
             user_agent: request
                 .header_value("User-Agent")
                 .map(|ua| ua.chars().take(128).collect()),

@@ -54,6 +54,8 @@ pub enum SipError {
     Listen { addr: SocketAddr, reason: String },
     #[error("sip: {0}")]
     Stack(String),
+    #[error("sip.tls_certificate, sip.tls_key: {0}")]
+    Tls(String),
 }
 
 /// Retry-After sent with 503, in seconds.
@@ -159,25 +161,47 @@ impl SipServer {
             transports.add_transport(conn.into());
         }
         let trunks = Trunks::new(config.trunks.clone());
-        let mut tcp_listeners = Vec::new();
-        for l in config
-            .listen
-            .iter()
-            .filter(|l| l.transport == SipTransport::Tcp)
-        {
-            let listener = bind_tcp(l.addr, &listening).await?;
+        let tls = match (
+            &config.tls,
+            config
+                .listen
+                .iter()
+                .any(|l| l.transport == SipTransport::Tls),
+        ) {
+            (_, false) => None,
+            (None, true) => {
+                return Err(SipError::Tls(
+                    "a tls listener needs a certificate and key".into(),
+                ));
+            }
+            (Some(identity), true) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+                identity.server_config().map_err(SipError::Tls)?,
+            ))),
+        };
+        // TCP and TLS listeners, each with the acceptor its connections need.
+        let mut stream_listeners = Vec::new();
+        for l in config.listen.iter().filter(|l| l.transport.is_stream()) {
+            let sibling = if l.transport == SipTransport::Tcp {
+                &listening[..]
+            } else {
+                &[]
+            };
+            let listener = bind_tcp(l.addr, sibling).await?;
             let addr = listener.local_addr().map_err(|e| SipError::Listen {
                 addr: l.addr,
                 reason: e.to_string(),
             })?;
             listening.push(SipListen {
-                transport: SipTransport::Tcp,
+                transport: l.transport,
                 addr,
             });
-            tcp_listeners.push(listener);
+            let acceptor = (l.transport == SipTransport::Tls)
+                .then(|| tls.clone())
+                .flatten();
+            stream_listeners.push((listener, acceptor));
         }
         let phones_anywhere = registrar.is_some();
-        let tcp = (!tcp_listeners.is_empty())
+        let tcp = (!stream_listeners.is_empty())
             .then(|| TcpConnections::new(config.tcp, trunks.clone(), phones_anywhere));
         let mut builder = EndpointBuilder::new();
         builder
@@ -202,9 +226,10 @@ impl SipServer {
             }
         });
         if let Some(tcp) = &tcp {
-            for listener in tcp_listeners {
+            for (listener, tls) in stream_listeners {
                 tokio::spawn(tcp.clone().serve(
                     listener,
+                    tls,
                     endpoint.inner.clone(),
                     stack.child_token(),
                 ));
@@ -296,7 +321,9 @@ async fn bind_tcp(
     udp: &[SipListen],
 ) -> Result<tokio::net::TcpListener, SipError> {
     if addr.port() == 0
-        && let Some(sibling) = udp.iter().find(|u| u.addr.ip() == addr.ip())
+        && let Some(sibling) = udp
+            .iter()
+            .find(|u| u.transport == SipTransport::Udp && u.addr.ip() == addr.ip())
         && let Ok(l) =
             tokio::net::TcpListener::bind(SocketAddr::new(addr.ip(), sibling.addr.port())).await
     {
@@ -372,8 +399,11 @@ async fn accept_loop(
             }
             Method::Register if shared.registrar.is_some() => {
                 tokio::spawn(async move {
-                    if let Some(registrar) = &shared.registrar {
-                        registrar.answer(&mut tx, peer).await;
+                    if let Some(registrar) = &shared.registrar
+                        && let Some(lasts) = registrar.answer(&mut tx, peer).await
+                        && let Some(tcp) = &shared.tcp
+                    {
+                        tcp.registered(peer, lasts);
                     }
                 });
             }

@@ -1,10 +1,14 @@
-//! SIP over TCP, accepted by us rather than by the stack, so that every connection is
-//! bounded before it costs anything:
+//! SIP over TCP and over TLS, accepted by us rather than by the stack, so that every
+//! connection is bounded before it costs anything:
 //!
 //! - connections from outside the trunk networks are closed at accept;
-//! - at most `max_connections` in all and `max_per_source` from one address;
+//! - at most `max_connections` in all and `max_per_source` from one address (TCP and
+//!   TLS together), counted from accept, so a TLS handshake left hanging holds a place
+//!   no longer than `idle` (and at most 10 s);
 //! - a connection that carries no dialog and has been silent for `idle` is shut
-//!   down (a connection carrying a call may be silent for the whole call).
+//!   down (a connection carrying a call may be silent for the whole call, and one a
+//!   phone registered on is kept while the registration lasts: we cannot connect to a
+//!   phone behind NAT, only answer it on the connection it opened).
 //!
 //! Accepted streams are handed to rsipstack's transport layer, which reads and writes
 //! SIP on them. We keep a duplicate of each socket: shutting it down makes the stack's
@@ -18,8 +22,10 @@ use std::time::{Duration, Instant};
 use rsipstack::transaction::endpoint::{EndpointInnerRef, TransportEventInspector};
 use rsipstack::transport::connection::TransportEvent;
 use rsipstack::transport::tcp::TcpConnection;
+use rsipstack::transport::tls::TlsConnection;
 use rsipstack::transport::{SipAddr, SipConnection};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -52,6 +58,8 @@ struct Open {
     socket: std::net::TcpStream,
     last_seen: Instant,
     dialogs: usize,
+    /// A phone registered over this connection until then.
+    registered_until: Option<Instant>,
 }
 
 /// Why a connection was refused at accept.
@@ -110,6 +118,7 @@ impl TcpConnections {
                 socket,
                 last_seen: Instant::now(),
                 dialogs: 0,
+                registered_until: None,
             },
         );
         metrics::gauge!("contactd_sip_tcp_connections").set(state.open.len() as f64);
@@ -136,6 +145,15 @@ impl TcpConnections {
         }
     }
 
+    /// A phone registered over the connection from `peer` for `lasts` (zero: it
+    /// signed off); the connection is not idle while that holds.
+    pub fn registered(&self, peer: SocketAddr, lasts: Duration) {
+        let mut state = self.state.lock().expect("not poisoned");
+        if let Some(open) = state.open.get_mut(&peer) {
+            open.registered_until = (!lasts.is_zero()).then(|| Instant::now() + lasts);
+        }
+    }
+
     /// Marks a dialog on the connection from `peer` for as long as the guard lives:
     /// such a connection is never closed for being idle.
     pub fn carry_dialog(self: &Arc<Self>, peer: SocketAddr) -> DialogOnConnection {
@@ -156,7 +174,11 @@ impl TcpConnections {
     fn close_idle(&self, now: Instant) {
         let state = self.state.lock().expect("not poisoned");
         for (peer, open) in &state.open {
-            if open.dialogs == 0 && now.duration_since(open.last_seen) >= self.limits.idle {
+            let registered = open.registered_until.is_some_and(|until| now < until);
+            if open.dialogs == 0
+                && !registered
+                && now.duration_since(open.last_seen) >= self.limits.idle
+            {
                 debug!(%peer, "idle SIP TCP connection closed");
                 metrics::counter!("contactd_sip_tcp_idle_closed_total").increment(1);
                 let _ = open.socket.shutdown(std::net::Shutdown::Both);
@@ -164,16 +186,27 @@ impl TcpConnections {
         }
     }
 
-    /// Accepts connections until `stop`; each admitted one is served by the stack.
+    /// The longest a TLS handshake may take.
+    fn handshake_limit(&self) -> Duration {
+        self.limits.idle.min(Duration::from_secs(10))
+    }
+
+    /// Accepts connections until `stop`; each admitted one is served by the stack,
+    /// after a TLS handshake when `tls` is given.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
+        tls: Option<TlsAcceptor>,
         endpoint: EndpointInnerRef,
         stop: CancellationToken,
     ) {
+        let transport = match tls {
+            Some(_) => rsipstack::sip::Transport::Tls,
+            None => rsipstack::sip::Transport::Tcp,
+        };
         let local = match listener.local_addr() {
             Ok(a) => SipAddr {
-                r#type: Some(rsipstack::sip::Transport::Tcp),
+                r#type: Some(transport),
                 addr: a.into(),
             },
             Err(e) => {
@@ -209,14 +242,72 @@ impl TcpConnections {
                 debug!(%peer, reason = why.label(), "sip tcp connection refused");
                 continue;
             }
-            match TcpConnection::from_stream(stream, local.clone(), Some(stop.child_token())) {
-                Ok(conn) => endpoint
-                    .transport_layer
-                    .add_connection(SipConnection::Tcp(conn)),
-                Err(e) => {
-                    debug!(%peer, error = %e, "sip tcp connection lost at accept");
-                    self.closed(peer);
+            let Some(acceptor) = &tls else {
+                match TcpConnection::from_stream(stream, local.clone(), Some(stop.child_token())) {
+                    Ok(conn) => endpoint
+                        .transport_layer
+                        .add_connection(SipConnection::Tcp(conn)),
+                    Err(e) => {
+                        debug!(%peer, error = %e, "sip tcp connection lost at accept");
+                        self.closed(peer);
+                    }
                 }
+                continue;
+            };
+            // The handshake runs on its own, so one slow peer never holds up accept.
+            tokio::spawn(self.clone().handshake(
+                acceptor.clone(),
+                stream,
+                peer,
+                local.clone(),
+                endpoint.clone(),
+                stop.child_token(),
+            ));
+        }
+    }
+
+    /// Completes a TLS handshake within the limit and hands the connection to the
+    /// stack; a failed or slow one gives its place back.
+    async fn handshake(
+        self: Arc<Self>,
+        acceptor: TlsAcceptor,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        local: SipAddr,
+        endpoint: EndpointInnerRef,
+        stop: CancellationToken,
+    ) {
+        let done = tokio::select! {
+            _ = stop.cancelled() => None,
+            done = tokio::time::timeout(self.handshake_limit(), acceptor.accept(stream)) => Some(done),
+        };
+        let stream = match done {
+            Some(Ok(Ok(stream))) => stream,
+            Some(Ok(Err(e))) => {
+                metrics::counter!("contactd_sip_tls_handshakes_failed_total", "reason" => "refused")
+                    .increment(1);
+                debug!(%peer, error = %e, "sip tls handshake failed");
+                return self.closed(peer);
+            }
+            Some(Err(_)) => {
+                metrics::counter!("contactd_sip_tls_handshakes_failed_total", "reason" => "timeout")
+                    .increment(1);
+                debug!(%peer, "sip tls handshake too slow");
+                return self.closed(peer);
+            }
+            None => return self.closed(peer),
+        };
+        let remote = SipAddr {
+            r#type: Some(rsipstack::sip::Transport::Tls),
+            addr: peer.into(),
+        };
+        match TlsConnection::from_server_stream(stream, local, remote, Some(stop)).await {
+            Ok(conn) => endpoint
+                .transport_layer
+                .add_connection(SipConnection::Tls(conn)),
+            Err(e) => {
+                debug!(%peer, error = %e, "sip tls connection lost after the handshake");
+                self.closed(peer);
             }
         }
     }
@@ -253,12 +344,12 @@ pub struct TcpActivity(pub Arc<TcpConnections>);
 impl TransportEventInspector for TcpActivity {
     async fn handle(&self, event: TransportEvent) -> Option<TransportEvent> {
         match &event {
-            TransportEvent::Incoming(_, SipConnection::Tcp(_), from) => {
+            TransportEvent::Incoming(_, SipConnection::Tcp(_) | SipConnection::Tls(_), from) => {
                 if let Ok(peer) = from.get_socketaddr() {
                     self.0.touch(peer);
                 }
             }
-            TransportEvent::Closed(conn @ SipConnection::Tcp(_)) => {
+            TransportEvent::Closed(conn @ (SipConnection::Tcp(_) | SipConnection::Tls(_))) => {
                 if let Some(peer) = conn.get_remote_addr().and_then(|a| a.get_socketaddr().ok()) {
                     self.0.closed(peer);
                 }

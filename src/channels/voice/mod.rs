@@ -88,7 +88,7 @@ impl Lifecycle for VoiceChannel {
             settings.recordings.when_unavailable,
         );
         let server = SipServer::start(
-            sip_config(settings),
+            sip_config(settings)?,
             Arc::new(calls.clone()),
             settings.sip.registrar.then(|| registrar(hub, settings)),
         )
@@ -169,9 +169,23 @@ fn registrar(
     (Arc::new(hub.advisors.clone()), policy)
 }
 
-fn sip_config(settings: &Settings) -> SipConfig {
+fn sip_config(settings: &Settings) -> Result<SipConfig, contactd_sip::SipError> {
     let s = &settings.sip;
-    SipConfig {
+    let tls = match (&s.tls_certificate, &s.tls_key) {
+        (Some(chain), Some(key)) => {
+            let read = |path: &std::path::Path| {
+                std::fs::read(path).map_err(|e| {
+                    contactd_sip::SipError::Tls(format!("cannot read {}: {e}", path.display()))
+                })
+            };
+            Some(
+                contactd_sip::TlsIdentity::from_pem(&read(chain)?, &read(key)?)
+                    .map_err(contactd_sip::SipError::Tls)?,
+            )
+        }
+        _ => None,
+    };
+    Ok(SipConfig {
         listen: s.listen.iter().map(|l| l.0).collect(),
         trunks: s.trunks.iter().map(|t| t.0).collect(),
         rtp_ports: (s.rtp_ports.0, s.rtp_ports.1),
@@ -189,7 +203,8 @@ fn sip_config(settings: &Settings) -> SipConfig {
             idle: Duration::from_secs(s.tcp_idle_seconds),
         },
         options_from_anywhere: s.options_from_anywhere,
-    }
+        tls,
+    })
 }
 
 /// What the SIP server hands each answered call to.
