@@ -1552,6 +1552,79 @@ async fn a_phone_registers_over_tls_and_takes_a_call_through_it(backend: Backend
     app.stop().await;
 }
 
+/// An advisor with a desk phone and a softphone: both ring, both answer at once, and
+/// the caller is bridged to one of them only. The other is CANCELed or, having
+/// answered too, sent ACK and BYE by the daemon (its call ends long before it would
+/// have hung up itself); the call record has one leg, and the advisor is available
+/// again afterwards, never left reserved.
+async fn two_phones_answering_one_offer_give_one_bridge(backend: Backend) {
+    let app = queue_app(backend).await;
+    let (advisor, password) = add_advisor_for(&app, "uma", "SHA-256", "waste").await;
+    let udp = app.sip_addr(SipTransport::Udp);
+    let (desk_dir, soft_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Each talks for 6 s of media when it is the one bridged; the tones tell them apart.
+    let phone = |tone_hz: f64| Behaviour {
+        mode: "answer",
+        talk_seconds: 6,
+        codec: "PCMU",
+        tone_hz,
+    };
+    let mut desk =
+        AnsweringPhone::take_calls(phone(1000.0), udp, "uma", &password, desk_dir.path()).await;
+    let mut soft =
+        AnsweringPhone::take_calls(phone(1400.0), udp, "uma", &password, soft_dir.path()).await;
+    assert_eq!(devices(&app, "uma").await.len(), 2);
+
+    let caller_dir = tempfile::tempdir().unwrap();
+    let media = sipp::tone_file(caller_dir.path(), contactd_sip::g711::Codec::Pcmu, 40);
+    let text = sipp::call_scenario("07700900161", "0", &media, "0", "*1", None);
+    let run = sipp::run(caller_dir.path(), &text, udp, 1, "u1").await;
+    assert!(run.success, "one bridge, then goodbye: {}", run.output);
+    let (desk_call, soft_call) = (desk.next("call").await, soft.next("call").await);
+    let _ = (desk.child.wait().await, soft.child.wait().await);
+
+    let heard = |dir: &Path| {
+        let wav = hound::WavReader::open(dir.join("advisor-heard.wav")).unwrap();
+        let rate = wav.spec().sample_rate;
+        let samples: Vec<i16> = wav.into_samples::<i16>().map(Result::unwrap).collect();
+        has_tone(&samples, rate, 440.0)
+    };
+    let (desk_heard, soft_heard) = (heard(desk_dir.path()), heard(soft_dir.path()));
+    assert!(
+        desk_heard != soft_heard,
+        "exactly one phone is bridged to the caller: desk {desk_call}, soft {soft_call}"
+    );
+    let (winner, loser, winner_hz, loser_hz) = if desk_heard {
+        (&desk_call, &soft_call, 1000.0, 1400.0)
+    } else {
+        (&soft_call, &desk_call, 1400.0, 1000.0)
+    };
+    assert_eq!(winner["answered"], true, "{winner}");
+    assert_eq!(
+        loser["ended_by_peer"], true,
+        "the other phone's call is ended by the daemon (CANCEL, or ACK and BYE), not left up: {loser}"
+    );
+    let (_, left, right) = the_recording(&app).await;
+    assert!(has_tone(&left, 8000, 440.0));
+    assert!(
+        has_tone(&right, 8000, winner_hz),
+        "the bridged phone on the right"
+    );
+    assert!(
+        !has_tone(&right, 8000, loser_hz),
+        "the other phone never reaches the recording"
+    );
+    let legs = legs_of_the_call(&app).await;
+    assert_eq!(
+        legs,
+        [(advisor.clone(), "ended".to_string(), true, None)],
+        "one offer, one leg"
+    );
+    let (_, list) = app.get(Role::Supervisor, "/api/v1/advisors").await;
+    assert_eq!(list[0]["state"], "available", "{list}");
+    app.stop().await;
+}
+
 on_both_backends!(
     a_phone_registers_with_md5_and_is_unreachable_once_it_expires,
     a_softphone_registers_with_sha256_over_udp_and_tcp,
@@ -1569,4 +1642,5 @@ on_both_backends!(
     a_waiting_caller_hears_their_place_and_the_music_resumes,
     a_phone_that_stops_answering_is_not_rung_until_it_answers_again,
     a_phone_registers_over_tls_and_takes_a_call_through_it,
+    two_phones_answering_one_offer_give_one_bridge,
 );

@@ -15,7 +15,7 @@ Usage:
       hold, hanging up TALK_SECONDS after the media started; or `transfer:TARGET`:
       answer, and after a second and a half of media transfer the caller blindly
       (REFER) to sip:TARGET at the registrar. Then prints {"event": "call", "answered": bool, "from": str,
-      "codec": str}.
+      "codec": str, "ended_by_peer": bool} (the other side ended it, or CANCELed it).
 
 Over tls the phone trusts only the CA certificate in the file named by the environment
 variable PHONE_TLS_CA, and checks the registrar's certificate against it.
@@ -138,12 +138,14 @@ if not phone.registered:
     say(event="registered", status=0, reason="no answer", expires=0)
 if answering:
     deadline = time.time() + 120
+    ended_by_peer = False
     while time.time() < deadline:
         endpoint.libHandleEvents(20)
         call = phone.call
         if call is None:
             continue
         if call.disconnected:
+            ended_by_peer = True
             break
         if transfer_to and call.media_up_at is not None and not getattr(call, "referred", False):
             if time.time() - call.media_up_at >= 1.5:
@@ -176,6 +178,7 @@ if answering:
     # The recorder's WAV is complete once the library is closed; the call object
     # had to go first (its destructor asserts otherwise).
     endpoint.libDestroy()
-    say(event="call", answered=answered, codec=codec, **{"from": phone.caller})
+    say(event="call", answered=answered, codec=codec, ended_by_peer=ended_by_peer,
+        **{"from": phone.caller})
 # Gone without signing off (no REGISTER with Expires: 0).
 os._exit(0)

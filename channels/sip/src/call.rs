@@ -155,13 +155,14 @@ impl Call {
         while self.digits.try_recv().is_ok() {}
     }
 
-    /// Rings an advisor's phone for at most `ring` (the caller hears what is playing).
+    /// Rings an advisor's phones, all at once, for at most `ring` (the caller hears
+    /// what is playing); the first to answer is the leg (see [`crate::Dialer::ring`]).
     pub async fn dial(
         &self,
-        target: &crate::leg::DialTarget,
+        phones: &[crate::leg::DialTarget],
         ring: Duration,
     ) -> Result<crate::leg::Leg, crate::leg::DialFailure> {
-        self.dialer.dial(target, ring).await
+        self.dialer.ring(phones, ring).await
     }
 
     /// Joins the caller and `leg` until one of them hangs up; the caller's recording

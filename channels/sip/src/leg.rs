@@ -165,6 +165,42 @@ impl Dialer {
         matches!(tokio::time::timeout(patience, answered).await, Ok(Some(())))
     }
 
+    /// Rings every one of `targets` (an advisor's phones) at once for at most `ring`;
+    /// the first to answer is the leg. The others are CANCELed the moment it has, and
+    /// one that answered as well is sent ACK and BYE (by the stack, whose abandoned
+    /// INVITE ends a late 2xx that way), so a caller is bridged to one phone only.
+    /// A global refusal (6xx) from any phone ends the offer; a 486 from one lets
+    /// the others ring on. Failing all, the most telling failure: declined, else
+    /// not answered, else unreachable.
+    pub async fn ring(&self, targets: &[DialTarget], ring: Duration) -> Result<Leg, DialFailure> {
+        use futures_util::stream::{FuturesUnordered, StreamExt};
+        let mut branches: FuturesUnordered<_> =
+            targets.iter().map(|t| self.dial(t, ring)).collect();
+        let mut failed: Option<DialFailure> = None;
+        while let Some(branch) = branches.next().await {
+            let failure = match branch {
+                // Returning drops the other branches: the stack CANCELs them.
+                Ok(leg) => return Ok(leg),
+                Err(DialFailure::Declined(code)) if code >= 600 => {
+                    return Err(DialFailure::Declined(code));
+                }
+                Err(f) => f,
+            };
+            let rank = |f: &DialFailure| match f {
+                DialFailure::Declined(_) => 2,
+                DialFailure::NoAnswer => 1,
+                DialFailure::Unreachable(_) => 0,
+            };
+            if failed
+                .as_ref()
+                .is_none_or(|worst| rank(&failure) > rank(worst))
+            {
+                failed = Some(failure);
+            }
+        }
+        Err(failed.unwrap_or_else(|| DialFailure::Unreachable("no phone to ring".into())))
+    }
+
     /// Rings `target` for at most `ring`; the answered leg, or why not.
     pub async fn dial(&self, target: &DialTarget, ring: Duration) -> Result<Leg, DialFailure> {
         let shared = &self.0;

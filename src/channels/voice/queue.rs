@@ -257,9 +257,14 @@ impl Queues {
                 .iter()
                 .find(|a| a.id == chosen)
                 .expect("chosen among them");
-            // The phone registered last is the one most likely in the advisor's hands.
-            let device = advisor.devices.last().expect("reachable means a device");
-            let Some(target) = crate::advisors::dial_target(device, &caller) else {
+            // Every phone of theirs rings: a desk phone and a softphone, whichever the
+            // advisor picks up.
+            let phones: Vec<_> = advisor
+                .devices
+                .iter()
+                .filter_map(|d| crate::advisors::dial_target(d, &caller))
+                .collect();
+            if phones.is_empty() {
                 presence.not_taken(&chosen, NotTaken::Unreachable);
                 passed_over.insert(chosen, Instant::now());
                 continue;
@@ -268,7 +273,7 @@ impl Queues {
             event(CallEventKind::Offered, &chosen, None);
             connecting.store(true, Ordering::Relaxed);
             let offered = tokio::select! {
-                r = call.dial(&target, self.ring) => r,
+                r = call.dial(&phones, self.ring) => r,
                 _ = call.ended() => {
                     presence.not_taken(&chosen, NotTaken::CallerLeft);
                     legs.ended(LegOutcome::CallerLeft, None).await;
