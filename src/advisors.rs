@@ -4,7 +4,11 @@
 //! is made here, shown once to whoever created or rotated it, and never stored.
 //!
 //! Where each advisor is now ([`Presence`]: available, ringing, on a call, wrap-up,
-//! away) is live state held by this instance, changed by calls and by staff.
+//! away) is live state held by this instance, changed by calls and by staff. Only
+//! "away" is also written down, so that it outlives the daemon; the rest belongs to
+//! dialogs that die with it. At start ([`Advisors::recover`]) a daemon restores who
+//! is away and ends, as interrupted, the legs it left open (it knows its own by the
+//! id kept in its data directory; other daemons on the same database keep theirs).
 //!
 //! [`Advisors`] is also the voice channel's [`Registrar`]: it looks up credentials and
 //! keeps each phone's binding in the database on the daemon's clock (so a restart, or
@@ -35,6 +39,8 @@ use crate::store::{Store, StoreError};
 #[derive(Clone)]
 pub struct Advisors {
     store: Store,
+    /// This daemon's id (kept in its data directory): the legs it places are its own.
+    daemon: Arc<str>,
     presence: Arc<Presence>,
     events: crate::call_events::CallEvents,
     clock: Arc<dyn Clock>,
@@ -122,9 +128,15 @@ fn new_password() -> String {
 }
 
 impl Advisors {
-    pub fn new(store: Store, settings: &Settings, clock: Arc<dyn Clock>) -> Advisors {
+    pub fn new(
+        store: Store,
+        settings: &Settings,
+        clock: Arc<dyn Clock>,
+        daemon: DaemonId,
+    ) -> Advisors {
         Advisors {
             store,
+            daemon: daemon.0.into(),
             presence: Arc::new(Presence::new(settings.queues.unanswered_before_away)),
             events: crate::call_events::CallEvents::default(),
             clock,
@@ -132,6 +144,36 @@ impl Advisors {
             devices_per_advisor: settings.sip.devices_per_advisor,
             silent: Arc::default(),
             roster: Arc::default(),
+        }
+    }
+
+    /// Reconciles with what a previous run of this daemon left (a kill -9 mid-call):
+    /// advisors recorded away are away again; legs it left ringing or up are ended
+    /// as interrupted (none of its dialogs outlived it). How many legs were ended.
+    pub async fn recover(&self) -> Result<u64, StoreError> {
+        for id in self.store.advisors_away().await? {
+            self.presence.choose(&id, ChosenState::Away);
+        }
+        self.store
+            .interrupt_open_legs(&self.daemon, self.clock.now())
+            .await
+    }
+
+    /// This daemon's id, written with each leg it places.
+    pub fn daemon(&self) -> &str {
+        &self.daemon
+    }
+
+    /// The offer to `id` was not taken (see [`Presence::not_taken`]); an advisor
+    /// set away by it is recorded so, to stay away across a restart.
+    pub async fn not_taken(&self, id: &str, why: NotTaken) {
+        if self.presence.not_taken(id, why) == AdvisorState::Away
+            && let Err(e) = self
+                .store
+                .set_advisor_away(id, Some(self.clock.now()))
+                .await
+        {
+            tracing::error!(advisor = %id, error = %e, "an advisor set away could not be recorded");
         }
     }
 
@@ -317,6 +359,8 @@ impl Advisors {
     /// Staff set an advisor available or away (which also ends a wrap-up early).
     pub async fn set_state(&self, id: &str, state: ChosenState) -> Result<AdvisorNow, StoreError> {
         let advisor = self.store.advisor(id, self.clock.now()).await?;
+        let away = (state == ChosenState::Away).then(|| self.clock.now());
+        self.store.set_advisor_away(id, away).await?;
         self.presence.choose(id, state);
         Ok(AdvisorNow {
             state: self.presence.state(id),
@@ -584,7 +628,8 @@ impl Presence {
     /// `away_after`th offer in a row left to ring out (they are not at their desk:
     /// set away until they or staff say otherwise). A decline is a choice made at
     /// the desk, and an unreachable phone is the phone's fault: neither counts.
-    pub fn not_taken(&self, id: &str, why: NotTaken) {
+    /// The advisor's state now.
+    pub fn not_taken(&self, id: &str, why: NotTaken) -> AdvisorState {
         let away = why == NotTaken::NoAnswer && {
             let mut unanswered = self.unanswered.lock().expect("not poisoned");
             let n = unanswered.entry(id.to_string()).or_insert(0);
@@ -602,6 +647,7 @@ impl Presence {
             AdvisorState::Available
         };
         self.set(id, state, None);
+        state
     }
 
     /// The call ended: wrap-up for `time`, then available.
@@ -614,6 +660,34 @@ impl Presence {
     /// Waits until an advisor may have become available.
     pub async fn changed(&self) {
         self.changed.notified().await;
+    }
+}
+
+/// Which daemon this is, across its restarts: a random id made on first start and
+/// kept in its data directory (two daemons sharing a database have two).
+#[derive(Debug, Clone)]
+pub struct DaemonId(String);
+
+impl DaemonId {
+    /// For a `contactd` command that is not the daemon (it places no legs).
+    pub fn command_line() -> DaemonId {
+        DaemonId("command-line".into())
+    }
+
+    pub fn of_data_dir(data_dir: &std::path::Path) -> std::io::Result<DaemonId> {
+        let path = data_dir.join("daemon-id");
+        match std::fs::read_to_string(&path) {
+            Ok(id) if !id.trim().is_empty() => return Ok(DaemonId(id.trim().to_string())),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        // Written whole under another name, then renamed: never half an id.
+        let partial = data_dir.join("daemon-id.part");
+        std::fs::write(&partial, &id)?;
+        std::fs::rename(&partial, &path)?;
+        Ok(DaemonId(id))
     }
 }
 

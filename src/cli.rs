@@ -322,6 +322,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 store,
                 &settings,
                 std::sync::Arc::new(crate::scheduler::SystemClock),
+                crate::advisors::DaemonId::command_line(),
             );
             let operator = crate::domain::Actor::System;
             match command {

@@ -199,7 +199,28 @@ impl Application {
             sip_tcp_connections: settings.sip.max_tcp_connections,
             http_connections: settings.http.max_connections,
         });
-        let advisors = crate::advisors::Advisors::new(store.clone(), &settings, clock.clone());
+        let daemon =
+            crate::advisors::DaemonId::of_data_dir(&settings.data_dir).map_err(|source| {
+                StartupError::DataDir {
+                    dir: settings.data_dir.display().to_string(),
+                    source,
+                }
+            })?;
+        let advisors =
+            crate::advisors::Advisors::new(store.clone(), &settings, clock.clone(), daemon);
+        let interrupted = advisors
+            .recover()
+            .await
+            .map_err(|source| StartupError::Database {
+                url: "(the configured database)".into(),
+                source,
+            })?;
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                "legs with advisors left open by a crash were ended as interrupted"
+            );
+        }
         let hub = Hub {
             store: store.clone(),
             intake: intake.clone(),

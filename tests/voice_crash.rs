@@ -1,5 +1,6 @@
 //! kill -9 in the middle of a recorded call, then start again: the recording is
-//! repaired to the audio written before the crash, registered, and playable.
+//! repaired to the audio written before the crash, registered, and playable. And in
+//! the middle of an offer to an advisor: the state is reconciled at start.
 
 mod common;
 
@@ -19,6 +20,16 @@ async fn sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres() {
     killed_mid_call_then_restarted(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_offer_sqlite() {
+    killed_mid_offer_then_restarted(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_offer_postgres() {
+    killed_mid_offer_then_restarted(Backend::Postgres).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,4 +220,172 @@ async fn killed_mid_call_then_restarted(backend: Backend) {
     )
     .unwrap();
     assert_eq!(again.child.wait().unwrap().code(), Some(0));
+}
+
+/// SIGKILL while an advisor's phone (PJSIP) rings with a caller: started again, the
+/// leg left ringing is ended as interrupted (no dialog outlived the daemon), the
+/// advisor rung is available, not stuck ringing, and another set away by staff
+/// before the crash is still away.
+async fn killed_mid_offer_then_restarted(backend: Backend) {
+    use common::daemon::{contactd, output, start_with};
+    let db = TestDatabase::new(backend).await;
+    let notify = db.dir().join("notify.sock");
+    let _socket = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    let env = [
+        ("CONTACTD__SIP__REGISTRAR", "true".to_string()),
+        ("CONTACTD__SIP__PHONE_CHECK_SECONDS", "0".to_string()),
+        ("CONTACTD__QUEUES__RING_SECONDS", "120".to_string()),
+        (
+            "CONTACTD__QUEUES__SERVICES",
+            "{waste={max_wait_seconds=300,max_length=10}}".to_string(),
+        ),
+    ];
+    let run = |args: &[&str]| {
+        let (code, stdout, stderr) = output(contactd(&db, args).envs(env.clone()));
+        assert_eq!(code, 0, "contactd {args:?}: {stdout}{stderr}");
+        stdout
+    };
+    let add = |username: &str| {
+        let out = run(&[
+            "advisors",
+            "add",
+            username,
+            "--sip-username",
+            username,
+            "--skill",
+            "waste",
+        ]);
+        let id = out
+            .split('(')
+            .nth(1)
+            .unwrap()
+            .split(')')
+            .next()
+            .unwrap()
+            .to_string();
+        (id, out.lines().last().unwrap().trim().to_string())
+    };
+    let (val, val_password) = add("val");
+    let (wes, _) = add("wes");
+    run(&["user", "add", "sue", "--role", "supervisor"]);
+    let token = run(&["token", "create", "--user", "sue"])
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string();
+
+    let mut daemon = start_with(&db, &notify, &env);
+    let api = |addr: &str, path: &str| format!("http://{addr}/api/v1{path}");
+    let client = reqwest::Client::new();
+    let away = client
+        .put(api(&daemon.addr, &format!("/advisors/{wes}/state")))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"state": "away"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(away.status(), 200);
+
+    // Val's phone rings and rings (PJSIP, letting the call ring).
+    let sip: std::net::SocketAddr = daemon.sip_udp.clone().unwrap().parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/pjsua_phone.py");
+    let tone = sipp::tone_file(dir.path(), Codec::Pcmu, 5);
+    let mut phone = tokio::process::Command::new("python3")
+        .arg(script)
+        .args([
+            &format!("sip:{sip}"),
+            "val",
+            &val_password,
+            "udp",
+            "3600",
+            "ignore",
+        ])
+        .arg(&tone)
+        .arg(dir.path().join("heard.wav"))
+        .args(["5", "PCMU"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs");
+    {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(phone.stdout.take().unwrap()).lines();
+        // PJSIP logs to its standard output too; its report is the JSON line.
+        let registered = async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                    && v["event"] == "registered"
+                {
+                    return v;
+                }
+            }
+            panic!("the phone ended without registering");
+        };
+        let registered = tokio::time::timeout(Duration::from_secs(60), registered)
+            .await
+            .expect("the phone registers in time");
+        assert_eq!(registered["status"], 200, "{registered}");
+        // Its log lines keep coming: read and dropped, so it never blocks on them.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    }
+    let media = sipp::tone_file(dir.path(), Codec::Pcmu, 60);
+    let text = sipp::call_scenario("07700900171", "0", &media, "0", "*1", None);
+    let dir_path = dir.path().to_path_buf();
+    let caller = tokio::spawn(async move { sipp::run(&dir_path, &text, sip, 1, "u1").await });
+    let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+    let leg_is = |outcome: &'static str| {
+        sqlx::query("SELECT COUNT(*) AS n FROM call_legs WHERE advisor_id = $1 AND outcome = $2")
+            .bind(val.clone())
+            .bind(outcome)
+    };
+    let mut ringing = false;
+    for _ in 0..600 {
+        let n: i64 = leg_is("ringing")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+            .try_get("n")
+            .unwrap();
+        if n == 1 {
+            ringing = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ringing, "val's phone rings");
+    daemon.child.kill().unwrap(); // SIGKILL, mid-offer
+    daemon.child.wait().unwrap();
+    caller.abort();
+
+    let again = start_with(&db, &notify, &env);
+    let row = sqlx::query("SELECT outcome, ended_at FROM call_legs WHERE advisor_id = $1")
+        .bind(val.clone())
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(row.try_get::<String, _>("outcome").unwrap(), "interrupted");
+    assert!(row.try_get::<Option<i64>, _>("ended_at").unwrap().is_some());
+    let list: serde_json::Value = client
+        .get(api(&again.addr, "/advisors"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let state_of = |id: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == id)
+            .map(|a| a["state"].clone())
+            .unwrap()
+    };
+    assert_eq!(state_of(&val), "available", "never stuck ringing: {list}");
+    assert_eq!(state_of(&wes), "away", "still away after the crash: {list}");
+    let _ = phone.kill().await;
 }

@@ -62,6 +62,9 @@ super::text_enum! {
         Ended = "ended",
         /// The advisor passed the caller on (`transferred_to`).
         Transferred = "transferred",
+        /// The daemon stopped (a crash, a kill) while the leg rang or was up; found
+        /// and closed when it started again.
+        Interrupted = "interrupted",
     }
 }
 

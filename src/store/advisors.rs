@@ -368,6 +368,26 @@ impl Store {
         Ok(advisor)
     }
 
+    /// Records that the advisor is away since `since`, or (`None`) no longer away.
+    pub async fn set_advisor_away(&self, id: &str, since: Option<Timestamp>) -> StoreResult<()> {
+        sqlx::query("UPDATE advisors SET away_since = $1 WHERE id = $2")
+            .bind(since.map(|t| t.millis()))
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// The advisors recorded as away.
+    pub async fn advisors_away(&self) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query("SELECT id FROM advisors WHERE away_since IS NOT NULL")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get("id").map_err(Into::into))
+            .collect()
+    }
+
     async fn devices(&self, advisor_id: &str, now: Timestamp) -> StoreResult<Vec<Device>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {DEVICE_COLUMNS} FROM sip_registrations \

@@ -11,23 +11,26 @@ use crate::domain::Timestamp;
 use crate::domain::recording::{CallLeg, LegOutcome};
 
 impl Store {
-    /// `advisor_id`'s phone is ringing with the call `contact_id`; the leg's id.
+    /// `advisor_id`'s phone is ringing with the call `contact_id`, placed by the
+    /// daemon `daemon`; the leg's id.
     pub async fn leg_offered(
         &self,
         contact_id: &str,
         advisor_id: &str,
+        daemon: &str,
         at: Timestamp,
     ) -> StoreResult<String> {
         let id = new_id();
         sqlx::query(
-            "INSERT INTO call_legs (id, contact_id, advisor_id, offered_at, outcome) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO call_legs (id, contact_id, advisor_id, offered_at, outcome, daemon) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&id)
         .bind(contact_id)
         .bind(advisor_id)
         .bind(at.millis())
         .bind(LegOutcome::Ringing.as_str())
+        .bind(daemon)
         .execute(self.pool())
         .await?;
         Ok(id)
@@ -41,6 +44,21 @@ impl Store {
             .execute(self.pool())
             .await?;
         Ok(())
+    }
+
+    /// Ends, as interrupted at `at`, every leg `daemon` left ringing or up (it was
+    /// killed: none of its dialogs outlived it); how many.
+    pub async fn interrupt_open_legs(&self, daemon: &str, at: Timestamp) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE call_legs SET ended_at = $1, outcome = $2 \
+             WHERE daemon = $3 AND ended_at IS NULL",
+        )
+        .bind(at.millis())
+        .bind(LegOutcome::Interrupted.as_str())
+        .bind(daemon)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// The leg is over: how, and for a transfer, where to.

@@ -160,6 +160,7 @@ impl Queues {
         };
         let legs = LegRecord {
             store: &self.store,
+            daemon: self.advisors.daemon(),
             contact_id: who.contact_id,
             current: Mutex::new(None),
         };
@@ -265,7 +266,9 @@ impl Queues {
                 .filter_map(|d| crate::advisors::dial_target(d, &caller))
                 .collect();
             if phones.is_empty() {
-                presence.not_taken(&chosen, NotTaken::Unreachable);
+                self.advisors
+                    .not_taken(&chosen, NotTaken::Unreachable)
+                    .await;
                 passed_over.insert(chosen, Instant::now());
                 continue;
             };
@@ -275,7 +278,7 @@ impl Queues {
             let offered = tokio::select! {
                 r = call.dial(&phones, self.ring) => r,
                 _ = call.ended() => {
-                    presence.not_taken(&chosen, NotTaken::CallerLeft);
+                    self.advisors.not_taken(&chosen, NotTaken::CallerLeft).await;
                     legs.ended(LegOutcome::CallerLeft, None).await;
                     event(CallEventKind::NotTaken, &chosen, Some(NotTaken::CallerLeft));
                     return None;
@@ -294,7 +297,7 @@ impl Queues {
             tracing::info!(advisor = %chosen, ?why, "offer not taken");
             legs.ended(why.into(), None).await;
             event(CallEventKind::NotTaken, &chosen, Some(why));
-            presence.not_taken(&chosen, why);
+            self.advisors.not_taken(&chosen, why).await;
             // Not offered this caller again for a while: the next advisor's turn.
             passed_over.insert(chosen, Instant::now());
         }
@@ -305,6 +308,7 @@ impl Queues {
 /// Writing it never stands in the call's way: a failure is logged and the call goes on.
 struct LegRecord<'a> {
     store: &'a Store,
+    daemon: &'a str,
     contact_id: &'a str,
     current: Mutex<Option<String>>,
 }
@@ -313,7 +317,7 @@ impl LegRecord<'_> {
     async fn offered(&self, advisor_id: &str) {
         let id = self
             .store
-            .leg_offered(self.contact_id, advisor_id, Timestamp::now())
+            .leg_offered(self.contact_id, advisor_id, self.daemon, Timestamp::now())
             .await;
         *self.current.lock().expect("not poisoned") = self.written(id);
     }
