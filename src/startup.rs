@@ -221,7 +221,9 @@ impl Application {
                 "legs with advisors left open by a crash were ended as interrupted"
             );
         }
+        let shutdown = CancellationToken::new();
         let hub = Hub {
+            stopping: shutdown.clone(),
             store: store.clone(),
             intake: intake.clone(),
             outbound: outbound.clone(),
@@ -268,7 +270,7 @@ impl Application {
             notify,
             metrics: telemetry::metrics_handle(),
             redis,
-            shutdown: CancellationToken::new(),
+            shutdown,
             http_connections: crate::http::HttpConnections::new(crate::http::HttpLimits {
                 max_connections: settings.http.max_connections,
                 max_per_source: settings.http.max_connections_per_source,

@@ -33,6 +33,9 @@ pub struct Hub {
     pub outbound: Outbound,
     pub recorder: Recorder,
     pub advisors: crate::advisors::Advisors,
+    /// Cancelled the instant the daemon begins to stop: from then a channel refuses
+    /// new contacts (before its own drain has even begun).
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 /// A channel's life: started from the settings, stopped in two steps.

@@ -81,6 +81,8 @@ pub(crate) struct Shared {
     /// Advisors' phones register here, when the daemon keeps their credentials.
     registrar: Option<RegistrarSide>,
     accepting: AtomicBool,
+    /// The daemon's stop: new calls are refused from the instant it begins.
+    stopping: CancellationToken,
     active: AtomicUsize,
     /// Cancelled when the grace period is over: every call still up gets a BYE.
     pub(crate) end_all: CancellationToken,
@@ -126,10 +128,12 @@ impl SipServer {
 
     /// Starts the listeners. With a `registrar`, advisors' phones may register from
     /// anywhere (and connect over TCP from anywhere, within the per-source limits).
+    /// Once `stopping` is cancelled (the daemon begins to stop) new calls get 503.
     pub async fn start(
         config: SipConfig,
         handler: Arc<dyn CallHandler>,
         registrar: Option<(Arc<dyn Registrar>, RegistrarPolicy)>,
+        stopping: CancellationToken,
     ) -> Result<SipServer, SipError> {
         let stack = CancellationToken::new();
         let transports = TransportLayer::new(stack.clone());
@@ -247,6 +251,7 @@ impl SipServer {
             config,
             handler,
             accepting: AtomicBool::new(true),
+            stopping,
             active: AtomicUsize::new(0),
             end_all: CancellationToken::new(),
             idle: Notify::new(),
@@ -462,7 +467,7 @@ fn refused(reason: &'static str) {
 
 impl Shared {
     fn admit(&self) -> Option<ActiveCall<'_>> {
-        if !self.accepting.load(Ordering::SeqCst) {
+        if !self.accepting.load(Ordering::SeqCst) || self.stopping.is_cancelled() {
             return None;
         }
         self.active

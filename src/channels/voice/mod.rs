@@ -91,6 +91,7 @@ impl Lifecycle for VoiceChannel {
             sip_config(settings)?,
             Arc::new(calls.clone()),
             settings.sip.registrar.then(|| registrar(hub, settings)),
+            hub.stopping.clone(),
         )
         .await?;
         for l in server.listening() {
