@@ -911,6 +911,10 @@ pub struct QueueSettings {
     pub position_every_seconds: u64,
     /// An advisor who lets this many offers in a row ring out is set away (paused).
     pub unanswered_before_away: u32,
+    /// A caller who leaves a queue without reaching an advisor (hangs up, or is
+    /// offered voicemail) and rings back within this keeps the time they first
+    /// joined; 0: never. (One who asked for a callback keeps it until it is closed.)
+    pub rejoin_window_seconds: u64,
     /// The queue of each service, by service code.
     pub services: std::collections::BTreeMap<String, ServiceQueue>,
 }
@@ -922,6 +926,10 @@ pub struct ServiceQueue {
     pub max_wait_seconds: u64,
     /// Callers waiting at most; one more is offered voicemail at once.
     pub max_length: usize,
+    /// This queue's callers are served as if they had waited this much longer
+    /// (at most an hour): ahead of other queues' callers, but never starving them.
+    #[serde(default)]
+    pub priority_seconds: u64,
     /// When advisors take this service's calls (Europe/London); outside them a
     /// caller is told so and offered voicemail. Absent: always open.
     #[serde(default, deserialize_with = "opening_hours")]
@@ -940,6 +948,9 @@ impl QueueSettings {
         if self.unanswered_before_away == 0 {
             return bad("queues.unanswered_before_away".into(), "at least 1");
         }
+        if self.rejoin_window_seconds > 86_400 {
+            return bad("queues.rejoin_window_seconds".into(), "at most 86400");
+        }
         for (code, q) in &self.services {
             if let Err(e) = ServiceCode::parse(code) {
                 return bad(format!("queues.services.{code}"), &e.to_string());
@@ -948,6 +959,12 @@ impl QueueSettings {
                 return bad(
                     format!("queues.services.{code}"),
                     "max_wait_seconds and max_length at least 1",
+                );
+            }
+            if q.priority_seconds > 3600 {
+                return bad(
+                    format!("queues.services.{code}.priority_seconds"),
+                    "at most 3600 (a head start, not a right of way)",
                 );
             }
         }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{TestApp, sipp};
 use contactd::configuration::Backend;
-use contactd::domain::Role;
+use contactd::domain::{Role, Timestamp};
 use contactd::scheduler::TestClock;
 use contactd_sip::config::SipTransport;
 use serde_json::{Value, json};
@@ -317,7 +317,16 @@ async fn queue_app_with(
     backend: Backend,
     adjust: impl FnOnce(&mut contactd::configuration::Settings),
 ) -> TestApp {
-    common::spawn_app_with(backend, |s| {
+    queue_app_on(backend, Arc::new(contactd::scheduler::SystemClock), adjust).await
+}
+
+/// `queue_app_with`, on `clock`.
+async fn queue_app_on(
+    backend: Backend,
+    clock: Arc<dyn contactd::scheduler::Clock>,
+    adjust: impl FnOnce(&mut contactd::configuration::Settings),
+) -> TestApp {
+    common::spawn_app_with_clock(backend, clock, |s| {
         common::listen_for_calls(s, "127.0.0.1/32");
         s.sip.registrar = true;
         s.sip.ring_ms = 200;
@@ -329,6 +338,7 @@ async fn queue_app_with(
             contactd::configuration::ServiceQueue {
                 max_wait_seconds: 30,
                 max_length: 10,
+                priority_seconds: 0,
                 hours: None,
             },
         );
@@ -737,6 +747,7 @@ async fn an_advisor_who_declines_or_does_not_answer_is_passed_and_the_next_answe
             contactd::configuration::ServiceQueue {
                 max_wait_seconds: 40,
                 max_length: 10,
+                priority_seconds: 0,
                 hours: None,
             },
         );
@@ -857,6 +868,7 @@ async fn no_advisor_means_a_voicemail_or_a_callback_that_staff_close(backend: Ba
             contactd::configuration::ServiceQueue {
                 max_wait_seconds: 2,
                 max_length: 10,
+                priority_seconds: 0,
                 hours: None,
             },
         );
@@ -948,6 +960,21 @@ async fn no_advisor_means_a_voicemail_or_a_callback_that_staff_close(backend: Ba
     assert_eq!(open[0]["kind"], "callback");
     assert_eq!(open[0]["number"], "+447700900126");
     assert!(open[0]["voicemail_from_ms"].is_null());
+    let queued_at = open[0]["queued_at"].clone();
+    let booked = Timestamp::parse(open[0]["created_at"].as_str().unwrap()).unwrap();
+
+    // They ring back before anyone has called them: their wait still counts from
+    // when they first joined the queue (and again nobody answers).
+    let text = sipp::call_scenario("07700900126", "0", &media, "0", "*1", None);
+    let run = sipp::run(dir.path(), &text, udp, 1, "u1").await;
+    assert!(run.success, "{}", run.output);
+    let (_, open) = app.get(Role::Agent, "/api/v1/callbacks").await;
+    let open = open.as_array().unwrap();
+    assert_eq!(open.len(), 2, "{open:?}");
+    let again = open.iter().find(|c| c["kind"] == "voicemail").unwrap();
+    assert_eq!(again["queued_at"], queued_at, "{open:?}");
+    let left = Timestamp::parse(again["created_at"].as_str().unwrap()).unwrap();
+    assert!(left.millis() - booked.millis() > 5_000, "{open:?}");
     app.stop().await;
 }
 
@@ -1225,6 +1252,7 @@ async fn outside_opening_hours_the_caller_is_told_and_may_leave_a_voicemail(back
             contactd::configuration::ServiceQueue {
                 max_wait_seconds: 30,
                 max_length: 10,
+                priority_seconds: 0,
                 hours: Some(hours_opening_in_two_hours()),
             },
         );
@@ -1315,6 +1343,7 @@ async fn a_waiting_caller_hears_their_place_and_the_music_resumes(backend: Backe
             contactd::configuration::ServiceQueue {
                 max_wait_seconds: 18,
                 max_length: 10,
+                priority_seconds: 0,
                 hours: None,
             },
         );
@@ -1404,6 +1433,7 @@ async fn a_phone_that_stops_answering_is_not_rung_until_it_answers_again(backend
             contactd::configuration::ServiceQueue {
                 max_wait_seconds: 3,
                 max_length: 10,
+                priority_seconds: 0,
                 hours: None,
             },
         );
@@ -1625,6 +1655,105 @@ async fn two_phones_answering_one_offer_give_one_bridge(backend: Backend) {
     app.stop().await;
 }
 
+/// Polls `GET /api/v1/queues` (bounded) until the waste queue holds `callers`; that
+/// queue as listed then.
+async fn until_waiting(app: &TestApp, callers: u64) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..1200 {
+        let (status, queues) = app.get(Role::Agent, "/api/v1/queues").await;
+        assert_eq!(status, 200, "{queues}");
+        last = queues[0].clone();
+        if last["waiting"] == callers {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{callers} callers never waited in the queue: {last}");
+}
+
+/// A caller gives up while waiting; meanwhile another joins; the first rings back
+/// (within the rejoin window) and is still served first, as their wait counts from
+/// when they first joined. The queue board shows it all, naming nobody.
+async fn a_caller_who_rings_back_keeps_their_place_in_the_queue(backend: Backend) {
+    let clock = TestClock::new();
+    let app = queue_app_on(backend, clock.clone(), |s| {
+        s.queues.services.get_mut("waste").unwrap().max_wait_seconds = 120;
+    })
+    .await;
+    let udp = app.sip_addr(SipTransport::Udp);
+    let (ada, password) = add_advisor_for(&app, "ada", "SHA-256", "waste").await;
+    let dir = tempfile::tempdir().unwrap();
+    let _phone = AnsweringPhone::register(udp, "ada", &password, dir.path(), 2, "PCMU").await;
+    let state = format!("/api/v1/advisors/{ada}/state");
+    let (status, _) = app
+        .put(Role::Supervisor, &state, json!({"state": "away"}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, board) = app.get(Role::Agent, "/api/v1/queues").await;
+    assert_eq!(status, 200, "{board}");
+    assert_eq!(board[0]["service"], "waste");
+    assert_eq!(board[0]["open"], true);
+    assert_eq!(board[0]["waiting"], 0);
+    assert_eq!(board[0]["advisors"]["away"], 1, "{board}");
+    let (status, _) = app.get(Role::Quality, "/api/v1/queues").await;
+    assert_eq!(status, 403, "quality staff review recordings, not queues");
+
+    // The first caller joins, waits, and gives up.
+    let media = sipp::tone_file(dir.path(), contactd_sip::g711::Codec::Pcmu, 60);
+    let first = "07700900201";
+    let leaving = sipp::leaving_scenario(first, &media, "*1", 20_000);
+    let gives_up = {
+        let dir = dir.path().to_path_buf();
+        tokio::spawn(async move { sipp::run(&dir, &leaving, udp, 1, "u1").await })
+    };
+    let waiting = until_waiting(&app, 1).await;
+    assert!(
+        waiting.get("caller").is_none() && waiting.get("number").is_none(),
+        "{waiting}"
+    );
+    let run = gives_up.await.unwrap();
+    assert!(run.success, "{}", run.output);
+    until_waiting(&app, 0).await;
+
+    // Two minutes on, a second caller joins, then the first rings back.
+    clock.advance(Duration::from_secs(120));
+    let calling = |number: &'static str| {
+        let dir = dir.path().to_path_buf();
+        let text = sipp::call_scenario(number, "0", &media, "0", "*1", None);
+        tokio::spawn(async move { sipp::run(&dir, &text, udp, 1, "u1").await })
+    };
+    let _second = calling("07700900202");
+    until_waiting(&app, 1).await;
+    let _again = calling(first);
+    let board = until_waiting(&app, 2).await;
+    assert!(
+        board["longest_wait_seconds"].as_i64().unwrap() >= 120,
+        "the longest wait counts from when the first caller first joined: {board}"
+    );
+
+    // Ada comes back: the first caller is offered to her before the second.
+    let events = follow_call_events(&app, &ada).await;
+    let (status, _) = app
+        .put(Role::Supervisor, &state, json!({"state": "available"}))
+        .await;
+    assert_eq!(status, 200);
+    let events = tokio::time::timeout(Duration::from_secs(120), events)
+        .await
+        .expect("the offer is answered and ends")
+        .unwrap();
+    let offered = &events.iter().find(|(kind, _)| kind == "offered").unwrap().1;
+    use sqlx::Row;
+    let from: String = sqlx::query("SELECT from_address FROM contacts WHERE id = $1")
+        .bind(offered["contact_id"].as_str().unwrap())
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap()
+        .try_get("from_address")
+        .unwrap();
+    assert_eq!(from, "+447700900201", "the caller who rang back goes first");
+    app.stop().await;
+}
+
 on_both_backends!(
     a_phone_registers_with_md5_and_is_unreachable_once_it_expires,
     a_softphone_registers_with_sha256_over_udp_and_tcp,
@@ -1643,4 +1772,5 @@ on_both_backends!(
     a_phone_that_stops_answering_is_not_rung_until_it_answers_again,
     a_phone_registers_over_tls_and_takes_a_call_through_it,
     two_phones_answering_one_offer_give_one_bridge,
+    a_caller_who_rings_back_keeps_their_place_in_the_queue,
 );

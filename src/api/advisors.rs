@@ -2,7 +2,8 @@
 //! registered now), `POST /advisors` (a new advisor; the phone password is in the
 //! answer, this once), `POST /advisors/{id}/credential` (a new password, and
 //! optionally a new digest algorithm), `PUT /advisors/{id}/state` (available or away;
-//! available also ends a wrap-up early), and `GET /events/calls`: the call event
+//! available also ends a wrap-up early), `GET /queues` (each queue now: open, callers
+//! waiting, longest wait, advisors by state), and `GET /events/calls`: the call event
 //! feed (server-sent events) an advisor's screen or a supervisor's board follows.
 
 use axum::Json;
@@ -19,7 +20,7 @@ use super::auth::{Authorized, can};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::Body;
 use crate::advisors::{
-    AdvisorInput, AdvisorNow, ChosenState, SipUsername, WithPassword, parse_algorithm,
+    AdvisorInput, AdvisorNow, ChosenState, QueueNow, SipUsername, WithPassword, parse_algorithm,
 };
 use crate::call_events::CallEvent;
 use crate::configuration::ServiceCode;
@@ -149,6 +150,18 @@ pub async fn set_state(
     Body(input): Body<StateInput>,
 ) -> ApiResult<Json<AdvisorNow>> {
     Ok(Json(state.advisors.set_state(&id, input.state).await?))
+}
+
+/// Every queue now, for a supervisor's board or an advisor's screen: only counts,
+/// no caller is named.
+#[utoipa::path(get, path = "/queues", tag = "advisors",
+    responses((status = 200, body = Vec<QueueNow>)),
+    security(("bearer" = [])))]
+pub async fn queues(
+    State(state): State<AppState>,
+    _auth: Authorized<can::WatchCalls>,
+) -> ApiResult<Json<Vec<QueueNow>>> {
+    Ok(Json(state.advisors.board().await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -151,6 +151,7 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
         .routes(routes!(advisors::rotate_credential))
         .routes(routes!(advisors::set_state))
         .routes(routes!(advisors::call_events))
+        .routes(routes!(advisors::queues))
         .routes(routes!(callbacks::list))
         .routes(routes!(callbacks::close));
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())

@@ -55,6 +55,9 @@ pub struct Callback {
     pub voicemail_to_ms: Option<i64>,
     /// `open` or `closed`.
     pub status: String,
+    /// When the caller first joined the queue: open callbacks are listed in this
+    /// order, the longest-waiting caller first.
+    pub queued_at: Timestamp,
     pub created_at: Timestamp,
     pub closed_at: Option<Timestamp>,
     pub closed_by: Option<String>,
@@ -70,13 +73,15 @@ pub struct NewCallback<'a> {
     pub recording_id: Option<&'a str>,
     /// Offsets in the recording (voicemail only).
     pub voicemail_ms: Option<(i64, i64)>,
+    /// When the caller first joined the queue.
+    pub queued_at: Timestamp,
 }
 
 const OPEN: &str = "open";
 const CLOSED: &str = "closed";
 
 const COLUMNS: &str = "c.id, c.kind, c.request_id, r.reference, c.contact_id, c.number, c.recording_id, \
-     c.voicemail_from_ms, c.voicemail_to_ms, c.status, c.created_at, c.closed_at, c.closed_by, c.outcome";
+     c.voicemail_from_ms, c.voicemail_to_ms, c.status, COALESCE(c.queued_at, c.created_at) AS queued_at, c.created_at, c.closed_at, c.closed_by, c.outcome";
 
 impl Store {
     /// Records a callback and puts it on its request's timeline, in one transaction.
@@ -86,8 +91,8 @@ impl Store {
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO callbacks (id, request_id, contact_id, kind, number, recording_id, \
-             voicemail_from_ms, voicemail_to_ms, status, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             voicemail_from_ms, voicemail_to_ms, status, queued_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&id)
         .bind(new.request_id)
@@ -98,6 +103,7 @@ impl Store {
         .bind(new.voicemail_ms.map(|v| v.0))
         .bind(new.voicemail_ms.map(|v| v.1))
         .bind(OPEN)
+        .bind(new.queued_at.millis())
         .bind(Timestamp::now().millis())
         .execute(&mut *tx)
         .await?;
@@ -129,7 +135,7 @@ impl Store {
     pub async fn callbacks(&self, actor: &Actor, all: bool) -> StoreResult<Vec<Callback>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM callbacks c JOIN service_requests r ON r.id = c.request_id \
-             WHERE ($1 OR c.status = $2) ORDER BY c.created_at, c.id LIMIT 500"
+             WHERE ($1 OR c.status = $2) ORDER BY COALESCE(c.queued_at, c.created_at), c.id LIMIT 500"
         )))
         .bind(all)
         .bind(OPEN)
@@ -142,6 +148,23 @@ impl Store {
         self.audit(actor, Action::Read, Entity::Callback, "*", Some("list"))
             .await?;
         Ok(callbacks)
+    }
+
+    /// When the caller on `number` first joined a queue, if a callback to them is
+    /// still open (the earliest, if several): ringing back, they keep that place.
+    /// Not audited: it reads no more than the caller just told us, their number.
+    pub async fn open_callback_queued_at(&self, number: &str) -> StoreResult<Option<Timestamp>> {
+        let row = sqlx::query(
+            "SELECT MIN(COALESCE(queued_at, created_at)) AS since FROM callbacks \
+             WHERE number = $1 AND status = $2",
+        )
+        .bind(number)
+        .bind(OPEN)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row
+            .try_get::<Option<i64>, _>("since")?
+            .map(Timestamp::from_millis))
     }
 
     /// Closes an open callback with what staff did; `Conflict` if already closed.
@@ -220,6 +243,7 @@ fn callback_of(r: &sqlx::any::AnyRow) -> StoreResult<Callback> {
         voicemail_from_ms: r.try_get("voicemail_from_ms")?,
         voicemail_to_ms: r.try_get("voicemail_to_ms")?,
         status: r.try_get("status")?,
+        queued_at: Timestamp::from_millis(r.try_get("queued_at")?),
         created_at: Timestamp::from_millis(r.try_get("created_at")?),
         closed_at: r
             .try_get::<Option<i64>, _>("closed_at")?

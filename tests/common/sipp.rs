@@ -55,6 +55,32 @@ pub fn call_scenario(
     format!("{}{}", &text[..start], &text[end..])
 }
 
+/// A caller like [`call_scenario`]'s who, `stay_ms` after keying `dtmf`, gives up
+/// and hangs up (BYE) instead of waiting for the daemon to.
+pub fn leaving_scenario(caller: &str, media: &Path, dtmf: &str, stay_ms: u32) -> String {
+    let text = call_scenario(caller, "0", media, "0", dtmf, None);
+    let start = text.find("<!--daemon hangs up-->").expect("marker");
+    let end =
+        text.find("<!--/daemon hangs up-->").expect("marker") + "<!--/daemon hangs up-->".len();
+    let leaving = format!(
+        r#"<pause milliseconds="{stay_ms}"/>
+  <send retrans="500">
+    <![CDATA[
+      BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Resident" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="200"/>"#
+    );
+    format!("{}{leaving}{}", &text[..start], &text[end..])
+}
+
 /// `seconds` of a 440 Hz tone as headerless G.711 (what sipp 3.6's rtp_stream sends).
 pub fn tone_file(dir: &Path, codec: Codec, seconds: u32) -> PathBuf {
     let samples = 8000 * seconds as usize;

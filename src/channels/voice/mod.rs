@@ -389,20 +389,25 @@ impl Inner {
             return;
         }
         if let Some(service) = routing.service.as_ref().filter(|s| self.queues.serves(s)) {
+            let number = phone_number(&call.info.caller);
             let who = queue::Caller {
                 contact_id: &outcome.contact_id,
                 reference: outcome.reference.to_string(),
                 customer_id: outcome.customer_id.as_deref(),
+                number: number.as_deref(),
+                entered: self.queues.entered(number.as_deref()).await,
             };
             match self.queues.wait(call, service, &who).await {
                 Waited::CallerLeft => return,
                 Waited::AdvisorHungUp => {}
-                Waited::NoAdvisor => return self.voicemail(call, outcome, recording_id).await,
+                Waited::NoAdvisor => {
+                    return self.voicemail(call, outcome, recording_id, &who).await;
+                }
                 Waited::Closed => {
                     if call.play(self.prompts.closed.clone()).await.is_err() {
                         return;
                     }
-                    return self.voicemail(call, outcome, recording_id).await;
+                    return self.voicemail(call, outcome, recording_id, &who).await;
                 }
             }
         }
@@ -419,11 +424,9 @@ impl Inner {
         call: &mut Call,
         outcome: &IntakeOutcome,
         recording_id: Option<&str>,
+        who: &queue::Caller<'_>,
     ) {
-        let number = match sender(&call.info.caller) {
-            Sender::Phone(p) => Some(p.as_str().to_string()),
-            _ => None,
-        };
+        let number = who.number;
         call.forget_digits();
         let kind = match call
             .play_interruptible(self.prompts.voicemail.clone())
@@ -464,9 +467,10 @@ impl Inner {
                 kind,
                 request_id: &outcome.request_id,
                 contact_id: &outcome.contact_id,
-                number: number.as_deref(),
+                number,
                 recording_id,
                 voicemail_ms,
+                queued_at: who.entered,
             })
             .await;
         if let Err(e) = recorded {
@@ -482,6 +486,14 @@ impl Inner {
 /// hashed to fit, keeping it unique.
 fn external_id(dialog_key: &str) -> ShortText {
     ShortText::key("", dialog_key)
+}
+
+/// The caller's number in E.164, when they gave one that parses.
+fn phone_number(caller: &CallerId) -> Option<String> {
+    match sender(caller) {
+        Sender::Phone(p) => Some(p.as_str().to_string()),
+        _ => None,
+    }
 }
 
 fn sender(caller: &CallerId) -> Sender {

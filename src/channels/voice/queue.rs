@@ -5,6 +5,11 @@
 //! started while an advisor's phone rings for them); each offer rings one
 //! advisor's phone (the longest idle of those available with the service among their
 //! skills and a phone registered now) for `queues.ring_seconds`, then the next.
+//! Callers are served in order of when they joined, across queues that share
+//! advisors, with a queue's bounded head start (`priority_seconds`, see
+//! [`crate::advisors::Presence`]); one who leaves without reaching an advisor and
+//! rings back within `queues.rejoin_window_seconds`, or whose callback is still
+//! open, keeps the time they first joined.
 //! An advisor who lets `queues.unanswered_before_away` offers in a row ring out is
 //! set away (they are probably not at their desk); one who declines, or whose phone
 //! cannot be reached, stays available. Either way they are not offered the same
@@ -12,8 +17,8 @@
 //! caller inside the daemon, so the call's recording carries on with the advisor on
 //! the right.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,7 +26,7 @@ use contactd_sip::{Bridged, Call, DialFailure, Leg};
 
 use crate::advisors::{Advisors, NotTaken};
 use crate::call_events::{CallEvent, CallEventKind};
-use crate::configuration::{QueueSettings, ServiceCode, ServiceQueue};
+use crate::configuration::{QueueSettings, ServiceCode};
 use crate::domain::Timestamp;
 use crate::domain::recording::LegOutcome;
 use crate::store::Store;
@@ -44,11 +49,15 @@ impl Wanted {
     }
 }
 
-/// Whose call this is, for the event feed.
+/// Whose call this is, for the event feed and their place in the queue.
 pub struct Caller<'a> {
     pub contact_id: &'a str,
     pub reference: String,
     pub customer_id: Option<&'a str>,
+    /// Their number (E.164), when known: how a caller who rings back is recognised.
+    pub number: Option<&'a str>,
+    /// When they joined the queue (see [`Queues::entered`]).
+    pub entered: Timestamp,
 }
 
 /// How a caller's wait ended.
@@ -71,12 +80,9 @@ pub struct Queues {
     music: Arc<[i16]>,
     prompts: Prompts,
     position_every: Option<Duration>,
-    services: BTreeMap<String, ServiceQueue>,
     advisors: Advisors,
     store: Store,
-    /// Callers waiting now, per service, in the order they joined.
-    waiting: Mutex<HashMap<String, BTreeSet<u64>>>,
-    joined: AtomicU64,
+    left_unserved: LeftUnserved,
 }
 
 /// An advisor who declined or could not be reached is offered the same caller again
@@ -103,11 +109,12 @@ impl Queues {
             prompts,
             position_every: (settings.position_every_seconds > 0)
                 .then(|| Duration::from_secs(settings.position_every_seconds)),
-            services: settings.services.clone(),
             advisors,
             store,
-            waiting: Mutex::new(HashMap::new()),
-            joined: AtomicU64::new(0),
+            left_unserved: LeftUnserved {
+                window: Duration::from_secs(settings.rejoin_window_seconds),
+                by_number: Mutex::default(),
+            },
         }
     }
 
@@ -117,7 +124,30 @@ impl Queues {
     }
 
     pub fn serves(&self, service: &ServiceCode) -> bool {
-        self.services.contains_key(service.as_str())
+        self.advisors.queue(service.as_str()).is_some()
+    }
+
+    /// When a caller on `number` joins a queue now: the time they first joined if
+    /// they left one unserved within the rejoin window, or asked for a callback
+    /// that is still open; otherwise now.
+    pub async fn entered(&self, number: Option<&str>) -> Timestamp {
+        let now = self.advisors.now();
+        let Some(number) = number else {
+            return now;
+        };
+        let rejoined = self.left_unserved.rejoined(number, now);
+        let callback = match self.store.open_callback_queued_at(number).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "open callbacks cannot be read");
+                None
+            }
+        };
+        [Some(now), rejoined, callback]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now)
     }
 
     /// Puts the caller in `service`'s queue until an advisor answers and the
@@ -135,7 +165,7 @@ impl Queues {
                 reason,
             })
         };
-        let Some(queue) = self.services.get(service.as_str()) else {
+        let Some(queue) = self.advisors.queue(service.as_str()) else {
             return Waited::NoAdvisor;
         };
         if let Some(hours) = &queue.hours
@@ -144,13 +174,25 @@ impl Queues {
             tracing::info!(call_id = %call.info.call_id, service = %service, "queue closed");
             return Waited::Closed;
         }
-        let joined = self.joined.fetch_add(1, Ordering::Relaxed);
-        let Some(place) = Place::take(&self.waiting, service.as_str(), joined, queue.max_length)
-        else {
-            tracing::info!(call_id = %call.info.call_id, service = %service, "queue full");
-            return Waited::NoAdvisor;
+        // Until an advisor answers, a caller who leaves is remembered, to keep their
+        // place if they ring back.
+        let unserved = |waited| {
+            if let Some(number) = who.number {
+                self.left_unserved
+                    .left(number, who.entered, self.advisors.now());
+            }
+            waited
         };
-        let me = self.advisors.presence().start_waiting();
+        let Some(me) = self.advisors.presence().start_waiting(
+            service.as_str(),
+            who.entered,
+            Duration::from_secs(queue.priority_seconds),
+            queue.max_length,
+        ) else {
+            tracing::info!(call_id = %call.info.call_id, service = %service, "queue full");
+            return unserved(Waited::NoAdvisor);
+        };
+        let mut served = false;
         let mut wanted = Wanted::Skill(service.clone());
         let mut max_wait = Duration::from_secs(queue.max_wait_seconds);
         let on_hold = OnHold {
@@ -167,11 +209,18 @@ impl Queues {
         loop {
             let answered = tokio::select! {
                 found = tokio::time::timeout(max_wait, self.find_advisor(call, &me, &wanted, &on_hold.connecting, &event, &legs)) => found,
-                () = on_hold.play(call, self.position_every, || self.prompts.position(place.position())) => return Waited::CallerLeft,
+                () = on_hold.play(call, self.position_every, || self.prompts.position(me.position())) => {
+                    return if served { Waited::CallerLeft } else { unserved(Waited::CallerLeft) };
+                }
             };
             let Ok(Some((advisor, leg))) = answered else {
-                return Waited::NoAdvisor;
+                return if served {
+                    Waited::NoAdvisor
+                } else {
+                    unserved(Waited::NoAdvisor)
+                };
             };
+            served = true;
             let presence = self.advisors.presence();
             presence.on_call(&advisor);
             legs.answered().await;
@@ -188,10 +237,11 @@ impl Queues {
                     // A service with a queue, or else an advisor's username.
                     match ServiceCode::parse(&to)
                         .ok()
-                        .and_then(|s| self.services.get(s.as_str()).map(|q| (s, q)))
+                        .and_then(|s| self.advisors.queue(s.as_str()).map(|q| (s, q)))
                     {
                         Some((s, q)) => {
                             max_wait = Duration::from_secs(q.max_wait_seconds);
+                            me.moved_to(s.as_str());
                             wanted = Wanted::Skill(s);
                         }
                         None => wanted = Wanted::Named(to),
@@ -441,48 +491,43 @@ impl Drop for MusicProgress<'_> {
     }
 }
 
-/// A caller's place in a queue, given back when they leave it.
-struct Place<'a> {
-    waiting: &'a Mutex<HashMap<String, BTreeSet<u64>>>,
-    service: String,
-    joined: u64,
+/// Callers who left a queue without reaching an advisor, by number, for the
+/// rejoin window. Bounded: past [`REMEMBERED_AT_MOST`] numbers, no more are kept
+/// until the oldest lapse (a flood of calls cannot grow it).
+struct LeftUnserved {
+    window: Duration,
+    /// Number → (when they first joined, when they last left).
+    by_number: Mutex<HashMap<String, (Timestamp, Timestamp)>>,
 }
 
-impl<'a> Place<'a> {
-    fn take(
-        waiting: &'a Mutex<HashMap<String, BTreeSet<u64>>>,
-        service: &str,
-        joined: u64,
-        max: usize,
-    ) -> Option<Place<'a>> {
-        let mut queues = waiting.lock().expect("not poisoned");
-        let queue = queues.entry(service.to_string()).or_default();
-        if queue.len() >= max {
-            return None;
-        }
-        queue.insert(joined);
-        Some(Place {
-            waiting,
-            service: service.to_string(),
-            joined,
-        })
+const REMEMBERED_AT_MOST: usize = 10_000;
+
+impl LeftUnserved {
+    fn lapsed(&self, left: Timestamp, now: Timestamp) -> bool {
+        now.millis().saturating_sub(left.millis()) as u128 > self.window.as_millis()
     }
 
-    /// 1 for the caller who has waited longest in this queue.
-    fn position(&self) -> usize {
-        let queues = self.waiting.lock().expect("not poisoned");
-        queues
-            .get(&self.service)
-            .map_or(1, |q| q.range(..self.joined).count() + 1)
-    }
-}
-
-impl Drop for Place<'_> {
-    fn drop(&mut self) {
-        let mut queues = self.waiting.lock().expect("not poisoned");
-        if let Some(q) = queues.get_mut(&self.service) {
-            q.remove(&self.joined);
+    fn left(&self, number: &str, entered: Timestamp, now: Timestamp) {
+        if self.window.is_zero() {
+            return;
         }
+        let mut by_number = self.by_number.lock().expect("not poisoned");
+        if by_number.len() >= REMEMBERED_AT_MOST {
+            by_number.retain(|_, (_, left)| !self.lapsed(*left, now));
+        }
+        if by_number.len() < REMEMBERED_AT_MOST || by_number.contains_key(number) {
+            let first = by_number
+                .get(number)
+                .map_or(entered, |(earlier, _)| (*earlier).min(entered));
+            by_number.insert(number.to_string(), (first, now));
+        }
+    }
+
+    /// When `number` first joined, if they left unserved within the window.
+    fn rejoined(&self, number: &str, now: Timestamp) -> Option<Timestamp> {
+        let mut by_number = self.by_number.lock().expect("not poisoned");
+        let (entered, left) = by_number.remove(number)?;
+        (!self.lapsed(left, now)).then_some(entered)
     }
 }
 
@@ -519,4 +564,52 @@ pub fn built_in_music() -> Arc<[i16]> {
         }
     }
     out.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_millis(1_800_000_000_000 + seconds * 1000)
+    }
+
+    #[test]
+    fn a_caller_who_rings_back_within_the_window_keeps_when_they_first_joined() {
+        let left = LeftUnserved {
+            window: Duration::from_secs(600),
+            by_number: Mutex::default(),
+        };
+        left.left("+447700900201", at(0), at(120));
+        // Back 5 minutes later, gone again unserved, back again: still from 0.
+        assert_eq!(left.rejoined("+447700900201", at(420)), Some(at(0)));
+        left.left("+447700900201", at(0), at(500));
+        assert_eq!(left.rejoined("+447700900201", at(1000)), Some(at(0)));
+        assert_eq!(left.rejoined("+447700900201", at(1001)), None, "used once");
+        // Past the window, a new start.
+        left.left("+447700900202", at(0), at(60));
+        assert_eq!(left.rejoined("+447700900202", at(661)), None);
+        assert_eq!(left.rejoined("+447700900203", at(0)), None, "never here");
+    }
+
+    #[test]
+    fn the_numbers_remembered_are_bounded() {
+        let left = LeftUnserved {
+            window: Duration::from_secs(600),
+            by_number: Mutex::default(),
+        };
+        for n in 0..REMEMBERED_AT_MOST + 50 {
+            left.left(&format!("+44770090{n:04}"), at(0), at(1));
+        }
+        assert_eq!(left.by_number.lock().unwrap().len(), REMEMBERED_AT_MOST);
+        // Once those have lapsed, room again.
+        left.left("+447700999999", at(0), at(700));
+        assert_eq!(left.by_number.lock().unwrap().len(), 1);
+        let off = LeftUnserved {
+            window: Duration::ZERO,
+            by_number: Mutex::default(),
+        };
+        off.left("+447700900201", at(0), at(1));
+        assert_eq!(off.rejoined("+447700900201", at(1)), None, "0: never");
+    }
 }

@@ -10,12 +10,21 @@
 //! is away and ends, as interrupted, the legs it left open (it knows its own by the
 //! id kept in its data directory; other daemons on the same database keep theirs).
 //!
+//! Modules: [`presence`] (advisors' states and the callers waiting for them, in
+//! order), [`board`] (each queue now, as a supervisor's board shows it).
+//!
 //! [`Advisors`] is also the voice channel's [`Registrar`]: it looks up credentials and
 //! keeps each phone's binding in the database on the daemon's clock (so a restart, or
 //! another instance, knows every phone, and a test lets a registration lapse without
 //! waiting).
 
-use std::collections::HashMap;
+mod board;
+mod presence;
+
+pub use board::{QueueNow, StateCounts};
+pub use presence::{NotTaken, Presence, QueueLength, Waiting};
+
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,7 +37,7 @@ use contactd_sip::{
 };
 use rand::Rng;
 
-use crate::configuration::{ServiceCode, Settings};
+use crate::configuration::{ServiceCode, ServiceQueue, Settings};
 use crate::domain::{Actor, Timestamp};
 use crate::scheduler::Clock;
 use crate::store::advisors::{
@@ -50,6 +59,8 @@ pub struct Advisors {
     /// but gone (unplugged, asleep, off the network), so never rung.
     silent: Arc<Mutex<std::collections::HashSet<(String, String)>>>,
     roster: Arc<Roster>,
+    /// The queue of each service, by service code.
+    queues: Arc<BTreeMap<String, ServiceQueue>>,
 }
 
 /// The advisors and their registrations as last read. Every caller waiting looks at
@@ -144,6 +155,7 @@ impl Advisors {
             devices_per_advisor: settings.sip.devices_per_advisor,
             silent: Arc::default(),
             roster: Arc::default(),
+            queues: Arc::new(settings.queues.services.clone()),
         }
     }
 
@@ -368,6 +380,11 @@ impl Advisors {
         })
     }
 
+    /// The queue of `service`, if it has one.
+    pub fn queue(&self, service: &str) -> Option<&ServiceQueue> {
+        self.queues.get(service)
+    }
+
     pub fn presence(&self) -> &Presence {
         &self.presence
     }
@@ -435,232 +452,6 @@ pub enum AdvisorState {
 pub enum ChosenState {
     Available,
     Away,
-}
-
-/// Every advisor's state on this instance, and the callers waiting for them. An
-/// advisor not seen yet is available (their phone's registration says whether they
-/// can be reached). Callers who want the same advisors are served longest-waiting
-/// first, across queues.
-pub struct Presence {
-    states: Mutex<HashMap<String, Entry>>,
-    /// Offers each advisor let ring out in a row (an answer starts again at 0).
-    unanswered: Mutex<HashMap<String, u32>>,
-    /// That many in a row and the advisor is set away (paused).
-    away_after: u32,
-    /// Callers waiting, by when they started waiting, with the advisors each would
-    /// take now.
-    waiting: Mutex<std::collections::BTreeMap<(Instant, u64), Vec<String>>>,
-    next_ticket: std::sync::atomic::AtomicU64,
-    /// Rung whenever an advisor may have become available.
-    changed: tokio::sync::Notify,
-}
-
-/// Why an offer was not taken, as the event feed and the advisor's state tell it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum NotTaken {
-    /// The advisor declined (486, 600, 603): they are there, and chose.
-    Declined,
-    /// It rang out: counted towards `queues.unanswered_before_away`.
-    NoAnswer,
-    /// The phone could not be reached or refused the call otherwise.
-    Unreachable,
-    /// The caller hung up while it rang.
-    CallerLeft,
-}
-
-impl From<NotTaken> for crate::domain::recording::LegOutcome {
-    fn from(why: NotTaken) -> Self {
-        use crate::domain::recording::LegOutcome;
-        match why {
-            NotTaken::Declined => LegOutcome::Declined,
-            NotTaken::NoAnswer => LegOutcome::NoAnswer,
-            NotTaken::Unreachable => LegOutcome::Unreachable,
-            NotTaken::CallerLeft => LegOutcome::CallerLeft,
-        }
-    }
-}
-
-/// A caller's place among those waiting for advisors; dropped when they stop waiting.
-pub struct Waiting<'a> {
-    presence: &'a Presence,
-    key: (Instant, u64),
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.presence
-            .waiting
-            .lock()
-            .expect("not poisoned")
-            .remove(&self.key);
-        // Someone behind may now take an advisor this caller was first for.
-        self.presence.changed.notify_waiters();
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    state: AdvisorState,
-    /// When the state began: the longest idle is the longest available.
-    since: Instant,
-    wrap_up_until: Option<Instant>,
-}
-
-impl Entry {
-    fn now(&self, at: Instant) -> AdvisorState {
-        match (self.state, self.wrap_up_until) {
-            (AdvisorState::WrapUp, Some(until)) if at >= until => AdvisorState::Available,
-            (state, _) => state,
-        }
-    }
-
-    /// Since when the advisor has been idle (for longest-idle first).
-    fn idle_since(&self) -> Instant {
-        self.wrap_up_until.unwrap_or(self.since)
-    }
-}
-
-impl Presence {
-    /// Advisors set away after `away_after` offers in a row not answered.
-    pub fn new(away_after: u32) -> Presence {
-        Presence {
-            states: Mutex::default(),
-            unanswered: Mutex::default(),
-            away_after: away_after.max(1),
-            waiting: Mutex::default(),
-            next_ticket: std::sync::atomic::AtomicU64::new(0),
-            changed: tokio::sync::Notify::new(),
-        }
-    }
-
-    pub fn state(&self, id: &str) -> AdvisorState {
-        let states = self.states.lock().expect("not poisoned");
-        states
-            .get(id)
-            .map_or(AdvisorState::Available, |e| e.now(Instant::now()))
-    }
-
-    fn set(&self, id: &str, state: AdvisorState, wrap_up_until: Option<Instant>) {
-        let mut states = self.states.lock().expect("not poisoned");
-        states.insert(
-            id.to_string(),
-            Entry {
-                state,
-                since: Instant::now(),
-                wrap_up_until,
-            },
-        );
-        drop(states);
-        self.changed.notify_waiters();
-    }
-
-    fn choose(&self, id: &str, state: ChosenState) {
-        let state = match state {
-            ChosenState::Available => AdvisorState::Available,
-            ChosenState::Away => AdvisorState::Away,
-        };
-        self.set(id, state, None);
-    }
-
-    /// A caller starts waiting (their place is kept across transfers).
-    pub fn start_waiting(&self) -> Waiting<'_> {
-        let key = (
-            Instant::now(),
-            self.next_ticket
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        );
-        self.waiting
-            .lock()
-            .expect("not poisoned")
-            .insert(key, Vec::new());
-        Waiting {
-            presence: self,
-            key,
-        }
-    }
-
-    /// Takes, for the caller `me`, the longest-idle available advisor among
-    /// `candidates` that no one waiting longer would take (they are ringing from now
-    /// on, so no other caller is offered them).
-    pub fn reserve(&self, me: &Waiting<'_>, candidates: &[&str]) -> Option<String> {
-        let now = Instant::now();
-        let mut waiting = self.waiting.lock().expect("not poisoned");
-        waiting.insert(me.key, candidates.iter().map(|c| c.to_string()).collect());
-        let mut states = self.states.lock().expect("not poisoned");
-        let available = |id: &str| {
-            states
-                .get(id)
-                .is_none_or(|e| e.now(now) == AdvisorState::Available)
-        };
-        // An earlier caller who would take an available advisor has them first.
-        let promised: std::collections::HashSet<&str> = waiting
-            .range(..me.key)
-            .flat_map(|(_, wanted)| wanted.iter().map(String::as_str))
-            .filter(|id| available(id))
-            .collect();
-        // Never seen: idle since before anyone who has taken a call.
-        let chosen = candidates
-            .iter()
-            .filter(|id| available(id) && !promised.contains(**id))
-            .min_by_key(|id| states.get(**id).map(Entry::idle_since))?
-            .to_string();
-        states.insert(
-            chosen.clone(),
-            Entry {
-                state: AdvisorState::Ringing,
-                since: now,
-                wrap_up_until: None,
-            },
-        );
-        // While this offer rings, this caller holds no claim on anyone else.
-        waiting.insert(me.key, Vec::new());
-        Some(chosen)
-    }
-
-    /// The offer was answered.
-    pub fn on_call(&self, id: &str) {
-        self.unanswered.lock().expect("not poisoned").remove(id);
-        self.set(id, AdvisorState::OnCall, None);
-    }
-
-    /// The offer was not taken: back to available, unless it is the advisor's
-    /// `away_after`th offer in a row left to ring out (they are not at their desk:
-    /// set away until they or staff say otherwise). A decline is a choice made at
-    /// the desk, and an unreachable phone is the phone's fault: neither counts.
-    /// The advisor's state now.
-    pub fn not_taken(&self, id: &str, why: NotTaken) -> AdvisorState {
-        let away = why == NotTaken::NoAnswer && {
-            let mut unanswered = self.unanswered.lock().expect("not poisoned");
-            let n = unanswered.entry(id.to_string()).or_insert(0);
-            *n += 1;
-            if *n >= self.away_after {
-                unanswered.remove(id);
-                true
-            } else {
-                false
-            }
-        };
-        let state = if away {
-            AdvisorState::Away
-        } else {
-            AdvisorState::Available
-        };
-        self.set(id, state, None);
-        state
-    }
-
-    /// The call ended: wrap-up for `time`, then available.
-    pub fn wrap_up(&self, id: &str, time: Duration) {
-        // (Callers waiting look again at least once a second, so the end of a
-        // wrap-up needs no wake-up of its own.)
-        self.set(id, AdvisorState::WrapUp, Some(Instant::now() + time));
-    }
-
-    /// Waits until an advisor may have become available.
-    pub async fn changed(&self) {
-        self.changed.notified().await;
-    }
 }
 
 /// Which daemon this is, across its restarts: a random id made on first start and
@@ -776,77 +567,5 @@ impl Advisors {
                     .unwrap_or(u32::MAX),
             })
             .collect())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_advisor_is_set_away_after_three_offers_in_a_row_left_to_ring() {
-        let presence = Presence::new(3);
-        let ring_out = |n: usize| {
-            for _ in 0..n {
-                presence.not_taken("a", NotTaken::NoAnswer);
-            }
-        };
-        ring_out(2);
-        assert_eq!(presence.state("a"), AdvisorState::Available);
-        // Declines and unreachable phones neither count nor start the count again.
-        presence.not_taken("a", NotTaken::Declined);
-        presence.not_taken("a", NotTaken::Unreachable);
-        assert_eq!(presence.state("a"), AdvisorState::Available);
-        ring_out(1);
-        assert_eq!(
-            presence.state("a"),
-            AdvisorState::Away,
-            "the third in a row"
-        );
-        // Back, and an answered offer starts the count again.
-        presence.choose("a", ChosenState::Available);
-        ring_out(2);
-        presence.on_call("a");
-        ring_out(2);
-        assert_eq!(presence.state("a"), AdvisorState::Available);
-    }
-
-    #[test]
-    fn the_longest_waiting_caller_is_served_first_and_the_longest_idle_advisor_first() {
-        let presence = Presence::new(3);
-        let first = presence.start_waiting();
-        let second = presence.start_waiting();
-        // The first caller wants "a" (away for now); the second comes to reserve first.
-        presence.choose("a", ChosenState::Away);
-        assert_eq!(presence.reserve(&first, &["a"]), None);
-        presence.choose("a", ChosenState::Available);
-        assert_eq!(
-            presence.reserve(&second, &["a"]),
-            None,
-            "a is the first caller's"
-        );
-        assert_eq!(presence.reserve(&first, &["a"]).as_deref(), Some("a"));
-        assert_eq!(presence.state("a"), AdvisorState::Ringing);
-        // Once the first caller has gone, nobody blocks the second.
-        presence.not_taken("a", NotTaken::Declined);
-        drop(first);
-        assert_eq!(presence.reserve(&second, &["a"]).as_deref(), Some("a"));
-
-        // Longest idle first: b finished a call after c did.
-        let third = presence.start_waiting();
-        let long_ago = Instant::now() - Duration::from_secs(60);
-        for (id, ended) in [("c", long_ago), ("b", long_ago + Duration::from_secs(30))] {
-            presence.states.lock().unwrap().insert(
-                id.into(),
-                Entry {
-                    state: AdvisorState::WrapUp,
-                    since: ended,
-                    wrap_up_until: Some(ended),
-                },
-            );
-        }
-        assert_eq!(presence.reserve(&third, &["b", "c"]).as_deref(), Some("c"));
-        assert_eq!(presence.reserve(&third, &["b", "c"]).as_deref(), Some("b"));
-        assert_eq!(presence.reserve(&third, &["b", "c"]), None, "both ringing");
     }
 }
