@@ -724,6 +724,10 @@ pub struct SipSettings {
     pub media_timeout_seconds: u64,
     /// Timer H: an answered call not ACKed within this never existed.
     pub ack_timeout_seconds: u64,
+    /// Session timers (RFC 4028) for callers that ask: shorter intervals get 422
+    /// with this as Min-SE (at least 90); longer ones than the maximum are cut to it.
+    pub session_min_seconds: u32,
+    pub session_max_seconds: u32,
     /// INVITEs per second accepted from one source address (bursts of twice that).
     pub invites_per_second: u32,
     /// Calls being set up (ringing or awaiting ACK) from one source address.
@@ -784,6 +788,14 @@ impl SipSettings {
         }
         if self.max_calls == 0 {
             return bad("sip.max_calls", "must be at least 1");
+        }
+        if self.session_min_seconds < contactd_sip::RFC_MIN_SE
+            || self.session_max_seconds < self.session_min_seconds
+        {
+            return bad(
+                "sip.session_min_seconds",
+                "at least 90 (RFC 4028), and sip.session_max_seconds at least that",
+            );
         }
         let tls_listener = self
             .listen

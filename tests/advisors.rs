@@ -1754,6 +1754,82 @@ async fn a_caller_who_rings_back_keeps_their_place_in_the_queue(backend: Backend
     app.stop().await;
 }
 
+/// Session timers (RFC 4028) with sipp as the caller, two calls at once, each first
+/// refused 422 for asking 30 s: one where the caller refreshes, once, with an UPDATE
+/// that also holds the call (sendonly) and stops its media — the hold outlasts five
+/// media timeouts, and the daemon ends the call when the next refresh does not come;
+/// one where the daemon refreshes, with an UPDATE at half the interval; and one
+/// where it refreshes with a re-INVITE, the caller not allowing UPDATE.
+async fn session_timers_have_one_refresher_and_a_refresh_that_never_comes_ends_the_call(
+    backend: Backend,
+) {
+    let app = queue_app_with(backend, |s| {
+        s.sip.media_timeout_seconds = 10;
+        s.queues.services.get_mut("waste").unwrap().max_wait_seconds = 300;
+    })
+    .await;
+    let udp = app.sip_addr(SipTransport::Udp);
+    // Each caller keeps one block of the scenario (see tests/sip/uac_session_timer.xml).
+    const BLOCKS: [&str; 3] = ["they refresh", "we refresh", "we re-invite"];
+    let caller = |number: &str, block: &str, seconds: u32| {
+        let dir = tempfile::tempdir().unwrap();
+        let media = sipp::tone_file(dir.path(), contactd_sip::g711::Codec::Pcmu, seconds);
+        let (refresher, allow) = match block {
+            "they refresh" => ("uac", "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE"),
+            "we refresh" => ("uas", "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE"),
+            _ => ("uas", "INVITE, ACK, BYE, CANCEL, OPTIONS"),
+        };
+        let mut text = sipp::scenario(
+            "uac_session_timer.xml",
+            &[
+                ("CALLER", number),
+                ("REFRESHER", refresher),
+                ("ALLOW", allow),
+                ("MEDIA", media.to_str().unwrap()),
+            ],
+        );
+        for other in BLOCKS.iter().filter(|b| **b != block) {
+            text = sipp::replace_block(&text, other, "");
+        }
+        (dir, text)
+    };
+    // Their media stops 9 s in, just after the hold.
+    let (they_dir, they) = caller("07700900211", "they refresh", 9);
+    let (we_dir, we) = caller("07700900212", "we refresh", 60);
+    let (reinvite_dir, reinvite) = caller("07700900213", "we re-invite", 60);
+    let they_refresh = async {
+        let started = std::time::Instant::now();
+        let run = sipp::run(they_dir.path(), &they, udp, 1, "u1").await;
+        (run, started.elapsed())
+    };
+    let ((they, lasted), we, reinvite) = tokio::join!(
+        they_refresh,
+        sipp::run(we_dir.path(), &we, udp, 1, "u1"),
+        sipp::run(reinvite_dir.path(), &reinvite, udp, 1, "u1"),
+    );
+    assert!(
+        they.success,
+        "422 then 90 s with refresher=uac; the hold by UPDATE; our BYE: {}",
+        they.output
+    );
+    assert!(
+        lasted >= Duration::from_secs(66),
+        "held without media for well over the 10 s media timeout, ended only 60 s after \
+         the refresh (RFC 4028 §10): {lasted:?}"
+    );
+    assert!(
+        we.success,
+        "422 then 90 s with refresher=uas; our UPDATE refresh: {}",
+        we.output
+    );
+    assert!(
+        reinvite.success,
+        "no UPDATE allowed: our refresh is a re-INVITE: {}",
+        reinvite.output
+    );
+    app.stop().await;
+}
+
 on_both_backends!(
     a_phone_registers_with_md5_and_is_unreachable_once_it_expires,
     a_softphone_registers_with_sha256_over_udp_and_tcp,
@@ -1773,4 +1849,5 @@ on_both_backends!(
     a_phone_registers_over_tls_and_takes_a_call_through_it,
     two_phones_answering_one_offer_give_one_bridge,
     a_caller_who_rings_back_keeps_their_place_in_the_queue,
+    session_timers_have_one_refresher_and_a_refresh_that_never_comes_ends_the_call,
 );

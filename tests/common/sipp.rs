@@ -50,18 +50,22 @@ pub fn call_scenario(
     if again.is_some() {
         return text;
     }
-    let start = text.find("<!--again-->").expect("marker");
-    let end = text.find("<!--/again-->").expect("marker") + "<!--/again-->".len();
-    format!("{}{}", &text[..start], &text[end..])
+    replace_block(&text, "again", "")
+}
+
+/// `text` with the block between `<!--name-->` and `<!--/name-->` replaced by `with`
+/// (a scenario's variants live in one file, marked so).
+pub fn replace_block(text: &str, name: &str, with: &str) -> String {
+    let (open, close) = (format!("<!--{name}-->"), format!("<!--/{name}-->"));
+    let start = text.find(&open).expect("marker");
+    let end = text.find(&close).expect("marker") + close.len();
+    format!("{}{with}{}", &text[..start], &text[end..])
 }
 
 /// A caller like [`call_scenario`]'s who, `stay_ms` after keying `dtmf`, gives up
 /// and hangs up (BYE) instead of waiting for the daemon to.
 pub fn leaving_scenario(caller: &str, media: &Path, dtmf: &str, stay_ms: u32) -> String {
     let text = call_scenario(caller, "0", media, "0", dtmf, None);
-    let start = text.find("<!--daemon hangs up-->").expect("marker");
-    let end =
-        text.find("<!--/daemon hangs up-->").expect("marker") + "<!--/daemon hangs up-->".len();
     let leaving = format!(
         r#"<pause milliseconds="{stay_ms}"/>
   <send retrans="500">
@@ -78,7 +82,7 @@ pub fn leaving_scenario(caller: &str, media: &Path, dtmf: &str, stay_ms: u32) ->
   </send>
   <recv response="200"/>"#
     );
-    format!("{}{leaving}{}", &text[..start], &text[end..])
+    replace_block(&text, "daemon hangs up", &leaving)
 }
 
 /// `seconds` of a 440 Hz tone as headerless G.711 (what sipp 3.6's rtp_stream sends).

@@ -44,6 +44,8 @@ pub enum CallEnded {
     MaxDuration,
     /// The caller sent no audio for `sip.media_timeout_seconds`.
     MediaTimeout,
+    /// The session timer ran out: the caller's refresh never came, or ours failed.
+    SessionExpired,
     Shutdown,
 }
 
@@ -55,6 +57,7 @@ impl CallEnded {
             CallEnded::WeHungUp => "completed",
             CallEnded::MaxDuration => "max_duration",
             CallEnded::MediaTimeout => "media_timeout",
+            CallEnded::SessionExpired => "session_expired",
             CallEnded::Shutdown => "shutdown",
         }
     }

@@ -142,6 +142,10 @@ pub struct SipConfig {
     pub ack_timeout: Duration,
     /// A caller who should be sending audio and has sent none for this long is hung up.
     pub media_timeout: Duration,
+    /// Session timers (RFC 4028): the shortest interval a caller may ask for (422
+    /// below it; never under 90 s) and the longest we agree to.
+    pub session_min_seconds: u32,
+    pub session_max_seconds: u32,
     /// INVITEs accepted per second from one source address (bursts of twice that).
     pub invites_per_second: u32,
     /// Calls being set up (ringing, or answered and awaiting ACK) from one source.

@@ -5,7 +5,9 @@
 //!
 //! - [`config`]: listeners, trusted trunk networks, the RTP port range, limits
 //! - [`server`]: SIP signalling (rsipstack): INVITE/ACK/BYE/CANCEL/OPTIONS, re-INVITE,
-//!   INFO, call limits, shutdown; a call exists once ACKed
+//!   UPDATE, INFO, call limits, shutdown; a call exists once ACKed
+//! - [`session_timer`]: RFC 4028 session timers for callers that ask (422 Min-SE,
+//!   one refresher, a dialog whose refresh does not come is ended)
 //! - [`admission`]: trust by real source address, INVITE rate and set-up limits
 //! - [`registrar`]: REGISTER from advisors' phones, authenticated by [`digest`]
 //!   (SHA-256, MD5 for older phones), bindings kept by the daemon
@@ -37,6 +39,7 @@ pub mod registrar;
 pub mod rtp;
 pub mod sdp;
 pub mod server;
+pub mod session_timer;
 pub mod tcp;
 
 pub use call::{Bridged, Call, CallEnded, CallHandler, CallInfo, CallerId, FrameSink};
@@ -48,6 +51,7 @@ pub use registrar::{
     RegistrarPolicy, Registration,
 };
 pub use server::{SipError, SipLimit, SipServer, SipStatus};
+pub use session_timer::RFC_MIN_SE;
 pub use tcp::TcpLimits;
 
 /// Samples in one 20 ms frame at 8 kHz.

@@ -19,7 +19,9 @@
 //!   leaves nothing behind;
 //! - then the call runs until a BYE from either side, the caller's silence
 //!   (`media_timeout`), the maximum call length, or the end of the shutdown grace;
-//! - re-INVITEs (hold, resume) answered with a fresh answer, INFO keypad digits
+//! - re-INVITEs and UPDATEs (hold, resume, a new address, a session refresh)
+//!   answered per RFC 3264 (an offerless one gets our current offer), session
+//!   timers for callers that ask ([`crate::session_timer`]), INFO keypad digits
 //!   taken, OPTIONS answered in and out of dialogs.
 
 use std::net::SocketAddr;
@@ -46,6 +48,7 @@ use crate::identity::CallIdentity;
 use crate::media::{self, MediaCommand, MediaPolicy, PortPool};
 use crate::registrar::{Registrar, RegistrarPolicy, RegistrarSide};
 use crate::sdp::{self, SdpError};
+use crate::session_timer::{self, Refresher, SessionTimer};
 use crate::tcp::{TcpActivity, TcpConnections};
 
 #[derive(Debug, thiserror::Error)]
@@ -558,6 +561,25 @@ impl Shared {
                 return;
             }
         };
+        let mut timer = match session_timer::negotiate(
+            &tx.original,
+            self.config.session_min_seconds,
+            self.config.session_max_seconds,
+        ) {
+            Ok(t) => t,
+            Err(too_small) => {
+                info!(%call_id, "session interval too small: 422");
+                refused("session_interval_too_small");
+                let _ = tx
+                    .reply_with(
+                        StatusCode::SessionIntervalTooSmall,
+                        vec![session_timer::min_se_header(too_small)],
+                        None,
+                    )
+                    .await;
+                return;
+            }
+        };
         let (rtp, rtcp) = match self.ports.bind().await {
             Ok(pair) => pair,
             Err(e) => {
@@ -622,7 +644,9 @@ impl Shared {
             version,
         );
         let content_type = || Header::ContentType("application/sdp".into());
-        if let Err(e) = dialog.accept(Some(vec![content_type()]), Some(answer.into_bytes())) {
+        let mut headers = vec![content_type()];
+        headers.extend(timer.iter().flat_map(SessionTimer::answer_headers));
+        if let Err(e) = dialog.accept(Some(headers), Some(answer.into_bytes())) {
             warn!(%call_id, error = %e, "cannot answer");
             self.dialogs.remove_dialog(&dialog.id());
             return;
@@ -694,6 +718,15 @@ impl Shared {
 
         let deadline = tokio::time::sleep(self.config.max_call_duration);
         tokio::pin!(deadline);
+        // The session timer: when the caller's refresh is due (or ours), and the
+        // outcome of a refresh we sent.
+        let refresh_due =
+            tokio::time::sleep(timer.map_or(self.config.max_call_duration, |t| t.next_due()));
+        tokio::pin!(refresh_due);
+        let (refreshed_tx, mut refreshed) = mpsc::channel::<bool>(1);
+        let mut refreshing = false;
+        // What the media runs on now (a re-INVITE changes it).
+        let mut current = negotiated.clone();
         let why = loop {
             tokio::select! {
                 state = states.recv() => match state {
@@ -705,24 +738,49 @@ impl Shared {
                     }
                     None => break CallEnded::CallerHungUp,
                     Some(DialogState::Updated(_, request, handle)) => {
-                        // A re-INVITE: hold, resume or a new address.
-                        match sdp::negotiate(&String::from_utf8_lossy(&request.body)) {
+                        // A re-INVITE or UPDATE: hold, resume, a new address, or only
+                        // a session refresh (RFC 3311 and 4028).
+                        let asked = match session_timer::negotiate(&request, self.config.session_min_seconds, self.config.session_max_seconds) {
+                            Ok(t) => t,
+                            Err(too_small) => {
+                                let _ = handle.respond(StatusCode::SessionIntervalTooSmall, Some(vec![session_timer::min_se_header(too_small)]), None).await;
+                                continue;
+                            }
+                        };
+                        let offer = String::from_utf8_lossy(&request.body).into_owned();
+                        let body = match sdp::negotiate(&offer) {
                             Ok(n) if n.remote.is_none_or(|r| r.is_ipv4() == self.config.media_ip.is_ipv4()) => {
                                 version += 1;
                                 let answer = sdp::answer(&n, self.config.media_ip, local_port, session_id, version);
                                 held.send_replace(n.holds());
+                                current = n.clone();
                                 let _ = commands.send(MediaCommand::Renegotiated(n));
-                                let _ = handle.respond(StatusCode::OK, Some(vec![content_type()]), Some(answer.into_bytes())).await;
+                                Some(answer)
                             }
+                            // An UPDATE without an offer only refreshes the session.
+                            Err(SdpError::NoAudio) if request.body.is_empty() && request.method == Method::Update => None,
+                            // A re-INVITE without one: we offer what we have now.
                             Err(SdpError::NoAudio) if request.body.is_empty() => {
-                                // No offer: offer what we have now.
                                 version += 1;
-                                let answer = sdp::answer(&negotiated, self.config.media_ip, local_port, session_id, version);
-                                let _ = handle.respond(StatusCode::OK, Some(vec![content_type()]), Some(answer.into_bytes())).await;
+                                Some(sdp::answer(&current, self.config.media_ip, local_port, session_id, version))
                             }
                             _ => {
                                 let _ = handle.reply(StatusCode::NotAcceptableHere).await;
+                                continue;
                             }
+                        };
+                        // Any refresh restarts the interval; one that asks anew
+                        // (another interval or refresher) is agreed anew.
+                        if asked.is_some() {
+                            timer = asked;
+                        }
+                        let mut headers: Vec<Header> = timer.iter().flat_map(SessionTimer::answer_headers).collect();
+                        if body.is_some() {
+                            headers.push(content_type());
+                        }
+                        let _ = handle.respond(StatusCode::OK, Some(headers), body.map(String::into_bytes)).await;
+                        if let Some(t) = timer {
+                            refresh_due.as_mut().reset(tokio::time::Instant::now() + t.next_due());
                         }
                     }
                     Some(DialogState::Info(_, request, handle)) => {
@@ -751,6 +809,47 @@ impl Shared {
                 _ = silent.cancelled() => {
                     let _ = dialog.bye().await;
                     break CallEnded::MediaTimeout;
+                }
+                () = &mut refresh_due, if timer.is_some() && !refreshing => {
+                    let Some(t) = timer else { continue };
+                    if t.refresher == Refresher::Caller {
+                        info!(%call_id, "the caller's session refresh never came: ending the call");
+                        let _ = dialog.bye().await;
+                        break CallEnded::SessionExpired;
+                    }
+                    // Our turn: UPDATE if the caller allows it, else a re-INVITE
+                    // offering what we have now. Sent beside this loop, so the
+                    // caller's own requests are answered meanwhile.
+                    refreshing = true;
+                    let body = (!t.caller_allows_update).then(|| {
+                        version += 1;
+                        sdp::answer(&current, self.config.media_ip, local_port, session_id, version)
+                    });
+                    let dialog = dialog.clone();
+                    let done = refreshed_tx.clone();
+                    tokio::spawn(async move {
+                        let mut headers = t.refresh_headers();
+                        let sent = match body {
+                            None => dialog.update(Some(headers), None).await,
+                            Some(offer) => {
+                                headers.push(content_type());
+                                dialog.reinvite(Some(headers), Some(offer.into_bytes())).await
+                            }
+                        };
+                        let ok = matches!(sent, Ok(Some(r)) if r.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful);
+                        let _ = done.send(ok).await;
+                    });
+                }
+                Some(ok) = refreshed.recv() => {
+                    refreshing = false;
+                    if !ok {
+                        info!(%call_id, "our session refresh failed: ending the call");
+                        let _ = dialog.bye().await;
+                        break CallEnded::SessionExpired;
+                    }
+                    if let Some(t) = timer {
+                        refresh_due.as_mut().reset(tokio::time::Instant::now() + t.next_due());
+                    }
                 }
                 _ = &mut deadline => {
                     info!(%call_id, "maximum call length reached");

@@ -196,6 +196,8 @@ fn sip_config(settings: &Settings) -> Result<SipConfig, contactd_sip::SipError> 
         ring: Duration::from_millis(s.ring_ms),
         media_timeout: Duration::from_secs(s.media_timeout_seconds),
         ack_timeout: Duration::from_secs(s.ack_timeout_seconds),
+        session_min_seconds: s.session_min_seconds,
+        session_max_seconds: s.session_max_seconds,
         invites_per_second: s.invites_per_second,
         max_pending_per_source: s.max_pending_per_source,
         tcp: contactd_sip::TcpLimits {
