@@ -307,31 +307,25 @@ impl Dialer {
         let shared = shared.clone();
         let media_ip = shared.config.media_ip;
         tokio::spawn(async move {
-            let mut version = 1u64;
-            let mut current = negotiated_now;
+            let mut sdp_session =
+                sdp::SdpSession::new(media_ip, local_port, session_id, negotiated_now);
             let (why, send_bye) = loop {
                 tokio::select! {
                     state = states.recv() => match state {
                         Some(DialogState::Terminated(_, reason)) => break (format!("{reason:?}"), false),
                         None => break ("gone".to_string(), false),
                         Some(DialogState::Updated(_, request, handle)) => {
-                            // Hold and resume from the phone (RFC 3264): answer with our
-                            // side; an offerless re-INVITE gets our current offer.
-                            let next = if request.body.is_empty() {
-                                Ok(current.clone())
-                            } else {
-                                sdp::negotiate(&String::from_utf8_lossy(&request.body))
-                            };
-                            match next {
-                                Ok(n) => {
-                                    version += 1;
-                                    let answer = sdp::answer(&n, media_ip, local_port, session_id, version);
-                                    held.send_replace(n.holds());
-                                    let _ = commands.send(MediaCommand::Renegotiated(n.clone()));
-                                    current = n;
-                                    let content_type = Header::ContentType("application/sdp".into());
+                            // Hold and resume from the phone (RFC 3264), by re-INVITE or
+                            // UPDATE (RFC 3311): answered with our side.
+                            match sdp_session.mid_dialog(&request.body, request.method == rsipstack::sip::Method::Update) {
+                                Ok(done) => {
+                                    if let Some(n) = done.changed {
+                                        held.send_replace(n.holds());
+                                        let _ = commands.send(MediaCommand::Renegotiated(n));
+                                    }
+                                    let headers = done.body.is_some().then(|| vec![Header::ContentType("application/sdp".into())]);
                                     let _ = handle
-                                        .respond(rsipstack::sip::StatusCode::OK, Some(vec![content_type]), Some(answer.into_bytes()))
+                                        .respond(rsipstack::sip::StatusCode::OK, headers, done.body.map(String::into_bytes))
                                         .await;
                                 }
                                 Err(_) => {

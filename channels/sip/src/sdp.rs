@@ -220,6 +220,76 @@ pub fn answer(
     sdp
 }
 
+/// Our side of one dialog's SDP: the origin's session id and version (bumped with
+/// each new description, RFC 3264 §8) and the media as last agreed.
+pub struct SdpSession {
+    local_ip: IpAddr,
+    local_port: u16,
+    session_id: u64,
+    version: u64,
+    /// What the media runs on now.
+    pub current: Negotiated,
+}
+
+/// What a re-INVITE or UPDATE within a call did to its media.
+pub struct MidDialog {
+    /// The body of our 2xx: an answer, or (to a re-INVITE without an offer) our offer
+    /// of the media as it is now; `None` to an UPDATE without an offer, which only
+    /// refreshes the session (RFC 3311 §5.2).
+    pub body: Option<String>,
+    /// The media as newly agreed, when an offer changed it (hold, resume, a new
+    /// address or codec).
+    pub changed: Option<Negotiated>,
+}
+
+impl SdpSession {
+    pub fn new(local_ip: IpAddr, local_port: u16, session_id: u64, agreed: Negotiated) -> Self {
+        SdpSession {
+            local_ip,
+            local_port,
+            session_id,
+            version: 1,
+            current: agreed,
+        }
+    }
+
+    /// A new description of the media as it is now (our offer in a re-INVITE, or
+    /// the answer to an offerless one).
+    pub fn describe(&mut self) -> String {
+        self.version += 1;
+        answer(
+            &self.current,
+            self.local_ip,
+            self.local_port,
+            self.session_id,
+            self.version,
+        )
+    }
+
+    /// Answers a re-INVITE's or UPDATE's body. An offer in another address family
+    /// than ours, or one we cannot take, is refused (488) and changes nothing.
+    pub fn mid_dialog(&mut self, body: &[u8], is_update: bool) -> Result<MidDialog, SdpError> {
+        if body.is_empty() {
+            return Ok(MidDialog {
+                body: (!is_update).then(|| self.describe()),
+                changed: None,
+            });
+        }
+        let offer = negotiate(&String::from_utf8_lossy(body))?;
+        if offer
+            .remote
+            .is_some_and(|r| r.is_ipv4() != self.local_ip.is_ipv4())
+        {
+            return Err(SdpError::WrongFamily);
+        }
+        self.current = offer.clone();
+        Ok(MidDialog {
+            body: Some(self.describe()),
+            changed: Some(offer),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -634,15 +634,13 @@ impl Shared {
                 },
             }
         }
-        let session_id: u64 = rand::random::<u32>().into();
-        let mut version = 1u64;
-        let answer = sdp::answer(
-            &negotiated,
+        let mut sdp_session = sdp::SdpSession::new(
             self.config.media_ip,
             local_port,
-            session_id,
-            version,
+            rand::random::<u32>().into(),
+            negotiated.clone(),
         );
+        let answer = sdp_session.describe();
         let content_type = || Header::ContentType("application/sdp".into());
         let mut headers = vec![content_type()];
         headers.extend(timer.iter().flat_map(SessionTimer::answer_headers));
@@ -725,8 +723,6 @@ impl Shared {
         tokio::pin!(refresh_due);
         let (refreshed_tx, mut refreshed) = mpsc::channel::<bool>(1);
         let mut refreshing = false;
-        // What the media runs on now (a re-INVITE changes it).
-        let mut current = negotiated.clone();
         let why = loop {
             tokio::select! {
                 state = states.recv() => match state {
@@ -747,24 +743,15 @@ impl Shared {
                                 continue;
                             }
                         };
-                        let offer = String::from_utf8_lossy(&request.body).into_owned();
-                        let body = match sdp::negotiate(&offer) {
-                            Ok(n) if n.remote.is_none_or(|r| r.is_ipv4() == self.config.media_ip.is_ipv4()) => {
-                                version += 1;
-                                let answer = sdp::answer(&n, self.config.media_ip, local_port, session_id, version);
-                                held.send_replace(n.holds());
-                                current = n.clone();
-                                let _ = commands.send(MediaCommand::Renegotiated(n));
-                                Some(answer)
+                        let body = match sdp_session.mid_dialog(&request.body, request.method == Method::Update) {
+                            Ok(done) => {
+                                if let Some(n) = done.changed {
+                                    held.send_replace(n.holds());
+                                    let _ = commands.send(MediaCommand::Renegotiated(n));
+                                }
+                                done.body
                             }
-                            // An UPDATE without an offer only refreshes the session.
-                            Err(SdpError::NoAudio) if request.body.is_empty() && request.method == Method::Update => None,
-                            // A re-INVITE without one: we offer what we have now.
-                            Err(SdpError::NoAudio) if request.body.is_empty() => {
-                                version += 1;
-                                Some(sdp::answer(&current, self.config.media_ip, local_port, session_id, version))
-                            }
-                            _ => {
+                            Err(_) => {
                                 let _ = handle.reply(StatusCode::NotAcceptableHere).await;
                                 continue;
                             }
@@ -821,10 +808,7 @@ impl Shared {
                     // offering what we have now. Sent beside this loop, so the
                     // caller's own requests are answered meanwhile.
                     refreshing = true;
-                    let body = (!t.caller_allows_update).then(|| {
-                        version += 1;
-                        sdp::answer(&current, self.config.media_ip, local_port, session_id, version)
-                    });
+                    let body = (!t.caller_allows_update).then(|| sdp_session.describe());
                     let dialog = dialog.clone();
                     let done = refreshed_tx.clone();
                     tokio::spawn(async move {
