@@ -1701,7 +1701,7 @@ async fn a_caller_who_rings_back_keeps_their_place_in_the_queue(backend: Backend
     // The first caller joins, waits, and gives up.
     let media = sipp::tone_file(dir.path(), contactd_sip::g711::Codec::Pcmu, 60);
     let first = "07700900201";
-    let leaving = sipp::leaving_scenario(first, &media, "*1", 20_000);
+    let leaving = sipp::leaving_scenario(first, &media, "*1", &sipp::pause(20_000));
     let gives_up = {
         let dir = dir.path().to_path_buf();
         tokio::spawn(async move { sipp::run(&dir, &leaving, udp, 1, "u1").await })
@@ -1830,6 +1830,45 @@ async fn session_timers_have_one_refresher_and_a_refresh_that_never_comes_ends_t
     app.stop().await;
 }
 
+/// Talking to an advisor, the caller (sipp) keys 4 in the media at payload type 96
+/// and 7 by SIP INFO, over and over; the advisor's PJSIP phone, which agreed
+/// telephone-event at 101, receives both as RFC 4733 events at its own type.
+async fn keys_the_caller_presses_reach_the_advisor_at_the_advisors_payload_type(backend: Backend) {
+    let app = queue_app(backend).await;
+    let (_, password) = add_advisor_for(&app, "kai", "SHA-256", "waste").await;
+    let dir = tempfile::tempdir().unwrap();
+    let udp = app.sip_addr(SipTransport::Udp);
+    let mut phone = AnsweringPhone::register(udp, "kai", &password, dir.path(), 60, "PCMU").await;
+    let media = sipp::tone_file(dir.path(), contactd_sip::g711::Codec::Pcmu, 60);
+    let caller = "07700900221";
+    // Once past the menu, 20 rounds of 4 then 7, 0.7 s apart: the later ones reach
+    // the advisor (those keyed before the bridge were not meant for them, and are
+    // not passed on).
+    let keying: String = std::iter::once(sipp::pause(8_000))
+        .chain((0..20).map(|n| {
+            format!(
+                "{}{}{}{}",
+                sipp::pause(700),
+                sipp::rtp_key('4'),
+                sipp::pause(700),
+                sipp::info_key(caller, '7', n + 2)
+            )
+        }))
+        .collect();
+    let text = sipp::leaving_scenario(caller, &media, "*1", &keying);
+    let run = sipp::run(dir.path(), &text, udp, 1, "u1").await;
+    assert!(run.success, "{}", run.output);
+    let call = phone.next("call").await;
+    assert_eq!(call["answered"], true, "{call}");
+    assert_eq!(call["ended_by_peer"], true, "the caller hung up: {call}");
+    let digits = call["digits"].as_str().unwrap();
+    assert!(
+        digits.contains('4') && digits.contains('7') && digits.chars().all(|d| "47".contains(d)),
+        "both kinds of key, and nothing else: {call}"
+    );
+    app.stop().await;
+}
+
 on_both_backends!(
     a_phone_registers_with_md5_and_is_unreachable_once_it_expires,
     a_softphone_registers_with_sha256_over_udp_and_tcp,
@@ -1850,4 +1889,5 @@ on_both_backends!(
     two_phones_answering_one_offer_give_one_bridge,
     a_caller_who_rings_back_keeps_their_place_in_the_queue,
     session_timers_have_one_refresher_and_a_refresh_that_never_comes_ends_the_call,
+    keys_the_caller_presses_reach_the_advisor_at_the_advisors_payload_type,
 );

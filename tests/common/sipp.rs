@@ -62,12 +62,13 @@ pub fn replace_block(text: &str, name: &str, with: &str) -> String {
     format!("{}{with}{}", &text[..start], &text[end..])
 }
 
-/// A caller like [`call_scenario`]'s who, `stay_ms` after keying `dtmf`, gives up
-/// and hangs up (BYE) instead of waiting for the daemon to.
-pub fn leaving_scenario(caller: &str, media: &Path, dtmf: &str, stay_ms: u32) -> String {
+/// A caller like [`call_scenario`]'s who, after keying `dtmf` and then doing
+/// `meanwhile` (scenario steps: [`pause`], [`info_key`]...), hangs up (BYE) instead
+/// of waiting for the daemon to.
+pub fn leaving_scenario(caller: &str, media: &Path, dtmf: &str, meanwhile: &str) -> String {
     let text = call_scenario(caller, "0", media, "0", dtmf, None);
     let leaving = format!(
-        r#"<pause milliseconds="{stay_ms}"/>
+        r#"{meanwhile}
   <send retrans="500">
     <![CDATA[
       BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
@@ -75,7 +76,7 @@ pub fn leaving_scenario(caller: &str, media: &Path, dtmf: &str, stay_ms: u32) ->
       From: "Resident" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
       To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
       Call-ID: [call_id]
-      CSeq: 2 BYE
+      CSeq: 1000 BYE
       Max-Forwards: 70
       Content-Length: 0
     ]]>
@@ -83,6 +84,42 @@ pub fn leaving_scenario(caller: &str, media: &Path, dtmf: &str, stay_ms: u32) ->
   <recv response="200"/>"#
     );
     replace_block(&text, "daemon hangs up", &leaving)
+}
+
+/// A scenario step: wait `ms`.
+pub fn pause(ms: u32) -> String {
+    format!("<pause milliseconds=\"{ms}\"/>\n")
+}
+
+/// Scenario steps: key `digit` in the media (RFC 4733, payload type 96 as
+/// [`call_scenario`] offers it).
+pub fn rtp_key(digit: char) -> String {
+    format!("<nop><action><exec play_dtmf=\"{digit}\"/></action></nop>\n")
+}
+
+/// Scenario steps: key `digit` by SIP INFO (application/dtmf-relay), as `caller`,
+/// with CSeq `cseq` (below 1000, the BYE's), answered 200.
+pub fn info_key(caller: &str, digit: char, cseq: u32) -> String {
+    format!(
+        r#"<send retrans="500">
+    <![CDATA[
+      INFO sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Resident" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: {cseq} INFO
+      Max-Forwards: 70
+      Content-Type: application/dtmf-relay
+      Content-Length: [len]
+
+      Signal={digit}
+      Duration=160
+    ]]>
+  </send>
+  <recv response="200"/>
+"#
+    )
 }
 
 /// `seconds` of a 440 Hz tone as headerless G.711 (what sipp 3.6's rtp_stream sends).

@@ -15,7 +15,8 @@ Usage:
       hold, hanging up TALK_SECONDS after the media started; or `transfer:TARGET`:
       answer, and after a second and a half of media transfer the caller blindly
       (REFER) to sip:TARGET at the registrar. Then prints {"event": "call", "answered": bool, "from": str,
-      "codec": str, "ended_by_peer": bool} (the other side ended it, or CANCELed it).
+      "codec": str, "ended_by_peer": bool, "digits": str} (the other side ended it, or
+      CANCELed it; the keys it received as RFC 4733 telephone-events).
 
 Over tls the phone trusts only the CA certificate in the file named by the environment
 variable PHONE_TLS_CA, and checks the registrar's certificate against it.
@@ -48,6 +49,10 @@ class Incoming(pj.Call):
         self.player = None
         self.recorder = None
         self.codec = ""
+        self.digits = ""
+
+    def onDtmfDigit(self, prm):
+        self.digits += prm.digit
 
     def onCallState(self, prm):
         if self.getInfo().state == pj.PJSIP_INV_STATE_DISCONNECTED:
@@ -169,6 +174,7 @@ if answering:
             break
     call = phone.call
     codec = call.codec if call else ""
+    digits = call.digits if call else ""
     answered = bool(call and call.media_up_at is not None)
     if call:
         call.recorder = None
@@ -179,6 +185,6 @@ if answering:
     # had to go first (its destructor asserts otherwise).
     endpoint.libDestroy()
     say(event="call", answered=answered, codec=codec, ended_by_peer=ended_by_peer,
-        **{"from": phone.caller})
+        digits=digits, **{"from": phone.caller})
 # Gone without signing off (no REGISTER with Expires: 0).
 os._exit(0)

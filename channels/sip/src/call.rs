@@ -98,7 +98,9 @@ pub struct Call {
     /// Whether the caller has put us on hold (a re-INVITE).
     pub(crate) held: tokio::sync::watch::Receiver<bool>,
     pub(crate) dialer: crate::leg::Dialer,
-    pub(crate) digits: mpsc::UnboundedReceiver<char>,
+    /// Keys the caller pressed (RFC 4733 or SIP INFO). Behind a lock so that a
+    /// bridge, which borrows the call shared, can pass them to the advisor.
+    pub(crate) digits: tokio::sync::Mutex<mpsc::Receiver<char>>,
     pub(crate) media: mpsc::UnboundedSender<MediaCommand>,
     pub(crate) hangup: CancellationToken,
     pub(crate) ended: CancellationToken,
@@ -136,7 +138,7 @@ impl Call {
         }
         tokio::select! {
             r = finished => r.map(|_| None).map_err(|_| self.end_reason()),
-            d = self.digits.recv() => {
+            d = self.digits.get_mut().recv() => {
                 let _ = self.media.send(MediaCommand::StopPlaying);
                 d.map(Some).ok_or_else(|| self.end_reason())
             }
@@ -147,7 +149,7 @@ impl Call {
     /// The next key pressed, or `None` after `timeout`.
     pub async fn next_digit(&mut self, timeout: Duration) -> Result<Option<char>, CallEnded> {
         tokio::select! {
-            d = self.digits.recv() => d.map(Some).ok_or_else(|| self.end_reason()),
+            d = self.digits.get_mut().recv() => d.map(Some).ok_or_else(|| self.end_reason()),
             _ = tokio::time::sleep(timeout) => Ok(None),
             _ = self.ended.cancelled() => Err(self.end_reason()),
         }
@@ -155,7 +157,7 @@ impl Call {
 
     /// Throws away keys pressed so far (before asking a new question).
     pub fn forget_digits(&mut self) {
-        while self.digits.try_recv().is_ok() {}
+        while self.digits.get_mut().try_recv().is_ok() {}
     }
 
     /// Rings an advisor's phones, all at once, for at most `ring` (the caller hears
@@ -171,11 +173,15 @@ impl Call {
     /// Joins the caller and `leg` until one of them hangs up; the caller's recording
     /// goes on with the leg's audio as the daemon's side. Whatever was playing to the
     /// caller stops. While either side holds the other (a re-INVITE), the one held
-    /// hears `music`, continuing where it left off.
+    /// hears `music`, continuing where it left off. Keys the caller presses while
+    /// they talk are sent on to the advisor's phone (see [`crate::dtmf::KeyPress`]).
     pub async fn bridge(&self, leg: &crate::leg::Leg, music: Arc<[i16]>) -> Bridged {
         let mut caller_held = self.held.clone();
         let mut leg_held = leg.held.clone();
         let mut transfer = leg.transfer.clone();
+        let mut digits = self.digits.lock().await;
+        // Keys pressed while waiting were not meant for the advisor.
+        while digits.try_recv().is_ok() {}
         let _ = self.media.send(MediaCommand::StopPlaying);
         let outcome = loop {
             let by_caller = *caller_held.borrow_and_update();
@@ -196,16 +202,27 @@ impl Call {
                 let _ = self.media.send(MediaCommand::Bridge(caller_end));
                 let _ = leg.media.send(MediaCommand::Bridge(leg_end));
             }
-            tokio::select! {
-                _ = self.ended.cancelled() => break Bridged::CallerLeft(self.end_reason()),
-                _ = leg.ended() => break Bridged::LegEnded,
-                Ok(()) = transfer.changed() => {
-                    if let Some(target) = transfer.borrow_and_update().clone() {
-                        break Bridged::Transferred(target);
+            // Until a hold changes who hears what, or the bridge ends.
+            let ended = loop {
+                tokio::select! {
+                    _ = self.ended.cancelled() => break Some(Bridged::CallerLeft(self.end_reason())),
+                    _ = leg.ended() => break Some(Bridged::LegEnded),
+                    Ok(()) = transfer.changed() => {
+                        if let Some(target) = transfer.borrow_and_update().clone() {
+                            break Some(Bridged::Transferred(target));
+                        }
+                    }
+                    _ = caller_held.changed() => break None,
+                    _ = leg_held.changed() => break None,
+                    Some(d) = digits.recv() => {
+                        if !(by_caller || by_leg) {
+                            let _ = leg.media.send(MediaCommand::SendDigit(d));
+                        }
                     }
                 }
-                _ = caller_held.changed() => {}
-                _ = leg_held.changed() => {}
+            };
+            if let Some(outcome) = ended {
+                break outcome;
             }
         };
         for media in [&self.media, &leg.media] {

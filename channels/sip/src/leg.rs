@@ -273,7 +273,7 @@ impl Dialer {
         let network = TrunkNetwork::parse(&target.reach.ip().to_string())
             .map_err(|e| DialFailure::Unreachable(e.to_string()))?;
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let (digits, _digits_rx) = mpsc::unbounded_channel();
+        let (digits, _digits_rx) = mpsc::channel(crate::dtmf::KEYS_HELD);
         let stop_media = CancellationToken::new();
         let silent = CancellationToken::new();
         let codec = negotiated.codec;

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::call::FrameSink;
 use crate::config::TrunkNetwork;
-use crate::dtmf::DtmfDetector;
+use crate::dtmf::{self, DtmfDetector};
 use crate::jitter::{JitterBuffer, PLAYOUT_DELAY};
 use crate::rtp::RtpPacket;
 use crate::sdp::{Direction, Negotiated};
@@ -43,7 +43,14 @@ pub enum MediaCommand {
     Unbridge,
     /// A re-INVITE changed the remote address, codec or direction (hold/resume).
     Renegotiated(Negotiated),
+    /// Send a key press to this side (a digit the other side of a bridge keyed):
+    /// RFC 4733 at this side's payload type, or tones if it agreed none.
+    SendDigit(char),
 }
+
+/// Key presses waiting to be sent, at most; more are dropped (a flood of digits
+/// must not build up a queue).
+const KEYS_WAITING: usize = 32;
 
 /// One leg's end of a bridge: 20 ms frames of linear audio each way, so each leg
 /// encodes with its own codec (PCMU on one side, PCMA on the other is transcoding).
@@ -193,6 +200,9 @@ struct Outgoing {
     ssrc: u32,
     sequence: u16,
     timestamp: u32,
+    /// Key presses to send, and the one being sent with its RTP timestamp.
+    keys: std::collections::VecDeque<char>,
+    pressing: Option<(dtmf::KeyPress, u32)>,
 }
 
 impl Outgoing {
@@ -223,7 +233,7 @@ pub async fn run(
     (rtp, rtcp): (UdpSocket, UdpSocket),
     mut negotiated: Negotiated,
     mut commands: mpsc::UnboundedReceiver<MediaCommand>,
-    digits: mpsc::UnboundedSender<char>,
+    digits: mpsc::Sender<char>,
     mut sink: Option<Box<dyn FrameSink>>,
     stop: CancellationToken,
     policy: MediaPolicy,
@@ -235,6 +245,8 @@ pub async fn run(
         ssrc: rand::random(),
         sequence: rand::random(),
         timestamp: rand::random(),
+        keys: std::collections::VecDeque::new(),
+        pressing: None,
     };
     let mut jitter = JitterBuffer::default();
     let mut dtmf = DtmfDetector::default();
@@ -264,15 +276,40 @@ pub async fn run(
             _ = clock.tick() => {
                 tick += 1;
                 let caller = jitter.play_out(tick);
-                let sent = match bridge.as_mut() {
+                let mut sent = match bridge.as_mut() {
                     Some(b) => {
                         let _ = b.heard.try_send(caller);
                         b.next_to_send()
                     }
                     None => out.next_frame(),
                 };
+                // A key press being sent takes this packet's place (or its audio).
+                if out.pressing.is_none() {
+                    out.pressing = out.keys.pop_front().and_then(|d| dtmf::KeyPress::new(d).map(|k| (k, out.timestamp)));
+                }
+                let mut event = None;
+                if let Some((press, began)) = out.pressing.as_mut() {
+                    let next = match negotiated.event_pt {
+                        Some(pt) => press.next_packet().map(|(payload, first)| event = Some((pt, payload, first, *began))),
+                        None => press.next_tones().map(|tones| sent = tones),
+                    };
+                    if next.is_none() {
+                        out.pressing = None;
+                    }
+                }
                 let may_send = matches!(negotiated.direction.answer(), Direction::SendRecv | Direction::SendOnly);
-                if let (Some(remote), true) = (latch.target(negotiated.remote), may_send) {
+                if let (Some(remote), true, Some((pt, event, first, began))) = (latch.target(negotiated.remote), may_send, event) {
+                    RtpPacket {
+                        marker: first,
+                        payload_type: pt,
+                        sequence: out.sequence,
+                        timestamp: began,
+                        ssrc: out.ssrc,
+                        payload: &event,
+                    }
+                    .write(&mut packet);
+                    let _ = rtp.try_send_to(&packet, remote);
+                } else if let (Some(remote), true) = (latch.target(negotiated.remote), may_send) {
                     for (p, s) in payload.iter_mut().zip(sent.iter()) {
                         *p = negotiated.codec.encode(*s);
                     }
@@ -314,7 +351,7 @@ pub async fn run(
                 last_heard = tick;
                 if Some(p.payload_type) == negotiated.event_pt {
                     if let Some(d) = dtmf.packet(p.ssrc, p.timestamp, p.payload) {
-                        let _ = digits.send(d);
+                        let _ = digits.try_send(d);
                     }
                 } else if p.payload_type == negotiated.audio_pt && p.payload.len() == FRAME_SAMPLES {
                     let mut frame = [0i16; FRAME_SAMPLES];
@@ -347,6 +384,11 @@ pub async fn run(
                     bridge = Some(end);
                 }
                 Some(MediaCommand::Unbridge) => bridge = None,
+                Some(MediaCommand::SendDigit(d)) => {
+                    if out.keys.len() < KEYS_WAITING {
+                        out.keys.push_back(d);
+                    }
+                }
                 Some(MediaCommand::Renegotiated(n)) => {
                     // Media moved: learn the new source from its first packets.
                     if n.remote.is_some() && n.remote != negotiated.remote {

@@ -672,7 +672,7 @@ impl Shared {
         info!(%call_id, codec = negotiated.codec.name(), "call confirmed");
 
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let (digits, digit_rx) = mpsc::unbounded_channel();
+        let (digits, digit_rx) = mpsc::channel(crate::dtmf::KEYS_HELD);
         let info = CallInfo {
             key: dialog_key(&call_id, &identity.from_tag, &dialog.id().local_tag),
             call_id: call_id.clone(),
@@ -706,7 +706,7 @@ impl Shared {
             held: held_rx,
             dialer: crate::leg::Dialer(self.clone()),
             info,
-            digits: digit_rx,
+            digits: tokio::sync::Mutex::new(digit_rx),
             media: commands.clone(),
             hangup: hangup.clone(),
             ended: ended.clone(),
@@ -772,7 +772,7 @@ impl Shared {
                     }
                     Some(DialogState::Info(_, request, handle)) => {
                         if let Some(d) = dtmf::info_digit(&String::from_utf8_lossy(&request.body)) {
-                            let _ = digits.send(d);
+                            let _ = digits.try_send(d);
                         }
                         let _ = handle.reply(StatusCode::OK).await;
                     }
