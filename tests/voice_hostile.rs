@@ -478,6 +478,13 @@ async fn tcp_connections_are_bounded_and_idle_ones_closed(backend: Backend) {
         .replace("CSeq: 1 INVITE", "CSeq: 1 OPTIONS");
     again.send(&options).await.unwrap();
     assert_eq!(status(&again.final_response().await), 200);
+    // A keep-alive (RFC 5626 CRLF CRLF) is answered with CRLF, but holds no place:
+    // a connection with no call or registration on it is still closed when idle.
+    assert!(again.ping(WAIT).await, "a keep-alive gets its pong");
+    assert!(
+        again.closed_within(WAIT).await,
+        "keep-alives alone do not keep a connection"
+    );
 }
 
 async fn invite_floods_from_one_source_get_503(backend: Backend) {

@@ -95,6 +95,19 @@ impl TcpPeer {
         self.stream.write_all(message.as_bytes()).await
     }
 
+    /// Sends an RFC 5626 keep-alive (CRLF CRLF); whether the single-CRLF answer
+    /// comes back within `wait`.
+    pub async fn ping(&mut self, wait: Duration) -> bool {
+        if self.stream.write_all(b"\r\n\r\n").await.is_err() {
+            return false;
+        }
+        let mut pong = [0u8; 2];
+        matches!(
+            tokio::time::timeout(wait, self.stream.read_exact(&mut pong)).await,
+            Ok(Ok(_)) if &pong == b"\r\n"
+        )
+    }
+
     /// The next whole SIP message, or `None` when the connection closed or `wait` passed.
     pub async fn recv(&mut self, wait: Duration) -> Option<String> {
         let deadline = tokio::time::Instant::now() + wait;
