@@ -96,7 +96,7 @@ impl FrameSink for Sink {
             self.health.set(Some(why.clone()));
             guard.failure = Some(why);
             if let Some(w) = guard.writer.take() {
-                let _ = w.finish();
+                let _ = w.finish(None);
             }
         }
     }
@@ -214,15 +214,21 @@ impl Recorder {
             .await
     }
 
-    /// Finishes the file and the row, then links it to the call's contact (if intake
-    /// recorded one). Call only after the call has ended.
-    pub async fn finish(&self, r: ActiveRecording) -> Result<(), RecorderError> {
+    /// Finishes the file, with the call's `legs` with advisors in its metadata, and
+    /// the row, then links it to the call's contact (if intake recorded one). Call
+    /// only after the call has ended.
+    pub async fn finish(
+        &self,
+        r: ActiveRecording,
+        legs: &[crate::domain::recording::CallLeg],
+    ) -> Result<(), RecorderError> {
+        let comment = legs_comment(r.started_at, legs);
         let (writer, failure) = {
             let mut w = r.writer.lock().expect("not poisoned");
             (w.writer.take(), w.failure.take())
         };
         let finished = match writer {
-            Some(w) => blocking(&r.id, move || w.finish()).await,
+            Some(w) => blocking(&r.id, move || w.finish(Some(&comment))).await,
             // The writer gave up after a write error and finished what it had (or
             // could not even do that: then the part file is repaired).
             None => {
@@ -401,6 +407,31 @@ impl Recorder {
     }
 }
 
+/// What a recording's metadata says of the call: each leg with an advisor, its
+/// moments in ms from the start of the recording. At most [`LEGS_IN_METADATA`].
+fn legs_comment(started_at: Timestamp, legs: &[crate::domain::recording::CallLeg]) -> String {
+    let at = |t: Timestamp| (t.millis() - started_at.millis()).max(0);
+    let legs: Vec<serde_json::Value> = legs
+        .iter()
+        .take(LEGS_IN_METADATA)
+        .map(|l| {
+            serde_json::json!({
+                "advisor_id": l.advisor_id,
+                "offered_ms": at(l.offered_at),
+                "answered_ms": l.answered_at.map(at),
+                "ended_ms": l.ended_at.map(at),
+                "outcome": l.outcome,
+                "transferred_to": l.transferred_to,
+            })
+        })
+        .collect();
+    serde_json::json!({ "recorded_by": "contactd", "legs": legs }).to_string()
+}
+
+/// A call offered round and round for its whole wait has a leg per offer: the
+/// metadata keeps the first this many (the store keeps them all).
+const LEGS_IN_METADATA: usize = 200;
+
 fn finished_from_disk(path: &Path) -> Result<FinishedRecording, RecordingError> {
     let size = std::fs::metadata(path)
         .map_err(|e| RecordingError::Io {
@@ -408,11 +439,13 @@ fn finished_from_disk(path: &Path) -> Result<FinishedRecording, RecordingError> 
             source: e,
         })?
         .len();
+    let audio = contactd_recordings::wav::data_bytes_in_header(path)
+        .filter(|d| 44 + d <= size)
+        .unwrap_or(size.saturating_sub(44));
     Ok(FinishedRecording {
         path: path.to_path_buf(),
         size_bytes: size,
-        duration_ms: size.saturating_sub(44) / 4 * 1000
-            / u64::from(contactd_recordings::SAMPLE_RATE),
+        duration_ms: audio / 4 * 1000 / u64::from(contactd_recordings::SAMPLE_RATE),
         sha256: contactd_recordings::wav::hash_file(path)?,
     })
 }

@@ -555,6 +555,39 @@ async fn the_recording(app: &TestApp) -> (String, Vec<i16>, Vec<i16>) {
     )
 }
 
+/// The JSON in the only recording's metadata (a RIFF `LIST`/`INFO` chunk's `ICMT`),
+/// read by walking the file's chunks.
+async fn recording_metadata(app: &TestApp) -> Value {
+    use sqlx::Row;
+    app.until_count("recordings WHERE status = 'complete'", 1)
+        .await;
+    let path: String = sqlx::query("SELECT path FROM recordings")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap()
+        .try_get("path")
+        .unwrap();
+    let bytes = std::fs::read(app.db.dir().join("recordings").join(path)).unwrap();
+    assert_eq!(&bytes[..4], b"RIFF");
+    assert_eq!(
+        u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize,
+        bytes.len() - 8
+    );
+    let mut at = 12;
+    while at + 8 <= bytes.len() {
+        let id = &bytes[at..at + 4];
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        let body = &bytes[at + 8..at + 8 + len];
+        if id == b"LIST" && &body[..4] == b"INFO" && &body[4..8] == b"ICMT" {
+            let text_len = u32::from_le_bytes(body[8..12].try_into().unwrap()) as usize;
+            let text = &body[12..12 + text_len];
+            return serde_json::from_slice(text.strip_suffix(b"\0").unwrap()).unwrap();
+        }
+        at += 8 + len + len % 2;
+    }
+    panic!("no LIST/INFO comment in the recording");
+}
+
 /// The legs of the only call, as quality staff read them with its recording
 /// (`GET /api/v1/requests/{reference}/recordings`): (advisor id, outcome, answered,
 /// transferred to).
@@ -1117,6 +1150,34 @@ async fn a_blind_transfer_reaches_the_second_advisor_and_the_recording_carries_o
             (kate.clone(), "ended".to_string(), true, None),
         ],
         "both legs, with the transfer, on the call's record"
+    );
+    // And in the recording file's own metadata, timed from its start.
+    let metadata = recording_metadata(&app).await;
+    let legs = metadata["legs"].as_array().unwrap();
+    let in_file: Vec<(&str, &str, Option<&str>)> = legs
+        .iter()
+        .map(|l| {
+            (
+                l["advisor_id"].as_str().unwrap(),
+                l["outcome"].as_str().unwrap(),
+                l["transferred_to"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        in_file,
+        [
+            (jack.as_str(), "transferred", Some("kate")),
+            (kate.as_str(), "ended", None)
+        ],
+        "{metadata}"
+    );
+    let ms = |l: &Value, k: &str| l[k].as_i64().unwrap();
+    assert!(
+        ms(&legs[0], "offered_ms") <= ms(&legs[0], "answered_ms")
+            && ms(&legs[0], "ended_ms") <= ms(&legs[1], "answered_ms")
+            && ms(&legs[1], "answered_ms") <= ms(&legs[1], "ended_ms"),
+        "in order, within the recording: {metadata}"
     );
     let (_, list) = app.get(Role::Supervisor, "/api/v1/advisors").await;
     for id in [&jack, &kate] {

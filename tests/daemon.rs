@@ -369,7 +369,7 @@ async fn expired_recording(
     let recording = recorder.begin(call, std::time::SystemTime::now()).unwrap();
     recorder.register(&recording).await.unwrap();
     let id = recording.id.clone();
-    recorder.finish(recording).await.unwrap();
+    recorder.finish(recording, &[]).await.unwrap();
     sqlx::query("UPDATE recordings SET expires_at = 0 WHERE id = $1")
         .bind(&id)
         .execute(store.pool())

@@ -33,16 +33,24 @@ pub fn repair(part: &Path) -> Result<FinishedRecording, RecordingError> {
     if len < HEADER_LEN {
         // Killed before the first buffer reached the disk: nothing, or part of our
         // own header. An empty recording, still a playable file.
-        if head[..] != header(0)[..head.len()] {
+        if head[..] != header(0, 0)[..head.len()] {
             return Err(not_ours("it is shorter than a WAV header and not ours"));
         }
-        return finish_file(&mut file, part, Path::new(final_name), 0);
+        return finish_file(&mut file, part, Path::new(final_name), 0, None);
     }
     if &head[0..4] != b"RIFF" || &head[8..12] != b"WAVE" {
         return Err(not_ours("it has no RIFF/WAVE header"));
     }
-    let data = len.saturating_sub(HEADER_LEN) / 4 * 4;
-    finish_file(&mut file, part, Path::new(final_name), data)
+    // A file finished just before the crash has its audio's length in its header
+    // (and its metadata after the audio, which is not audio): trust that. Otherwise
+    // everything after the header is audio.
+    let finished = u64::from(u32::from_le_bytes([head[40], head[41], head[42], head[43]]));
+    let data = if finished > 0 && HEADER_LEN + finished <= len {
+        finished
+    } else {
+        len.saturating_sub(HEADER_LEN) / 4 * 4
+    };
+    finish_file(&mut file, part, Path::new(final_name), data, None)
 }
 
 #[cfg(test)]
@@ -85,7 +93,7 @@ mod tests {
     #[test]
     fn a_file_killed_before_its_first_write_becomes_an_empty_recording() {
         let dir = tempfile::tempdir().unwrap();
-        for (name, bytes) in [("empty", &b""[..]), ("torn", &header(0)[..20])] {
+        for (name, bytes) in [("empty", &b""[..]), ("torn", &header(0, 0)[..20])] {
             let part = dir.path().join(format!("{name}.wav.part"));
             std::fs::write(&part, bytes).unwrap();
             let fixed = repair(&part).unwrap();

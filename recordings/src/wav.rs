@@ -1,6 +1,9 @@
 //! A stereo 16-bit PCM WAV written frame by frame. The header is written first with
 //! sizes of zero and corrected when the call ends (or by [`crate::repair`] after a
-//! crash), so the audio is on disk as the call goes, never held in memory.
+//! crash), so the audio is on disk as the call goes, never held in memory. What
+//! happened in the call (its legs with advisors) goes after the audio, in the file's
+//! own metadata: a `LIST`/`INFO` chunk whose comment (`ICMT`, what players show as
+//! "comment") is the daemon's JSON.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -35,11 +38,14 @@ pub struct FinishedRecording {
     pub sha256: String,
 }
 
-pub(crate) fn header(data_bytes: u32) -> [u8; HEADER_LEN as usize] {
+/// The header of a file with `data_bytes` of audio and `after` bytes of chunks
+/// after it.
+pub(crate) fn header(data_bytes: u32, after: u32) -> [u8; HEADER_LEN as usize] {
     let mut h = [0u8; HEADER_LEN as usize];
     let byte_rate = SAMPLE_RATE * u32::from(CHANNELS) * 2;
     h[0..4].copy_from_slice(b"RIFF");
-    h[4..8].copy_from_slice(&(36u32.saturating_add(data_bytes)).to_le_bytes());
+    h[4..8]
+        .copy_from_slice(&(36u32.saturating_add(data_bytes).saturating_add(after)).to_le_bytes());
     h[8..12].copy_from_slice(b"WAVE");
     h[12..16].copy_from_slice(b"fmt ");
     h[16..20].copy_from_slice(&16u32.to_le_bytes());
@@ -74,7 +80,7 @@ impl RecordingWriter {
         .open(&part)
         .map_err(io_error(&part))?;
         let mut file = BufWriter::with_capacity(BUFFER_BYTES, file);
-        file.write_all(&header(0)).map_err(io_error(&part))?;
+        file.write_all(&header(0, 0)).map_err(io_error(&part))?;
         Ok(RecordingWriter {
             file,
             part,
@@ -100,8 +106,9 @@ impl RecordingWriter {
         self.frames * 1000 / u64::from(SAMPLE_RATE)
     }
 
-    /// Corrects the header, syncs, renames to the final name and hashes the file.
-    pub fn finish(self) -> Result<FinishedRecording, RecordingError> {
+    /// Corrects the header, adds `comment` (the call's events) as the file's
+    /// metadata, syncs, renames to the final name and hashes the file.
+    pub fn finish(self, comment: Option<&str>) -> Result<FinishedRecording, RecordingError> {
         let RecordingWriter {
             file,
             part,
@@ -111,8 +118,41 @@ impl RecordingWriter {
         let mut file = file
             .into_inner()
             .map_err(|e| io_error(&part)(e.into_error()))?;
-        finish_file(&mut file, &part, &final_path, frames * BYTES_PER_FRAME)
+        finish_file(
+            &mut file,
+            &part,
+            &final_path,
+            frames * BYTES_PER_FRAME,
+            comment,
+        )
     }
+}
+
+/// A `LIST` chunk of type `INFO` holding `comment` as `ICMT` (NUL-terminated,
+/// padded to an even length as RIFF wants).
+fn info_chunk(comment: &str) -> Vec<u8> {
+    let mut text = comment.as_bytes().to_vec();
+    text.push(0);
+    let icmt_len = text.len() as u32;
+    if text.len() % 2 == 1 {
+        text.push(0);
+    }
+    let mut chunk = Vec::with_capacity(text.len() + 20);
+    chunk.extend_from_slice(b"LIST");
+    chunk.extend_from_slice(&(4 + 8 + text.len() as u32).to_le_bytes());
+    chunk.extend_from_slice(b"INFO");
+    chunk.extend_from_slice(b"ICMT");
+    chunk.extend_from_slice(&icmt_len.to_le_bytes());
+    chunk.extend_from_slice(&text);
+    chunk
+}
+
+/// The audio's length as a finished file's header gives it, if it is one.
+pub fn data_bytes_in_header(path: &Path) -> Option<u64> {
+    let mut head = [0u8; HEADER_LEN as usize];
+    File::open(path).ok()?.read_exact(&mut head).ok()?;
+    (&head[0..4] == b"RIFF" && &head[36..40] == b"data")
+        .then(|| u64::from(u32::from_le_bytes([head[40], head[41], head[42], head[43]])))
 }
 
 /// Writes the real sizes into the header, syncs, renames and hashes.
@@ -121,15 +161,19 @@ pub(crate) fn finish_file(
     part: &Path,
     final_path: &Path,
     data_bytes: u64,
+    comment: Option<&str>,
 ) -> Result<FinishedRecording, RecordingError> {
     let data_bytes32 = u32::try_from(data_bytes).map_err(|_| RecordingError::NotOurs {
         path: part.display().to_string(),
         why: "longer than a WAV file can describe",
     })?;
+    let metadata = comment.map(info_chunk).unwrap_or_default();
     file.set_len(HEADER_LEN + data_bytes)
         .map_err(io_error(part))?;
+    file.seek(SeekFrom::End(0)).map_err(io_error(part))?;
+    file.write_all(&metadata).map_err(io_error(part))?;
     file.seek(SeekFrom::Start(0)).map_err(io_error(part))?;
-    file.write_all(&header(data_bytes32))
+    file.write_all(&header(data_bytes32, metadata.len() as u32))
         .map_err(io_error(part))?;
     file.sync_all().map_err(io_error(part))?;
     std::fs::rename(part, final_path).map_err(io_error(part))?;
@@ -141,7 +185,7 @@ pub(crate) fn finish_file(
     let sha256 = hash_file(final_path)?;
     Ok(FinishedRecording {
         path: final_path.to_path_buf(),
-        size_bytes: HEADER_LEN + data_bytes,
+        size_bytes: HEADER_LEN + data_bytes + metadata.len() as u64,
         duration_ms: data_bytes / BYTES_PER_FRAME * 1000 / u64::from(SAMPLE_RATE),
         sha256,
     })
@@ -175,9 +219,12 @@ mod tests {
         for (l, r) in left.chunks(160).zip(right.chunks(160)) {
             w.write(l, r).unwrap();
         }
-        let done = w.finish().unwrap();
+        let comment = r#"{"legs":[]}"#;
+        let done = w.finish(Some(comment)).unwrap();
         assert_eq!(done.duration_ms, 1000);
-        assert_eq!(done.size_bytes, 44 + 8000 * 4);
+        // The metadata: "LIST", size, "INFO", "ICMT", size, 12 bytes with the NUL.
+        assert_eq!(done.size_bytes, 44 + 8000 * 4 + 8 + 4 + 8 + 12);
+        assert_eq!(data_bytes_in_header(&path), Some(8000 * 4));
         assert!(!RecordingsDir::part_path(&path).exists());
         let mut reader = hound::WavReader::open(&path).unwrap();
         let spec = reader.spec();
@@ -189,5 +236,26 @@ mod tests {
         assert_eq!(samples.len(), 16000);
         assert_eq!(&samples[..4], &[0, -7, 1, -7]);
         assert_eq!(done.sha256, hash_file(&path).unwrap());
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(
+            u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize,
+            bytes.len() - 8,
+            "the RIFF size covers the metadata"
+        );
+        let tail = &bytes[44 + 8000 * 4..];
+        assert_eq!(&tail[..4], b"LIST");
+        assert_eq!(&tail[8..16], b"INFOICMT");
+        assert_eq!(&tail[20..31], comment.as_bytes());
+    }
+
+    #[test]
+    fn an_odd_comment_is_padded_to_an_even_chunk() {
+        let chunk = info_chunk("odd");
+        assert_eq!(chunk.len() % 2, 0);
+        assert_eq!(u32::from_le_bytes(chunk[16..20].try_into().unwrap()), 4);
+        assert_eq!(
+            u32::from_le_bytes(chunk[4..8].try_into().unwrap()) as usize,
+            chunk.len() - 8
+        );
     }
 }

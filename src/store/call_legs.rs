@@ -82,6 +82,16 @@ impl Store {
     }
 }
 
+impl Store {
+    /// One call's legs, in the order offered: what its recording's metadata says
+    /// (a system read, made as the recording is finished).
+    pub async fn legs_of_call(&self, contact_id: &str) -> StoreResult<Vec<CallLeg>> {
+        let mut conn = self.pool().acquire().await?;
+        let mut legs = legs_of(&mut conn, &[contact_id]).await?;
+        Ok(legs.remove(contact_id).unwrap_or_default())
+    }
+}
+
 /// The legs of these calls (by contact id), each call's in the order offered.
 pub(crate) async fn legs_of(
     conn: &mut sqlx::AnyConnection,

@@ -347,8 +347,10 @@ impl Inner {
             attachments: Vec::new(),
             needs_review: false,
         };
+        let mut contact_id = None;
         match self.intake.receive(&contact).await {
             Ok(outcome) => {
+                contact_id = Some(outcome.contact_id.clone());
                 tracing::info!(%call_id, reference = %outcome.reference, "call logged");
                 let recording_id = recording.as_ref().map(|r| r.id.as_str());
                 self.after_logging(&mut call, &routing, &outcome, recording_id)
@@ -360,8 +362,16 @@ impl Inner {
             }
         }
         call.ended().await;
+        // The legs with advisors go into the recording's own metadata.
+        let legs = match &contact_id {
+            Some(id) => self.store.legs_of_call(id).await.unwrap_or_else(|e| {
+                tracing::error!(%call_id, error = %e, "the call's legs cannot be read for its recording");
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
         if let Some(r) = recording
-            && let Err(e) = self.recorder.finish(r).await
+            && let Err(e) = self.recorder.finish(r, &legs).await
         {
             tracing::error!(%call_id, error = %e, "cannot finish the recording");
         }
