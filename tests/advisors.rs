@@ -1930,6 +1930,70 @@ async fn keys_the_caller_presses_reach_the_advisor_at_the_advisors_payload_type(
     app.stop().await;
 }
 
+/// Announcements of the caller's place are due every 2 s, but while an advisor's
+/// phone rings for them (8 s, never answered) the caller hears the music and only
+/// the music: an announcement would be cut off by the advisor answering. Where the
+/// ringing was is read from the recording's own metadata.
+async fn no_announcement_starts_while_an_advisors_phone_rings(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let music = dir.path().join("sweep.wav");
+    write_sweep(&music);
+    let app = queue_app_with(backend, |s| {
+        s.queues.ring_seconds = 8;
+        s.queues.unanswered_before_away = 1;
+        s.queues.position_every_seconds = 2;
+        s.queues.voicemail_seconds = 2;
+        s.queues.music_on_hold = music.clone();
+        s.queues.services.get_mut("waste").unwrap().max_wait_seconds = 14;
+    })
+    .await;
+    let udp = app.sip_addr(SipTransport::Udp);
+    let (_, password) = add_advisor_for(&app, "lou", "SHA-256", "waste").await;
+    let how = Behaviour {
+        mode: "ignore",
+        talk_seconds: 0,
+        codec: "PCMU",
+        tone_hz: 1000.0,
+    };
+    let _phone = AnsweringPhone::take_calls(how, udp, "lou", &password, dir.path()).await;
+    let media = sipp::tone_file(dir.path(), contactd_sip::g711::Codec::Pcmu, 60);
+    let text = sipp::call_scenario("07700900231", "0", &media, "0", "*1", None);
+    let run = sipp::run(dir.path(), &text, udp, 1, "u1").await;
+    assert!(run.success, "{}", run.output);
+
+    let metadata = recording_metadata(&app).await;
+    let leg = &metadata["legs"][0];
+    assert_eq!(leg["outcome"], "no_answer", "{metadata}");
+    let (rang_from, rang_to) = (
+        leg["offered_ms"].as_i64().unwrap() as usize,
+        leg["ended_ms"].as_i64().unwrap() as usize,
+    );
+    assert!(rang_to - rang_from >= 7_500, "{metadata}");
+    let (_, _, right) = the_recording(&app).await;
+    let pitch = music_pitch(&right);
+    // 100 ms windows well inside the ringing: each the music, each following on
+    // from the one before (or the music starting over from its lowest note).
+    let inside = (rang_from + 400) / 100..(rang_to - 400) / 100;
+    let breaks: Vec<usize> = inside
+        .clone()
+        .filter(|&i| match (pitch[i], pitch[i + 1]) {
+            (Some(a), Some(b)) => !((b - a).abs() < 30.0 || a - b > 500.0),
+            _ => true,
+        })
+        .collect();
+    assert!(
+        breaks.len() <= 2,
+        "nothing but music while the phone rang ({inside:?}); breaks at {breaks:?}"
+    );
+    // After the ringing, announcements come again (the one held back first).
+    let after = (rang_to / 100)..(rang_to / 100 + 40).min(pitch.len() - 1);
+    assert!(
+        after.filter(|&i| pitch[i].is_none()).count() >= 10,
+        "the held-back announcement follows the ringing"
+    );
+    app.stop().await;
+}
+
 on_both_backends!(
     a_phone_registers_with_md5_and_is_unreachable_once_it_expires,
     a_softphone_registers_with_sha256_over_udp_and_tcp,
@@ -1951,4 +2015,5 @@ on_both_backends!(
     a_caller_who_rings_back_keeps_their_place_in_the_queue,
     session_timers_have_one_refresher_and_a_refresh_that_never_comes_ends_the_call,
     keys_the_caller_presses_reach_the_advisor_at_the_advisors_payload_type,
+    no_announcement_starts_while_an_advisors_phone_rings,
 );
