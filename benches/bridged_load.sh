@@ -97,6 +97,8 @@ run_contactd() {
   export CONTACTD__RECORDINGS__DIR="$data/recordings" CONTACTD__HTTP__LISTEN=127.0.0.1:0
   export CONTACTD__SIP__REGISTRAR=true CONTACTD__SIP__MAX_CALLS=$((calls + 100))
   export CONTACTD__SIP__INVITES_PER_SECOND=1000 CONTACTD__SIP__MAX_PENDING_PER_SOURCE=5000
+  # All the advisors' phones are sipp on one address, registering at 200/s.
+  export CONTACTD__SIP__REGISTERS_PER_SECOND=1000
   export CONTACTD__SIP__RTP_PORTS=40000-50000 CONTACTD__SIP__DEVICES_PER_ADVISOR=1
   export CONTACTD__QUEUES__WRAP_UP_SECONDS=1 CONTACTD__LOG__LEVEL=warn
   # sipp cannot answer an OPTIONS outside a call without starting a scenario that then

@@ -752,6 +752,9 @@ pub struct SipSettings {
     /// Wrong credentials one source address may send before it is refused; one more
     /// is allowed each minute after that.
     pub auth_failures_per_source: u32,
+    /// REGISTERs one source address may send per second (bursts of twice that);
+    /// beyond, 503 with Retry-After.
+    pub registers_per_second: u32,
     /// Every registered phone is asked this often whether it is there (OPTIONS); one
     /// that does not answer is not rung until it does. 0: never asked.
     pub phone_check_seconds: u64,
@@ -824,10 +827,13 @@ impl SipSettings {
                     "at least sip.register_min_seconds, which is at least 1",
                 );
             }
-            if self.devices_per_advisor == 0 || self.auth_failures_per_source == 0 {
+            if self.devices_per_advisor == 0
+                || self.auth_failures_per_source == 0
+                || self.registers_per_second == 0
+            {
                 return bad(
                     "sip.devices_per_advisor",
-                    "it and sip.auth_failures_per_source must be at least 1",
+                    "it, sip.auth_failures_per_source and sip.registers_per_second must be at least 1",
                 );
             }
         }

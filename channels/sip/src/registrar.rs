@@ -101,7 +101,15 @@ pub struct RegistrarPolicy {
     pub failure_refill: Duration,
     /// How long a nonce may be answered.
     pub nonce_lifetime: Duration,
+    /// REGISTERs one source may send per second (bursts of twice that); more get
+    /// 503 with Retry-After.
+    pub registers_per_second: u32,
 }
+
+/// REGISTERs being looked up (a database read each) at once, from all sources
+/// together: a flood from many addresses gets 503 beyond this, and the database
+/// sees no more than this many of its reads at a time.
+const LOOKUPS_AT_ONCE: usize = 32;
 
 /// Asked when a REGISTER has neither a Contact's nor the request's expiry.
 const DEFAULT_EXPIRES: u32 = 3600;
@@ -111,12 +119,19 @@ pub(crate) struct RegistrarSide {
     policy: RegistrarPolicy,
     nonces: Nonces,
     failures: RateLimiter,
+    requests: RateLimiter,
+    lookups: tokio::sync::Semaphore,
 }
 
 /// How a REGISTER is answered, with a line for the log.
 enum Answer {
-    Challenge { algorithm: Algorithm, stale: bool },
+    Challenge {
+        algorithm: Algorithm,
+        stale: bool,
+    },
     Refuse(StatusCode, &'static str),
+    /// Too many REGISTERs now (from this source, or from everyone): 503, later.
+    Busy,
     TooBrief,
     Bound(Vec<Binding>),
 }
@@ -126,6 +141,8 @@ impl RegistrarSide {
         RegistrarSide {
             registrar,
             failures: RateLimiter::with_burst(policy.failures_burst, policy.failure_refill),
+            requests: RateLimiter::new(policy.registers_per_second),
+            lookups: tokio::sync::Semaphore::new(LOOKUPS_AT_ONCE),
             nonces: Nonces::new(policy.nonce_lifetime),
             policy,
         }
@@ -149,6 +166,7 @@ impl RegistrarSide {
             Answer::Challenge { .. } => "challenged",
             Answer::Refuse(StatusCode::Forbidden, _) => "forbidden",
             Answer::Refuse(..) | Answer::TooBrief => "refused",
+            Answer::Busy => "busy",
             Answer::Bound(_) => "registered",
         };
         metrics::counter!("contactd_sip_registers_total", "outcome" => outcome).increment(1);
@@ -166,6 +184,11 @@ impl RegistrarSide {
             Answer::Refuse(code, why) => {
                 let warning = Header::Other("Warning".into(), format!("399 contactd \"{why}\""));
                 tx.reply_with(code, vec![warning], None).await
+            }
+            Answer::Busy => {
+                let later = Header::Other("Retry-After".into(), "5".into());
+                tx.reply_with(StatusCode::ServiceUnavailable, vec![later], None)
+                    .await
             }
             Answer::TooBrief => {
                 let min = Header::Other("Min-Expires".into(), self.policy.min_expires.to_string());
@@ -190,10 +213,18 @@ impl RegistrarSide {
 
     async fn decide(&self, tx: &Transaction, peer: SocketAddr) -> Answer {
         let request = &tx.original;
+        if !self.requests.allow(peer.ip(), Instant::now()) {
+            debug!(source = %peer.ip(), "REGISTER rate limit: 503");
+            return Answer::Busy;
+        }
         if !self.failures.has_token(peer.ip(), Instant::now()) {
             debug!(source = %peer.ip(), "REGISTER from a source with too many failed attempts");
             return Answer::Refuse(StatusCode::Forbidden, "too many failed attempts");
         }
+        let Ok(_looking_up) = self.lookups.try_acquire() else {
+            debug!("REGISTERs being looked up at their limit: 503");
+            return Answer::Busy;
+        };
         let Ok(username) = identity::registered_user(request) else {
             return Answer::Refuse(StatusCode::BadRequest, "To: not a sip URI with a user");
         };

@@ -166,6 +166,7 @@ fn registrar(
         failures_burst: s.auth_failures_per_source,
         failure_refill: Duration::from_secs(60),
         nonce_lifetime: Duration::from_secs(300),
+        registers_per_second: s.registers_per_second,
     };
     (Arc::new(hub.advisors.clone()), policy)
 }
