@@ -2074,6 +2074,77 @@ async fn no_announcement_starts_while_an_advisors_phone_rings(backend: Backend) 
     app.stop().await;
 }
 
+/// A phone behind NAT: its Contact is a private address no one can reach, and its
+/// NAT mapping changes (it re-registers from a new source port). The daemon offers the
+/// next call to the address and port the REGISTER last came from, where the phone
+/// (sipp as UAS) declines it; nothing is sent to the old port.
+async fn a_phone_behind_nat_is_reached_at_the_port_it_last_registered_from(backend: Backend) {
+    let app = queue_app_with(backend, |s| {
+        // sipp as a UAS would take an OPTIONS check for a call of its scenario.
+        s.sip.phone_check_seconds = 0;
+        s.queues.voicemail_seconds = 2;
+        s.queues.services.get_mut("waste").unwrap().max_wait_seconds = 4;
+    })
+    .await;
+    let udp = app.sip_addr(SipTransport::Udp);
+    let (advisor, password) = add_advisor_for(&app, "nat", "MD5", "waste").await;
+    let dir = tempfile::tempdir().unwrap();
+    let register = sipp::scenario(
+        "uac_register.xml",
+        &[
+            ("USER", "nat"),
+            ("PASSWORD", &password),
+            ("EXPIRES", "600"),
+            ("FINAL", "200"),
+        ],
+    )
+    .replace(
+        "Contact: <sip:nat@[local_ip]:[local_port]>",
+        "Contact: <sip:nat@192.168.1.50:5060>",
+    );
+    let (before, after) = (sipp::free_udp_port(), sipp::free_udp_port());
+    for port in [before, after] {
+        let at = sipp::SippAt {
+            local: "127.0.0.1",
+            port: Some(port),
+        };
+        let run = sipp::run_at(at, dir.path(), &register, udp).await;
+        assert!(run.success, "registered from port {port}: {}", run.output);
+    }
+    let phones = devices(&app, "nat").await;
+    assert_eq!(phones.len(), 1, "one phone, re-registered: {phones:?}");
+    assert_eq!(phones[0]["contact"], "sip:nat@192.168.1.50:5060");
+    assert_eq!(phones[0]["source"], format!("127.0.0.1:{after}"));
+
+    let phone = {
+        let dir = dir.path().to_path_buf();
+        let declining = sipp::scenario("uas_decline.xml", &[]);
+        tokio::spawn(async move {
+            let at = sipp::SippAt {
+                local: "127.0.0.1",
+                port: Some(after),
+            };
+            sipp::serve(at, &dir, &declining).await
+        })
+    };
+    let media = sipp::tone_file(dir.path(), contactd_sip::g711::Codec::Pcmu, 40);
+    let text = sipp::call_scenario("07700900241", "0", &media, "0", "*1", None);
+    let run = sipp::run(dir.path(), &text, udp, 1, "u1").await;
+    assert!(run.success, "{}", run.output);
+    let phone = phone.await.unwrap();
+    assert!(
+        phone.success,
+        "the offer reached the phone at its new port: {}",
+        phone.output
+    );
+    assert_eq!(
+        legs_of_the_call(&app).await,
+        [(advisor, "declined".to_string(), false, None)],
+        "declined by the phone, not unreachable"
+    );
+    app.stop().await;
+}
+
 on_both_backends!(
     a_phone_registers_with_md5_and_is_unreachable_once_it_expires,
     a_softphone_registers_with_sha256_over_udp_and_tcp,
@@ -2097,4 +2168,5 @@ on_both_backends!(
     keys_the_caller_presses_reach_the_advisor_at_the_advisors_payload_type,
     no_announcement_starts_while_an_advisors_phone_rings,
     register_floods_get_503_and_phones_still_register,
+    a_phone_behind_nat_is_reached_at_the_port_it_last_registered_from,
 );

@@ -185,7 +185,8 @@ pub async fn run_from(
     transport: &str,
 ) -> SippRun {
     for _ in 0..3 {
-        let run = run_once(local, dir, scenario_text, target, calls, transport).await;
+        let at = SippAt { local, port: None };
+        let run = run_once(at, dir, scenario_text, Some(target), calls, transport).await;
         if !run.output.contains("Address already in use") {
             return run;
         }
@@ -193,11 +194,34 @@ pub async fn run_from(
     panic!("sipp found its ports taken three times");
 }
 
-async fn run_once(
-    local: &str,
+/// Where sipp runs: its local address, and its SIP port (a free one when `None`).
+#[derive(Clone, Copy)]
+pub struct SippAt<'a> {
+    pub local: &'a str,
+    pub port: Option<u16>,
+}
+
+/// `run`, with sipp at `at` (over UDP): a phone behind NAT is one whose source
+/// port the test chooses.
+pub async fn run_at(
+    at: SippAt<'_>,
     dir: &Path,
     scenario_text: &str,
     target: SocketAddr,
+) -> SippRun {
+    run_once(at, dir, scenario_text, Some(target), 1, "u1").await
+}
+
+/// sipp as a server (UAS) at `at`, taking one call as `scenario_text` says.
+pub async fn serve(at: SippAt<'_>, dir: &Path, scenario_text: &str) -> SippRun {
+    run_once(at, dir, scenario_text, None, 1, "u1").await
+}
+
+async fn run_once(
+    at: SippAt<'_>,
+    dir: &Path,
+    scenario_text: &str,
+    target: Option<SocketAddr>,
     calls: u32,
     transport: &str,
 ) -> SippRun {
@@ -205,37 +229,37 @@ async fn run_once(
     std::fs::write(&file, scenario_text).unwrap();
     let _ = std::fs::remove_file(dir.join("sipp_errors.log"));
     let mut cmd = tokio::process::Command::new("sipp");
-    cmd.current_dir(dir)
-        .arg("-sf")
-        .arg(&file)
-        .args(["-s", "1000", &target.to_string()])
-        .args([
-            "-m",
-            &calls.to_string(),
-            "-l",
-            &calls.to_string(),
-            "-r",
-            &calls.to_string(),
-        ])
-        .args([
-            "-i",
-            local,
-            "-p",
-            &free_udp_port().to_string(),
-            "-mp",
-            &free_udp_port().to_string(),
-        ])
-        .args([
-            "-t",
-            transport,
-            "-nostdin",
-            "-timeout",
-            "90",
-            "-timeout_error",
-        ])
-        .args(["-trace_err", "-error_file"])
-        .arg(dir.join("sipp_errors.log"))
-        .kill_on_drop(true);
+    cmd.current_dir(dir).arg("-sf").arg(&file);
+    if let Some(target) = target {
+        cmd.args(["-s", "1000", &target.to_string()]);
+    }
+    cmd.args([
+        "-m",
+        &calls.to_string(),
+        "-l",
+        &calls.to_string(),
+        "-r",
+        &calls.to_string(),
+    ])
+    .args([
+        "-i",
+        at.local,
+        "-p",
+        &at.port.unwrap_or_else(free_udp_port).to_string(),
+        "-mp",
+        &free_udp_port().to_string(),
+    ])
+    .args([
+        "-t",
+        transport,
+        "-nostdin",
+        "-timeout",
+        "90",
+        "-timeout_error",
+    ])
+    .args(["-trace_err", "-error_file"])
+    .arg(dir.join("sipp_errors.log"))
+    .kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
         .await
         .expect("sipp finishes within two minutes")
