@@ -1720,6 +1720,30 @@ async fn a_phone_registers_over_tls_and_takes_a_call_through_it(backend: Backend
     let (_, left, right) = the_recording(&app).await;
     assert!(has_tone(&left, 8000, 440.0), "the caller on the left");
     assert!(has_tone(&right, 8000, 1000.0), "the advisor on the right");
+
+    // A keep-alive over TLS (RFC 5626: CRLF CRLF, answered CRLF), from OpenSSL's
+    // client checking the daemon's certificate against the test CA.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut openssl = tokio::process::Command::new("openssl")
+        .args(["s_client", "-quiet", "-verify_return_error", "-CAfile"])
+        .arg(&certificates.ca)
+        .args(["-connect", &tls.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("openssl runs (scripts/test installs it)");
+    let mut to_daemon = openssl.stdin.take().unwrap();
+    to_daemon.write_all(b"\r\n\r\n").await.unwrap();
+    to_daemon.flush().await.unwrap();
+    let mut pong = [0u8; 2];
+    let mut from_daemon = openssl.stdout.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(20), from_daemon.read_exact(&mut pong))
+        .await
+        .expect("a pong in time")
+        .unwrap();
+    assert_eq!(&pong, b"\r\n", "the keep-alive is answered over TLS");
     app.stop().await;
 }
 
