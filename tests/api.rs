@@ -73,6 +73,7 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("post", "/api/v1/advisors/{id}/credential"),
     ("put", "/api/v1/advisors/{id}/state"),
     ("get", "/api/v1/events/calls"),
+    ("get", "/api/v1/queues"),
     ("get", "/api/v1/callbacks"),
     ("post", "/api/v1/callbacks/{id}/close"),
 ];
@@ -215,6 +216,7 @@ async fn roles_are_enforced(backend: Backend) {
         (Role::Agent, "post", "/api/v1/advisors".into()),
         (Role::Quality, "get", "/api/v1/events/calls".into()),
         (Role::Quality, "get", "/api/v1/callbacks".into()),
+        (Role::Quality, "get", "/api/v1/queues".into()),
     ];
     for (role, method, path) in forbidden {
         let (status, body) = call(&app, method, path, Some(app.token(*role))).await;

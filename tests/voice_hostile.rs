@@ -24,6 +24,7 @@ on_both_backends!(
     a_second_caller_reusing_a_call_id_is_a_new_call,
     media_latches_to_the_callers_source_and_drops_every_other,
     a_silent_caller_is_hung_up,
+    a_vanished_caller_is_let_go_without_waiting_out_the_bye,
     tcp_calls_keep_their_transport_and_unsafe_offers_get_488,
     tcp_connections_are_bounded_and_idle_ones_closed,
     invite_floods_from_one_source_get_503,
@@ -366,6 +367,27 @@ async fn media_latches_to_the_callers_source_and_drops_every_other(backend: Back
         "{odd} of {} voiced frames are not the caller's tone",
         pitches.len()
     );
+}
+
+/// A caller who vanished (no media, and no answer to our BYE) is let go once the BYE
+/// has been retransmitted for a few seconds, not after the whole transaction
+/// timeout (32 s): the call is logged within the usual wait.
+async fn a_vanished_caller_is_let_go_without_waiting_out_the_bye(backend: Backend) {
+    let app = app_with(backend, |s| s.sip.media_timeout_seconds = 1).await;
+    let udp = app.sip_addr(SipTransport::Udp);
+    let trunk = UdpPeer::bind("127.0.0.1", udp).await;
+    let (_dialog, _) = answered_call(&trunk, "07700900124", &raw_sip::offer(trunk.local())).await;
+    let bye = trunk.request("BYE", WAIT).await.expect("hung up");
+    let again = trunk
+        .request("BYE", WAIT)
+        .await
+        .expect("the BYE is retransmitted");
+    assert_eq!(
+        raw_sip::header(&bye, "Call-ID"),
+        raw_sip::header(&again, "Call-ID")
+    );
+    // Never answered: the call ends anyway, and is logged.
+    await_count(&app, "contacts", 1).await;
 }
 
 async fn a_silent_caller_is_hung_up(backend: Backend) {

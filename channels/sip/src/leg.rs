@@ -27,9 +27,6 @@ use crate::server::Shared;
 /// the trunk side never may.
 const LEG_ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REFER";
 
-/// How long a BYE to a phone is waited for before its dialog is forgotten.
-const BYE_PATIENCE: Duration = Duration::from_secs(5);
-
 /// A registered phone to ring.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DialTarget {
@@ -384,7 +381,7 @@ impl Dialer {
             let _ = media.await;
             ended.cancel();
             if send_bye {
-                let _ = tokio::time::timeout(BYE_PATIENCE, dialog.bye()).await;
+                let _ = tokio::time::timeout(crate::server::BYE_PATIENCE, dialog.bye()).await;
             }
             shared.dialogs.remove_dialog(&dialog.id());
             debug!(why, "advisor leg ended");

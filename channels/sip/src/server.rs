@@ -790,18 +790,18 @@ impl Shared {
                     Some(_) => {}
                 },
                 _ = hangup.cancelled() => {
-                    let _ = dialog.bye().await;
+                    say_bye(&dialog).await;
                     break CallEnded::WeHungUp;
                 }
                 _ = silent.cancelled() => {
-                    let _ = dialog.bye().await;
+                    say_bye(&dialog).await;
                     break CallEnded::MediaTimeout;
                 }
                 () = &mut refresh_due, if timer.is_some() && !refreshing => {
                     let Some(t) = timer else { continue };
                     if t.refresher == Refresher::Caller {
                         info!(%call_id, "the caller's session refresh never came: ending the call");
-                        let _ = dialog.bye().await;
+                        say_bye(&dialog).await;
                         break CallEnded::SessionExpired;
                     }
                     // Our turn: UPDATE if the caller allows it, else a re-INVITE
@@ -828,7 +828,7 @@ impl Shared {
                     refreshing = false;
                     if !ok {
                         info!(%call_id, "our session refresh failed: ending the call");
-                        let _ = dialog.bye().await;
+                        say_bye(&dialog).await;
                         break CallEnded::SessionExpired;
                     }
                     if let Some(t) = timer {
@@ -837,11 +837,11 @@ impl Shared {
                 }
                 _ = &mut deadline => {
                     info!(%call_id, "maximum call length reached");
-                    let _ = dialog.bye().await;
+                    say_bye(&dialog).await;
                     break CallEnded::MaxDuration;
                 }
                 _ = self.end_all.cancelled() => {
-                    let _ = dialog.bye().await;
+                    say_bye(&dialog).await;
                     break CallEnded::Shutdown;
                 }
             }
@@ -856,6 +856,17 @@ impl Shared {
         info!(%call_id, ?why, seconds = stats.ticks / 50, late = stats.late, missing = stats.missing, wrong_source = stats.wrong_source, "call ended");
         drop(active);
     }
+}
+
+/// How long the answer to a BYE is waited for (it is retransmitted meanwhile):
+/// a peer that has vanished, often the reason its call is being ended, would
+/// otherwise hold the end of the call — and an advisor bridged to it — for the whole
+/// transaction timeout (32 s).
+pub(crate) const BYE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Ends a caller's dialog with BYE, waiting at most [`BYE_PATIENCE`] for its answer.
+async fn say_bye(dialog: &rsipstack::dialog::invite_dialog::InviteDialog) {
+    let _ = tokio::time::timeout(BYE_PATIENCE, dialog.bye()).await;
 }
 
 /// One dialog's key: the Call-ID with both tags. Another caller reusing a Call-ID
